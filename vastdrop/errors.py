@@ -1,0 +1,25 @@
+"""One exception family, split by what the caller should do about it."""
+
+
+class VastdropError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class TransientError(VastdropError):
+    """Worth retrying: network hiccups, throttling, a deadline, a dead host."""
+
+
+class PermanentError(VastdropError):
+    """Retrying cannot help: the input or the request itself is wrong."""
+
+
+class BadInputError(PermanentError):
+    """The input object is not a processable video (empty, undecodable, no video stream)."""
+
+
+class ConfigError(PermanentError):
+    """Settings are missing or invalid."""
+
+
+class NotFoundError(PermanentError):
+    """The object or instance does not exist."""
