@@ -33,7 +33,7 @@ class JobSpec(BaseModel):
     manifest_url: str
     log_url: str | None = None
     target_fps: float | None = Field(default=None, gt=0, le=1000)
-    upscale: Literal[1, 2, 3, 4] = 1
+    upscale: int = Field(default=1, ge=1, le=4)  # 1 (none), 2, 3 or 4
     interpolation_model: str | None = None
     upscale_model: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"

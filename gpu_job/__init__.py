@@ -1,0 +1,1 @@
+"""The GPU job container: `python -m gpu_job`, configured only by JOB_* env vars."""

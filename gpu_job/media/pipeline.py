@@ -1,0 +1,248 @@
+"""The streaming media path: demux -> decode -> [interpolate] -> [upscale] -> encode -> mux.
+
+Frames flow through generators one batch at a time; no frame ever touches the disk. Audio packets are
+muxed as they are demuxed, so the output stays interleaved. Interpolation runs before upscaling:
+RIFE is trained at native resolution, and minterpolate on upscaled frames would cost scale^2 more.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import torch
+import torch.nn.functional as F
+
+from gpu_job.media import encode, filters
+from gpu_job.media.frames import TimedFrame, from_av, to_float_batch, to_uint8_images
+from gpu_job.media.probe import open_input
+from gpu_job.media.retime import RetimeStats, fps_fraction, output_frame_count, retime
+from vastdrop.errors import BadInputError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 4
+# Named channel layouts for re-encoded audio, by channel count (AAC refuses unnamed layouts).
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+@dataclass
+class Plan:
+    """What to do to the video; models already loaded (or None for the libavfilter fallback)."""
+
+    target_fps: float | None = None
+    upscale: int = 1
+    interpolator: Callable | None = None  # RifeInterpolator
+    upscaler: Callable | None = None  # Upscaler
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    video_codec: str = "auto"
+    crf: int = 18
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+
+@dataclass
+class Report:
+    interpolation: str | None = None
+    upscale: str | None = None
+    encoder: str | None = None
+    audio: str | None = None
+    notes: list[str] = field(default_factory=list)
+    frames_in: int = 0
+    frames_out: int = 0
+    retime: RetimeStats = field(default_factory=RetimeStats)
+
+
+# Called after each output frame with the count so far; may raise (deadline) to stop the job.
+OnFrame = Callable[[int], None]
+
+
+def expected_output_frames(plan: Plan, input_frames: int, duration_s: float) -> int:
+    if plan.target_fps is None:
+        return input_frames
+    return output_frame_count(Fraction(duration_s).limit_denominator(10**6), fps_fraction(plan.target_fps))
+
+
+def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFrame | None = None) -> Report:
+    report = Report()
+    with open_input(src) as container:
+        vin = container.streams.video[0]
+        vin.thread_type = "AUTO"
+        ain = container.streams.audio[0] if container.streams.audio else None
+        width, height = vin.codec_context.width, vin.codec_context.height
+        out_w, out_h = _even(width * plan.upscale), _even(height * plan.upscale)
+        if (out_w, out_h) != (width * plan.upscale, height * plan.upscale):
+            report.notes.append(
+                f"output {width * plan.upscale}x{height * plan.upscale} cropped to {out_w}x{out_h}: yuv420p needs even sizes"
+            )
+        if plan.target_fps is not None:
+            rate = fps_fraction(plan.target_fps)
+            time_base = 1 / rate
+        else:
+            rate = Fraction(vin.average_rate or vin.guessed_rate or 25)
+            time_base = Fraction(vin.time_base)
+        choice = encode.choose_encoder(plan.video_codec, out_w, out_h, rate, plan.crf, plan.device.type == "cuda")
+        report.encoder, report.notes = choice.name, report.notes + choice.notes
+
+        with av.open(str(dst), "w", format=encode.OUTPUT_FORMAT, options={"movflags": "+faststart"}) as output:
+            vout = encode.add_video_stream(output, choice, out_w, out_h, rate, time_base)
+            audio = _AudioPath(output, ain, vin) if ain is not None else None
+            report.audio = audio.mode if audio else None
+            if audio and audio.mode == "aac":
+                report.notes.append(f"audio codec {ain.codec_context.name} cannot be copied into MP4: re-encoded to AAC")
+
+            frames = _decode(container, vin, ain, audio, report)
+            frames = _interpolate_stage(frames, plan, duration_s, report)
+            frames = _upscale_stage(frames, plan, report)
+            origin: int | None = None
+            for frame in frames:
+                image = frame.image[:out_h, :out_w]
+                origin = frame.pts if origin is None else origin
+                av_frame = TimedFrame(image, frame.pts - origin, time_base).to_av()
+                output.mux(vout.encode(av_frame))
+                report.frames_out += 1
+                if on_frame:
+                    on_frame(report.frames_out)
+            output.mux(vout.encode())
+            if audio:
+                audio.flush()
+    return report
+
+
+def _even(n: int) -> int:
+    return n - (n % 2)
+
+
+class _AudioPath:
+    """Copies audio packets unchanged when MP4 accepts the codec; otherwise re-encodes to AAC."""
+
+    def __init__(self, output: av.container.OutputContainer, ain: av.AudioStream, vin: av.VideoStream) -> None:
+        self.output, self.ain = output, ain
+        self.mode = "copy" if encode.audio_copy_accepted(ain) else "aac"
+        if self.mode == "copy":
+            self.stream = output.add_stream_from_template(ain)
+        else:
+            self.stream = output.add_stream("aac", rate=ain.codec_context.sample_rate or 48000)
+            # By channel count: a source layout may be unnamed ("2 channels"), which AAC refuses.
+            channels = len(ain.codec_context.layout.channels) if ain.codec_context.layout else 2
+            self.stream.layout = _DEFAULT_LAYOUTS.get(channels, "stereo")
+            self.resampler = av.AudioResampler(format="fltp", layout=self.stream.layout, rate=self.stream.rate)
+        # Output video starts at 0 where the input video started; shift audio by the same amount.
+        video_start = (vin.start_time or 0) * vin.time_base if vin.time_base else 0
+        self.shift = round(Fraction(video_start) / ain.time_base) if ain.time_base else 0
+
+    def packet(self, packet: av.Packet) -> None:
+        if self.mode == "copy":
+            if packet.dts is None:  # the demuxer's flush packet
+                return
+            packet.pts = None if packet.pts is None else packet.pts - self.shift
+            packet.dts -= self.shift
+            packet.stream = self.stream
+            self.output.mux(packet)
+            return
+        for frame in packet.decode():
+            frame.pts = None
+            for resampled in self.resampler.resample(frame):
+                self.output.mux(self.stream.encode(resampled))
+
+    def flush(self) -> None:
+        if self.mode == "aac":
+            for resampled in self.resampler.resample(None):
+                self.output.mux(self.stream.encode(resampled))
+            self.output.mux(self.stream.encode())
+
+
+def _decode(container, vin, ain, audio: _AudioPath | None, report: Report) -> Iterator[TimedFrame]:
+    """Decoded video frames in order; audio packets are handed to the audio path on the way.
+    Only demuxing and decoding errors mean a bad input; anything downstream is our own failure."""
+    width, height = vin.codec_context.width, vin.codec_context.height
+    time_base = Fraction(vin.time_base)
+    streams = [vin] + ([ain] if ain is not None else [])
+    last_pts: int | None = None
+    for packet, decoded in _demux_decode(container, streams, vin, report):
+        if packet.stream is ain:
+            if audio:
+                audio.packet(packet)
+            continue
+        for frame in decoded:
+            pts = frame.pts if frame.pts is not None else (last_pts or 0) + 1
+            if last_pts is not None and pts <= last_pts:
+                report.notes.append(f"dropped a frame with a non-increasing timestamp ({pts})")
+                continue
+            last_pts = pts
+            report.frames_in += 1
+            yield from_av(frame, width, height, pts, time_base)
+
+
+def _demux_decode(container, streams, vin, report: Report) -> Iterator[tuple[av.Packet, list]]:
+    packets = container.demux(*streams)
+    while True:
+        try:
+            packet = next(packets, None)
+            if packet is None:
+                return
+            decoded = packet.decode() if packet.stream is vin else []
+        except av.error.FFmpegError as exc:
+            where = "cannot be decoded" if report.frames_in == 0 else f"is corrupt after frame {report.frames_in}"
+            raise BadInputError(f"the video {where}: {exc}") from exc
+        yield packet, decoded
+
+
+def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration_s: float, report: Report) -> Iterator[TimedFrame]:
+    if plan.target_fps is None:
+        return frames
+    rate = fps_fraction(plan.target_fps)
+    count = output_frame_count(Fraction(duration_s).limit_denominator(10**6), rate)
+    if plan.interpolator is None:
+        report.interpolation = "ffmpeg-minterpolate"
+        report.notes.append("no interpolation model given: frame rate by libavfilter minterpolate (non-learned)")
+        return filters.minterpolate(frames, rate, count)
+    model = plan.interpolator
+    report.interpolation = model.name
+
+    def run(lefts: list[TimedFrame], rights: list[TimedFrame], steps: list[float]) -> list[torch.Tensor]:
+        img0 = to_float_batch(lefts, plan.device, plan.dtype)
+        img1 = to_float_batch(rights, plan.device, plan.dtype)
+        t = torch.tensor(steps, device=plan.device, dtype=plan.dtype)
+        return to_uint8_images(model(img0, img1, t))
+
+    return retime(frames, rate, count, run, plan.batch_size, report.retime)
+
+
+def _upscale_stage(frames: Iterator[TimedFrame], plan: Plan, report: Report) -> Iterator[TimedFrame]:
+    if plan.upscale == 1:
+        return frames
+    if plan.upscaler is None:
+        report.upscale = "lanczos"
+        report.notes.append(f"no upscale model given: x{plan.upscale} by libavfilter lanczos scale (non-learned)")
+        return filters.lanczos_scale(frames, plan.upscale)
+    model = plan.upscaler
+    report.upscale = model.name
+    if model.scale != plan.upscale:
+        report.notes.append(f"model {model.name} is x{model.scale}; resized to x{plan.upscale} (bicubic, antialiased)")
+    return _batched_upscale(frames, plan, model)
+
+
+def _batched_upscale(frames: Iterator[TimedFrame], plan: Plan, model) -> Iterator[TimedFrame]:
+    batch: list[TimedFrame] = []
+
+    def flush() -> Iterator[TimedFrame]:
+        x = to_float_batch(batch, plan.device, plan.dtype)
+        y = model(x)
+        target = (x.shape[-2] * plan.upscale, x.shape[-1] * plan.upscale)
+        if tuple(y.shape[-2:]) != target:
+            y = F.interpolate(y, size=target, mode="bicubic", antialias=True, align_corners=False)
+        for src, image in zip(batch, to_uint8_images(y), strict=True):
+            yield TimedFrame(image, src.pts, src.time_base)
+        batch.clear()
+
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) >= plan.batch_size:
+            yield from flush()
+    if batch:
+        yield from flush()

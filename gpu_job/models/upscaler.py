@@ -1,0 +1,73 @@
+"""Super-resolution through spandrel: Real-ESRGAN-family `.pth` files (RRDBNet, SRVGGNetCompact).
+
+The wrapper owns the model's quirks: it pads to the architecture's required multiple and minimum
+size, runs under inference_mode, clamps, and crops back, so any frame size works.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vastdrop.errors import PermanentError
+
+# Architectures of the Real-ESRGAN family, as spandrel names them.
+REAL_ESRGAN_FAMILY = {"ESRGAN", "Compact"}
+
+
+class ModelLoadError(PermanentError):
+    """The weights file is missing, unreadable, or not a supported model."""
+
+
+class Upscaler:
+    def __init__(self, descriptor, name: str, device: torch.device, dtype: torch.dtype) -> None:
+        self.descriptor = descriptor.to(device).eval()
+        if dtype == torch.float16 and descriptor.supports_half:
+            self.descriptor = self.descriptor.half()
+        else:
+            dtype = torch.float32
+        self.name = name
+        self.scale: int = int(descriptor.scale)
+        self.arch: str = descriptor.architecture.name
+        self.device, self.dtype = device, dtype
+        req = descriptor.size_requirements
+        self._multiple = max(1, int(req.multiple_of))
+        self._minimum = max(1, int(req.minimum))
+
+    @classmethod
+    def from_file(cls, path: str | Path, device: torch.device, dtype: torch.dtype = torch.float32) -> Upscaler:
+        from spandrel import ImageModelDescriptor, ModelLoader
+
+        path = Path(path)
+        try:
+            descriptor = ModelLoader(device="cpu").load_from_file(path)
+        except Exception as exc:  # spandrel raises many kinds: unsupported, corrupt, unpickling
+            raise ModelLoadError(f"cannot load upscale model {path.name}: {exc}") from exc
+        if not isinstance(descriptor, ImageModelDescriptor) or descriptor.purpose != "SR":
+            raise ModelLoadError(f"{path.name} is not a super-resolution model ({descriptor.architecture.name})")
+        if descriptor.architecture.id not in REAL_ESRGAN_FAMILY:
+            raise ModelLoadError(
+                f"{path.name} is a {descriptor.architecture.name} model; supported: Real-ESRGAN family "
+                f"({', '.join(sorted(REAL_ESRGAN_FAMILY))})"
+            )
+        return cls(descriptor, path.stem, device, dtype)
+
+    def _padding(self, height: int, width: int) -> tuple[int, int]:
+        def pad(n: int) -> int:
+            target = max(n, self._minimum)
+            return -(-target // self._multiple) * self._multiple - n
+
+        return pad(height), pad(width)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in [0, 1] -> [B, 3, H*scale, W*scale] in [0, 1]."""
+        height, width = batch.shape[-2:]
+        pad_h, pad_w = self._padding(height, width)
+        with torch.inference_mode():
+            x = batch.to(self.device, self.dtype)
+            if pad_h or pad_w:
+                x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+            y = self.descriptor.model(x).float().clamp_(0, 1)
+        return y[..., : height * self.scale, : width * self.scale]

@@ -1,0 +1,193 @@
+"""The job: download -> probe -> process -> upload result -> write manifest LAST -> callback -> log.
+
+Exit codes (ARCHITECTURE.md section 3): 0 succeeded, 65 bad input (permanent, never retried),
+75 transient (retry); anything else is a crash, which the control plane also retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import torch
+
+from gpu_job import callback, device as devices
+from gpu_job.media import pipeline
+from gpu_job.media.probe import probe
+from gpu_job.progress import Deadline, DeadlineExceeded, Progress
+from vastdrop import logs
+from vastdrop.errors import BadInputError, ConfigError, PermanentError, TransientError
+from vastdrop.jobspec import JobSpec, redact_url
+from vastdrop.manifest import Engine, ErrorInfo, ErrorKind, Manifest, MediaPair, ObjectRef, ResultRef
+from vastdrop.storage import storage_for
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_TRANSIENT, EXIT_CRASH = 0, 65, 75, 70
+DEADLINE_GRACE_S = 60  # past the deadline by this much, a stuck upload is abandoned and the process exits
+MODEL_URL_SCHEMES = ("s3://", "file://", "https://", "http://")
+
+
+@dataclass
+class _State:
+    input: ObjectRef | None = None
+    media: MediaPair = field(default_factory=MediaPair)
+    engine: Engine = field(default_factory=Engine)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class JobRunner:
+    def __init__(self, spec: JobSpec, workdir: Path) -> None:
+        self.spec, self.workdir = spec, workdir
+        self.deadline = Deadline(spec.deadline)
+        self.state = _State(input=ObjectRef(url=redact_url(spec.input_url)))
+        self.log = logs.ContextLogger(logger, {"job_id": spec.id, "key": redact_url(spec.input_url)})
+        self.deadline_hit = False
+
+    def run(self) -> tuple[int, Manifest | None]:
+        started = time.monotonic()
+        try:
+            manifest = self._process()
+            code = EXIT_OK
+        except BadInputError as exc:
+            code, manifest = EXIT_BAD_INPUT, self._failure(ErrorKind.BAD_INPUT, exc)
+        except PermanentError as exc:  # bad settings or model file: retrying the same job cannot help
+            code, manifest = EXIT_BAD_INPUT, self._failure(ErrorKind.BAD_INPUT, exc)
+        except TransientError as exc:
+            self.deadline_hit = isinstance(exc, DeadlineExceeded)
+            code, manifest = EXIT_TRANSIENT, self._failure(ErrorKind.TRANSIENT, exc)
+        except Exception as exc:  # a bug: recorded in words, retried by the control plane
+            self.log.exception("internal error")
+            code, manifest = EXIT_CRASH, self._failure(ErrorKind.INTERNAL, exc)
+        self.state.timings["total"] = round(time.monotonic() - started, 3)
+        manifest.timings_s = dict(self.state.timings)
+        try:
+            self._storage(self.spec.manifest_url).put_bytes(manifest.to_json(), self.spec.manifest_url, "application/json")
+            self.log.info("manifest written", extra={"status": manifest.status, "exit_code": code})
+        except Exception as exc:  # without a manifest the reaper decides; a transient exit lets it retry
+            self.log.error("could not write the manifest: %s", exc)
+            return (code if code != EXIT_OK else EXIT_TRANSIENT), None
+        if self.spec.callback_url:
+            callback.post(self.spec.callback_url, self.spec.callback_secret, manifest.to_json())
+        return code, manifest
+
+    # -- the happy path ------------------------------------------------------------------------
+    def _process(self) -> Manifest:
+        spec, state = self.spec, self.state
+        self.deadline.check("start")
+        device = devices.pick_device(spec.device)
+        diag = devices.log_diagnostics(device)
+        state.engine = Engine(device=str(diag["device"]), torch=torch.__version__, av=av.__version__)
+
+        src, dst = self.workdir / "input", self.workdir / "output.mp4"
+        with self._timed("download"):
+            info = self._storage(spec.input_url).download(spec.input_url, src)
+        state.input = ObjectRef(url=redact_url(spec.input_url), etag=info.etag, size=info.size)
+        self.log.info("downloaded", extra={"bytes": info.size})
+        self.deadline.check("download")
+
+        facts_in = probe(src)
+        state.media = MediaPair(input=facts_in)
+        plan = self._plan(device)
+        total = pipeline.expected_output_frames(plan, facts_in.frames, facts_in.duration_s)
+        progress = Progress(total, self.deadline, extra={"job_id": spec.id})
+        with self._timed("process"):
+            report = pipeline.process(src, dst, plan, facts_in.duration_s, on_frame=progress)
+        progress.log()
+        facts_out = probe(dst)
+        state.media = MediaPair(input=facts_in, output=facts_out)
+        state.engine = state.engine.model_copy(update={
+            "interpolation": report.interpolation, "upscale": report.upscale, "encoder": report.encoder,
+            "audio": report.audio, "notes": report.notes,
+        })
+        if facts_out.frames != report.frames_out:
+            raise RuntimeError(f"encoded {report.frames_out} frames but the output holds {facts_out.frames}")
+        self.deadline.check("processing")
+
+        sha256 = _sha256(dst)
+        with self._timed("upload"):
+            result = self._storage(spec.output_url).upload(dst, spec.output_url, "video/mp4")
+        self.log.info("result uploaded", extra={"etag": result.etag, "bytes": result.size})
+        return Manifest(
+            job_id=spec.id, attempt=spec.attempt, status="succeeded", input=state.input,
+            result=ResultRef(url=redact_url(spec.output_url), etag=result.etag, size=result.size,
+                             sha256=sha256, content_type="video/mp4"),
+            params=spec.params(), media=state.media, engine=state.engine,
+        )
+
+    def _plan(self, device: torch.device) -> pipeline.Plan:
+        from gpu_job.models.rife import RifeInterpolator
+        from gpu_job.models.upscaler import Upscaler
+
+        spec = self.spec
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        interpolator = upscaler = None
+        if spec.target_fps is not None and spec.interpolation_model:
+            interpolator = RifeInterpolator.from_file(self._model_file(spec.interpolation_model), device=device, dtype=dtype)
+        if spec.upscale > 1 and spec.upscale_model:
+            upscaler = Upscaler.from_file(self._model_file(spec.upscale_model), device=device, dtype=dtype)
+        return pipeline.Plan(target_fps=spec.target_fps, upscale=spec.upscale, interpolator=interpolator,
+                             upscaler=upscaler, device=device, dtype=dtype, video_codec=spec.video_codec, crf=spec.crf)
+
+    def _model_file(self, ref: str) -> Path:
+        if ref.startswith(MODEL_URL_SCHEMES):
+            dest = self.workdir / "models" / Path(redact_url(ref).rsplit("/", 1)[-1].split("?")[0]).name
+            dest.parent.mkdir(exist_ok=True)
+            self._storage(ref).download(ref, dest)
+            return dest
+        path = Path(ref)
+        if not path.is_file():
+            raise ConfigError(f"model file not found: {ref}")
+        return path
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _failure(self, kind: ErrorKind, exc: BaseException) -> Manifest:
+        message = str(exc) or type(exc).__name__
+        self.log.error("job failed: %s", message, extra={"error_kind": kind.value})
+        return Manifest(job_id=self.spec.id, attempt=self.spec.attempt, status="failed",
+                        input=self.state.input or ObjectRef(url=redact_url(self.spec.input_url)),
+                        result=None, params=self.spec.params(), media=self.state.media,
+                        engine=self.state.engine, error=ErrorInfo(kind=kind, message=message))
+
+    def _storage(self, url: str):
+        return storage_for(url)
+
+    def _timed(self, name: str):
+        runner = self
+
+        class _Timer:
+            def __enter__(self):
+                self.t0 = time.monotonic()
+
+            def __exit__(self, *exc):
+                runner.state.timings[name] = round(time.monotonic() - self.t0, 3)
+
+        return _Timer()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def start_deadline_watchdog(deadline: float | None, on_expiry) -> None:
+    """If the main thread is stuck (an upload that never returns) well past the deadline, give up."""
+    if deadline is None:
+        return
+    delay = max(0.0, deadline - time.time()) + DEADLINE_GRACE_S
+    timer = threading.Timer(delay, on_expiry)
+    timer.daemon = True
+    timer.start()
+
+
+def new_workdir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="vastdrop-job-")
