@@ -122,15 +122,16 @@ class JobRunner:
         )
 
     def _plan(self, device: torch.device) -> pipeline.Plan:
-        from gpu_job.models.rife import RifeInterpolator
-        from gpu_job.models.upscaler import Upscaler
-
         spec = self.spec
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         interpolator = upscaler = None
         if spec.target_fps is not None and spec.interpolation_model:
+            from gpu_job.models.rife import RifeInterpolator
+
             interpolator = RifeInterpolator.from_file(self._model_file(spec.interpolation_model), device=device, dtype=dtype)
         if spec.upscale > 1 and spec.upscale_model:
+            from gpu_job.models.upscaler import Upscaler
+
             upscaler = Upscaler.from_file(self._model_file(spec.upscale_model), device=device, dtype=dtype)
         return pipeline.Plan(target_fps=spec.target_fps, upscale=spec.upscale, interpolator=interpolator,
                              upscaler=upscaler, device=device, dtype=dtype, video_codec=spec.video_codec, crf=spec.crf)

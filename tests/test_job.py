@@ -1,0 +1,211 @@
+"""The GPU job end to end on file:// URLs: the real `python -m gpu_job` process, configured by env."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.support.clips import make_audio_only, make_clip, make_truncated
+from tests.support.jobs import file_job_env, measure, run_job
+from tests.support.models import save_compact, save_rrdb
+from vastdrop import signing
+from vastdrop.manifest import Manifest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("clips")
+    return {
+        "plain": make_clip(d / "plain.mp4", width=64, height=48, fps=24, seconds=1.0),
+        "odd": make_clip(d / "odd size.mp4", width=255, height=143, fps=24, seconds=0.5),
+        "vfr": make_clip(d / "vfr.mp4", width=64, height=48, fps=24, seconds=1.0, vfr=True),
+        "pcm": make_clip(d / "pcm.mkv", width=64, height=48, fps=25, seconds=1.0, audio_codec="pcm_u8"),
+        "silent": make_clip(d / "silent.mp4", width=64, height=48, fps=30, seconds=1.0, audio=False),
+    }
+
+
+def _outputs(tmp: Path) -> tuple[Path, Path, Path]:
+    out = tmp / "bucket" / "output"
+    return out / "clip.mp4", out / "clip.mp4.manifest.json", tmp / "bucket" / "logs"
+
+
+def _manifest(tmp: Path) -> Manifest:
+    return Manifest.from_json(_outputs(tmp)[1].read_bytes())
+
+
+def _quoted_md5(path: Path) -> str:
+    return '"' + hashlib.md5(path.read_bytes()).hexdigest() + '"'
+
+
+def test_fallback_interpolation_and_upscale_are_recorded_and_the_output_is_right(tmp_path, clips):
+    """GIVEN a 24 fps clip with AAC audio and no model weights
+    WHEN the job runs with JOB_TARGET_FPS=60 and JOB_UPSCALE=2
+    THEN the result is 60 fps, 2x, same duration, audio copied, and the manifest says the fallback ran."""
+    proc = run_job(file_job_env(tmp_path, clips["plain"], JOB_TARGET_FPS="60", JOB_UPSCALE="2"))
+    assert proc.returncode == 0, proc.stderr
+    result, _, logs = _outputs(tmp_path)
+    m = measure(result)
+    assert (m.width, m.height, m.fps, m.frames) == (128, 96, 60.0, 60)
+    assert m.duration_s == pytest.approx(1.0, abs=1 / 24)
+    assert m.audio_codec == "aac" and m.pix_fmt == "yuv420p"
+    manifest = _manifest(tmp_path)
+    assert manifest.status == "succeeded" and manifest.error is None
+    assert manifest.engine.interpolation == "ffmpeg-minterpolate"
+    assert manifest.engine.upscale == "lanczos"
+    assert manifest.engine.audio == "copy"
+    assert any("minterpolate" in n for n in manifest.engine.notes)
+    assert any("lanczos" in n for n in manifest.engine.notes)
+    assert manifest.result.etag == _quoted_md5(result)
+    assert manifest.result.size == result.stat().st_size
+    assert manifest.result.sha256 == hashlib.sha256(result.read_bytes()).hexdigest()
+    assert manifest.input.etag == _quoted_md5(clips["plain"])
+    out = manifest.media.output
+    assert (out.width, out.height, out.frames, out.fps, out.audio) == (128, 96, 60, 60.0, True)
+    assert manifest.params == {"target_fps": 60.0, "upscale": 2}
+    assert set(manifest.timings_s) >= {"download", "process", "upload", "total"}
+    raw = json.loads(_outputs(tmp_path)[1].read_text())
+    assert raw["schema"] == 1 and raw["job_id"] == "job-1" and raw["attempt"] == 1
+    log_lines = [json.loads(line) for line in (logs / "job-1.log").read_text().splitlines()]
+    assert any(line["msg"] == "diagnostics" and "torch" in line for line in log_lines)
+    assert any(line["msg"].startswith("progress 60/60") for line in log_lines)
+
+
+@pytest.mark.parametrize(("target", "frames", "fps"), [("70", 35, 70.0), ("59.94", 30, 59.94)])
+def test_any_target_rate_keeps_the_duration(tmp_path, clips, target, frames, fps):
+    proc = run_job(file_job_env(tmp_path, clips["odd"], JOB_TARGET_FPS=target))
+    assert proc.returncode == 0, proc.stderr
+    m = measure(_outputs(tmp_path)[0])
+    assert m.frames == frames and m.fps == pytest.approx(fps, abs=0.01)
+    assert m.duration_s == pytest.approx(0.5, abs=1 / 24)
+
+
+def test_odd_frame_size_through_a_compact_model_and_the_crop_is_recorded(tmp_path, clips):
+    model = save_compact(tmp_path / "realesr-animevideov3.pth", scale=2)
+    proc = run_job(file_job_env(tmp_path, clips["odd"], JOB_UPSCALE="2", JOB_UPSCALE_MODEL=str(model)))
+    assert proc.returncode == 0, proc.stderr
+    m = measure(_outputs(tmp_path)[0])
+    assert (m.width, m.height, m.frames) == (510, 286, 12)
+    manifest = _manifest(tmp_path)
+    assert manifest.engine.upscale == "realesr-animevideov3"
+    assert manifest.engine.notes == []  # 510x286 is even: nothing was adjusted
+
+
+def test_rrdb_x4_model_asked_for_x3_is_resized_and_says_so(tmp_path, clips):
+    model = save_rrdb(tmp_path / "RealESRGAN_x4plus.pth", scale=4)
+    proc = run_job(file_job_env(tmp_path, clips["plain"], JOB_UPSCALE="3", JOB_UPSCALE_MODEL=model.as_uri()))
+    assert proc.returncode == 0, proc.stderr
+    m = measure(_outputs(tmp_path)[0])
+    assert (m.width, m.height) == (192, 144)
+    assert any("x4" in n and "x3" in n for n in _manifest(tmp_path).engine.notes)
+
+
+def test_variable_frame_rate_input_becomes_constant_rate(tmp_path, clips):
+    proc = run_job(file_job_env(tmp_path, clips["vfr"], JOB_TARGET_FPS="30"))
+    assert proc.returncode == 0, proc.stderr
+    manifest = _manifest(tmp_path)
+    m = measure(_outputs(tmp_path)[0])
+    assert m.frames == round(manifest.media.input.duration_s * 30)
+    gaps = {round(b - a, 4) for a, b in zip(m.frame_times, m.frame_times[1:], strict=False)}
+    assert gaps == {round(1 / 30, 4)}
+
+
+def test_audio_the_container_cannot_take_is_reencoded_to_aac_and_recorded(tmp_path, clips):
+    proc = run_job(file_job_env(tmp_path, clips["pcm"]))
+    assert proc.returncode == 0, proc.stderr
+    assert measure(_outputs(tmp_path)[0]).audio_codec == "aac"
+    manifest = _manifest(tmp_path)
+    assert manifest.engine.audio == "aac" and any("pcm_u8" in n for n in manifest.engine.notes)
+
+
+def test_a_clip_without_audio_has_no_audio_and_keeps_its_rate(tmp_path, clips):
+    proc = run_job(file_job_env(tmp_path, clips["silent"]))
+    assert proc.returncode == 0, proc.stderr
+    m = measure(_outputs(tmp_path)[0])
+    assert m.audio_codec is None and m.fps == 30.0 and m.frames == 30
+    assert _manifest(tmp_path).media.output.audio is False
+
+
+@pytest.mark.parametrize("kind", ["truncated", "text", "empty", "audio_only"])
+def test_bad_input_exits_65_with_a_failure_manifest_and_no_result(tmp_path, clips, kind):
+    bad = tmp_path / f"bad {kind}.mp4"
+    if kind == "truncated":
+        make_truncated(clips["plain"], bad)
+    elif kind == "text":
+        bad.write_text("this is a text file, renamed .mp4\n")
+    elif kind == "empty":
+        bad.write_bytes(b"")
+    else:
+        make_audio_only(bad)
+    proc = run_job(file_job_env(tmp_path, bad, JOB_TARGET_FPS="60"))
+    assert proc.returncode == 65, proc.stderr
+    assert "Traceback" not in proc.stderr
+    result, manifest_path, _ = _outputs(tmp_path)
+    assert not result.exists()
+    manifest = Manifest.from_json(manifest_path.read_bytes())
+    assert manifest.status == "failed" and manifest.result is None
+    assert manifest.error.kind == "bad_input" and manifest.error.message
+    assert manifest.input.size == bad.stat().st_size
+
+
+def test_invalid_configuration_exits_65_with_a_clear_message_and_no_traceback(tmp_path, clips):
+    env = file_job_env(tmp_path, clips["plain"], JOB_UPSCALE="5", JOB_CALLBACK_SECRET="hunter2-very-secret")
+    del env["JOB_ID"]
+    proc = run_job(env)
+    assert proc.returncode == 65
+    assert "JOB_ID" in proc.stderr and "JOB_UPSCALE" in proc.stderr
+    assert "Traceback" not in proc.stderr and "hunter2-very-secret" not in proc.stderr
+
+
+def test_missing_model_file_is_permanent(tmp_path, clips):
+    proc = run_job(file_job_env(tmp_path, clips["plain"], JOB_UPSCALE="2", JOB_UPSCALE_MODEL="/nonexistent/x.pth"))
+    assert proc.returncode == 65
+    assert "model file not found" in _manifest(tmp_path).error.message
+
+
+def test_a_deadline_in_the_past_exits_75_with_a_transient_failure_manifest(tmp_path, clips):
+    proc = run_job(file_job_env(tmp_path, clips["plain"], JOB_DEADLINE="1000"))
+    assert proc.returncode == 75, proc.stderr
+    manifest = _manifest(tmp_path)
+    assert manifest.status == "failed" and manifest.error.kind == "transient"
+    assert not _outputs(tmp_path)[0].exists()
+
+
+class _CallbackSink(http.server.BaseHTTPRequestHandler):
+    received: list[tuple[dict, bytes]] = []
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((dict(self.headers), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_callback_posts_the_manifest_signed_and_secrets_stay_out_of_logs(tmp_path, clips):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CallbackSink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    secret = "cb-secret-0123456789"
+    try:
+        proc = run_job(file_job_env(
+            tmp_path, clips["silent"], JOB_CALLBACK_URL=f"http://127.0.0.1:{server.server_port}/done?token=abc123xyz",
+            JOB_CALLBACK_SECRET=secret,
+        ))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stderr
+    headers, body = _CallbackSink.received[-1]
+    assert signing.verify(secret, body, headers["X-Signature"])
+    assert body == _outputs(tmp_path)[1].read_bytes()
+    log_text = (_outputs(tmp_path)[2] / "job-1.log").read_text()
+    for text in (proc.stderr, log_text, body.decode()):
+        assert secret not in text and "abc123xyz" not in text
