@@ -17,14 +17,23 @@ from pathlib import Path
 import av
 import torch
 
-from gpu_job import callback, device as devices
+from gpu_job import callback
+from gpu_job import device as devices
 from gpu_job.media import pipeline
 from gpu_job.media.probe import probe
 from gpu_job.progress import Deadline, DeadlineExceeded, Progress
 from vastdrop import logs
 from vastdrop.errors import BadInputError, ConfigError, PermanentError, TransientError
 from vastdrop.jobspec import JobSpec, redact_url
-from vastdrop.manifest import Engine, ErrorInfo, ErrorKind, Manifest, MediaPair, ObjectRef, ResultRef
+from vastdrop.manifest import (
+    Engine,
+    ErrorInfo,
+    ErrorKind,
+    Manifest,
+    MediaPair,
+    ObjectRef,
+    ResultRef,
+)
 from vastdrop.storage import storage_for
 
 logger = logging.getLogger(__name__)
@@ -100,11 +109,14 @@ class JobRunner:
         with self._timed("process"):
             report = pipeline.process(src, dst, plan, facts_in.duration_s, on_frame=progress)
         progress.log()
+        state.timings.update({f"process_{k}": round(v, 3) for k, v in report.stage_s.items()})
         facts_out = probe(dst)
         state.media = MediaPair(input=facts_in, output=facts_out)
         state.engine = state.engine.model_copy(update={
             "interpolation": report.interpolation, "upscale": report.upscale, "encoder": report.encoder,
             "audio": report.audio, "notes": report.notes,
+            "frames": {"in": report.frames_in, "out": report.frames_out, "interpolated": report.retime.interpolated,
+                       "copied": report.retime.copied, "scene_cuts": report.retime.scene_cuts},
         })
         if facts_out.frames != report.frames_out:
             raise RuntimeError(f"encoded {report.frames_out} frames but the output holds {facts_out.frames}")

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.clips import make_audio_only, make_clip, make_truncated
 from tests.support.jobs import file_job_env, measure, run_job
-from tests.support.models import save_compact, save_rrdb
+from tests.support.models import save_compact, save_rife, save_rrdb
 from vastdrop import signing
 from vastdrop.manifest import Manifest
 
@@ -209,3 +209,40 @@ def test_callback_posts_the_manifest_signed_and_secrets_stay_out_of_logs(tmp_pat
     log_text = (_outputs(tmp_path)[2] / "job-1.log").read_text()
     for text in (proc.stderr, log_text, body.decode()):
         assert secret not in text and "abc123xyz" not in text
+
+
+def _decode_rgb(path: Path) -> list:
+    import av
+
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24").astype(float) for f in container.decode(video=0)]
+
+
+def test_rife_interpolates_24_to_60_through_the_real_loader(tmp_path, clips):
+    """GIVEN random-weight RIFE 4.25 weights saved as flownet.pkl (the published layout)
+    WHEN the job retimes a 24 fps clip to 60 fps with them
+    THEN the model ran for the in-between frames and the manifest names it."""
+    model = save_rife(tmp_path / "train_log" / "flownet.pkl", "4.25")
+    proc = run_job(file_job_env(tmp_path, clips["plain"], JOB_TARGET_FPS="60", JOB_INTERPOLATION_MODEL=str(model)))
+    assert proc.returncode == 0, proc.stderr
+    m = measure(_outputs(tmp_path)[0])
+    assert (m.frames, m.fps, m.width, m.height) == (60, 60.0, 64, 48)
+    manifest = _manifest(tmp_path)
+    assert manifest.engine.interpolation == "rife-4.25"
+    frames = manifest.engine.model_extra["frames"] if manifest.engine.model_extra else None
+    # Source frames land exactly on every 5th output frame (12 copies) and the last one holds 2 more.
+    assert frames["interpolated"] == 46 and frames["copied"] == 14 and frames["scene_cuts"] == 0
+    assert manifest.engine.notes == []
+
+
+def test_scene_cut_repeats_a_source_frame_instead_of_morphing_two_shots(tmp_path):
+    clip = make_clip(tmp_path / "cut.mp4", width=64, height=48, fps=10, seconds=1.0, cut_at_frame=5, audio=False)
+    model = save_rife(tmp_path / "flownet.pkl", "4.6")
+    proc = run_job(file_job_env(tmp_path, clip, JOB_TARGET_FPS="40", JOB_INTERPOLATION_MODEL=str(model)))
+    assert proc.returncode == 0, proc.stderr
+    assert _manifest(tmp_path).engine.model_extra["frames"]["scene_cuts"] == 1
+    source, out = _decode_rgb(clip), _decode_rgb(_outputs(tmp_path)[0])
+    # Output frames 17..19 sit between source frames 4 (shot A) and 5 (shot B): each must be one of them.
+    for k in (17, 18, 19):
+        nearest = min(abs(out[k] - source[4]).mean(), abs(out[k] - source[5]).mean())
+        assert nearest < 6, f"output frame {k} is a blend of two shots"

@@ -23,3 +23,7 @@ class ConfigError(PermanentError):
 
 class NotFoundError(PermanentError):
     """The object or instance does not exist."""
+
+
+class ModelLoadError(PermanentError):
+    """A weights file is missing, unreadable, or not a supported model."""

@@ -8,7 +8,10 @@ RIFE is trained at native resolution, and minterpolate on upscaled frames would 
 from __future__ import annotations
 
 import logging
+import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -55,6 +58,17 @@ class Report:
     frames_in: int = 0
     frames_out: int = 0
     retime: RetimeStats = field(default_factory=RetimeStats)
+    stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # decode, model, encode
+
+    @contextmanager
+    def timing(self, stage: str, device: torch.device | None = None):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if device is not None and device.type == "cuda":
+                torch.cuda.synchronize(device)  # GPU work is asynchronous: charge it to its stage
+            self.stage_s[stage] += time.perf_counter() - t0
 
 
 # Called after each output frame with the count so far; may raise (deadline) to stop the job.
@@ -102,12 +116,14 @@ def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFra
             for frame in frames:
                 image = frame.image[:out_h, :out_w]
                 origin = frame.pts if origin is None else origin
-                av_frame = TimedFrame(image, frame.pts - origin, time_base).to_av()
-                output.mux(vout.encode(av_frame))
+                with report.timing("encode"):
+                    av_frame = TimedFrame(image, frame.pts - origin, time_base).to_av()
+                    output.mux(vout.encode(av_frame))
                 report.frames_out += 1
                 if on_frame:
                     on_frame(report.frames_out)
-            output.mux(vout.encode())
+            with report.timing("encode"):
+                output.mux(vout.encode())
             if audio:
                 audio.flush()
     return report
@@ -175,17 +191,20 @@ def _decode(container, vin, ain, audio: _AudioPath | None, report: Report) -> It
                 continue
             last_pts = pts
             report.frames_in += 1
-            yield from_av(frame, width, height, pts, time_base)
+            with report.timing("decode"):
+                timed = from_av(frame, width, height, pts, time_base)
+            yield timed
 
 
 def _demux_decode(container, streams, vin, report: Report) -> Iterator[tuple[av.Packet, list]]:
     packets = container.demux(*streams)
     while True:
         try:
-            packet = next(packets, None)
-            if packet is None:
-                return
-            decoded = packet.decode() if packet.stream is vin else []
+            with report.timing("decode"):
+                packet = next(packets, None)
+                if packet is None:
+                    return
+                decoded = packet.decode() if packet.stream is vin else []
         except av.error.FFmpegError as exc:
             where = "cannot be decoded" if report.frames_in == 0 else f"is corrupt after frame {report.frames_in}"
             raise BadInputError(f"the video {where}: {exc}") from exc
@@ -200,7 +219,7 @@ def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration_s: flo
     if plan.interpolator is None:
         report.interpolation = "ffmpeg-minterpolate"
         report.notes.append("no interpolation model given: frame rate by libavfilter minterpolate (non-learned)")
-        return filters.minterpolate(frames, rate, count)
+        return _timed_stage(filters.minterpolate(frames, rate, count), report)
     model = plan.interpolator
     report.interpolation = model.name
 
@@ -208,7 +227,8 @@ def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration_s: flo
         img0 = to_float_batch(lefts, plan.device, plan.dtype)
         img1 = to_float_batch(rights, plan.device, plan.dtype)
         t = torch.tensor(steps, device=plan.device, dtype=plan.dtype)
-        return to_uint8_images(model(img0, img1, t))
+        with report.timing("model", plan.device):
+            return to_uint8_images(model(img0, img1, t))
 
     return retime(frames, rate, count, run, plan.batch_size, report.retime)
 
@@ -219,24 +239,38 @@ def _upscale_stage(frames: Iterator[TimedFrame], plan: Plan, report: Report) -> 
     if plan.upscaler is None:
         report.upscale = "lanczos"
         report.notes.append(f"no upscale model given: x{plan.upscale} by libavfilter lanczos scale (non-learned)")
-        return filters.lanczos_scale(frames, plan.upscale)
+        return _timed_stage(filters.lanczos_scale(frames, plan.upscale), report)
     model = plan.upscaler
     report.upscale = model.name
     if model.scale != plan.upscale:
         report.notes.append(f"model {model.name} is x{model.scale}; resized to x{plan.upscale} (bicubic, antialiased)")
-    return _batched_upscale(frames, plan, model)
+    return _batched_upscale(frames, plan, model, report)
 
 
-def _batched_upscale(frames: Iterator[TimedFrame], plan: Plan, model) -> Iterator[TimedFrame]:
+def _timed_stage(stage: Iterator[TimedFrame], report: Report) -> Iterator[TimedFrame]:
+    """A libavfilter stage pulls its input inside next(): subtract the upstream decode time."""
+    while True:
+        before = report.stage_s["decode"]
+        t0 = time.perf_counter()
+        frame = next(stage, None)
+        report.stage_s["model"] += time.perf_counter() - t0 - (report.stage_s["decode"] - before)
+        if frame is None:
+            return
+        yield frame
+
+
+def _batched_upscale(frames: Iterator[TimedFrame], plan: Plan, model, report: Report) -> Iterator[TimedFrame]:
     batch: list[TimedFrame] = []
 
     def flush() -> Iterator[TimedFrame]:
-        x = to_float_batch(batch, plan.device, plan.dtype)
-        y = model(x)
-        target = (x.shape[-2] * plan.upscale, x.shape[-1] * plan.upscale)
-        if tuple(y.shape[-2:]) != target:
-            y = F.interpolate(y, size=target, mode="bicubic", antialias=True, align_corners=False)
-        for src, image in zip(batch, to_uint8_images(y), strict=True):
+        with report.timing("model", plan.device):
+            x = to_float_batch(batch, plan.device, plan.dtype)
+            y = model(x)
+            target = (x.shape[-2] * plan.upscale, x.shape[-1] * plan.upscale)
+            if tuple(y.shape[-2:]) != target:
+                y = F.interpolate(y, size=target, mode="bicubic", antialias=True, align_corners=False)
+            images = to_uint8_images(y)
+        for src, image in zip(batch, images, strict=True):
             yield TimedFrame(image, src.pts, src.time_base)
         batch.clear()
 

@@ -11,14 +11,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vastdrop.errors import PermanentError
+from vastdrop.errors import ModelLoadError
 
 # Architectures of the Real-ESRGAN family, as spandrel names them.
 REAL_ESRGAN_FAMILY = {"ESRGAN", "Compact"}
-
-
-class ModelLoadError(PermanentError):
-    """The weights file is missing, unreadable, or not a supported model."""
 
 
 class Upscaler:

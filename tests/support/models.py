@@ -7,9 +7,36 @@ files are ({"params_ema": ...} / {"params": ...}).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
+
+RIFE_LISTINGS = Path(__file__).resolve().parents[1] / "data" / "rife"
+
+
+def rife_reference_shapes(version: str) -> dict[str, tuple[int, ...]]:
+    """The {key: shape} listing dumped from the reference implementation (tests/data/rife/)."""
+    doc = json.loads((RIFE_LISTINGS / f"{version}.json").read_text())
+    assert doc["version"] == version
+    return {k: tuple(v) for k, v in doc["state_dict"].items()}
+
+
+def fake_flownet(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights with the given layout, keyed the way Practical-RIFE saves flownet.pkl
+    ("module." prefix). Small weights keep the predicted flows modest."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in shapes.items():
+        value = torch.ones(shape) if key.endswith("beta") else torch.randn(shape, generator=gen) * 0.05
+        state["module." + key] = value
+    return state
+
+
+def save_rife(path: Path, version: str = "4.25", seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(fake_flownet(rife_reference_shapes(version), seed), path)
+    return path
 
 
 def _conv(sd: dict, name: str, cin: int, cout: int, k: int = 3) -> None:

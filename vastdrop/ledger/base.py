@@ -1,0 +1,76 @@
+"""The ledger port: one record per job, every state change one conditional write."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Protocol
+
+from vastdrop.errors import PermanentError
+from vastdrop.states import JobState
+
+
+class TransitionError(PermanentError):
+    """A transition that the state table forbids (a bug in the caller, not a race)."""
+
+
+@dataclass
+class JobRecord:
+    job_id: str
+    bucket: str  # the input's bucket (or the file:// root)
+    key: str  # the input object's key
+    input_url: str  # where the job reads it (s3://, file://)
+    input_etag: str
+    input_size: int
+    params: dict[str, Any] = field(default_factory=dict)
+    state: JobState = JobState.QUEUED
+    attempt: int = 1
+    instance_id: str | None = None
+    offer_id: str | None = None
+    gpu_name: str | None = None
+    dph: float | None = None  # $/hour of the instance
+    error_kind: str | None = None
+    error: str | None = None
+    result_etag: str | None = None
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    launched_at: float | None = None  # when the current attempt's launch was requested
+    finished_at: float | None = None
+    next_attempt_at: float | None = None  # earliest relaunch time while retrying
+    deadline: float | None = None  # unix seconds the current attempt must finish by
+    cost: float = 0.0  # $ billed so far over all attempts (estimated from dph and time)
+    version: int = 0  # bumped by every write: the optimistic-concurrency token
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["state"] = JobState(values["state"])
+        return cls(**values)
+
+
+class Ledger(Protocol):
+    def claim(self, record: JobRecord) -> bool:
+        """Insert the job if its id is new; False if it already exists (a duplicate event)."""
+        ...
+
+    def get(self, job_id: str) -> JobRecord | None: ...
+
+    def transition(self, job_id: str, expected: JobState, target: JobState, **changes: Any) -> JobRecord | None:
+        """Move job_id from `expected` to `target` and apply `changes`, atomically, only if it is still in
+        `expected`. Returns the new record, or None if someone else moved it first. Raises
+        TransitionError if the table forbids expected -> target."""
+        ...
+
+    def update(self, job_id: str, expected_version: int, **changes: Any) -> JobRecord | None:
+        """Change fields without a state change (cost, instance facts), guarded by the record version."""
+        ...
+
+    def list(self, states: set[JobState] | None = None) -> list[JobRecord]: ...
+
+    def find_by_instance(self, instance_id: str) -> JobRecord | None: ...
