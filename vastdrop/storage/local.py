@@ -1,0 +1,175 @@
+"""file:// adapter: the local filesystem behind the storage port (tests, local runs, mounted volumes).
+
+URLs are RFC 8089 file URLs with a percent-encoded absolute path (`file:///tmp/a%20b/%C3%BC.mp4`);
+use path_to_file_url / file_url_to_path rather than string concatenation.
+ETag = the quoted MD5 hex of the content, like a single-part S3 upload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
+
+from vastdrop.errors import NotFoundError, PermanentError, TransientError, VastdropError
+from vastdrop.jobspec import redact_url
+from vastdrop.storage.base import ObjectInfo
+
+CHUNK = 1 << 20
+
+
+def path_to_file_url(path: str | os.PathLike[str]) -> str:
+    """`file:///abs/path` with the path percent-encoded (spaces, unicode, `?`, `#`, `%`)."""
+    absolute = os.path.abspath(os.fspath(path))
+    return "file://" + quote_from_bytes(os.fsencode(absolute), safe="/")
+
+
+def file_url_to_path(url: str) -> Path:
+    """The absolute Path of a `file:///...` (or `file://localhost/...`) URL; PermanentError otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        raise PermanentError(f"not a file:// URL: {redact_url(url)}")
+    if parts.netloc not in ("", "localhost"):
+        raise PermanentError(f"file:// URL with a remote host is not supported: {redact_url(url)}")
+    if parts.query or parts.fragment:
+        raise PermanentError(
+            f"file:// URL with '?' or '#' (percent-encode them): {redact_url(url)}"
+        )
+    path = os.fsdecode(unquote_to_bytes(parts.path))
+    if not path.startswith("/"):
+        raise PermanentError(f"file:// URL needs an absolute path: {redact_url(url)}")
+    return Path(path)
+
+
+def quoted_md5(data: bytes) -> str:
+    return '"' + hashlib.md5(data).hexdigest() + '"'
+
+
+class LocalStorage:
+    """Storage for file:// URLs. Uploads are atomic (temp file in the same dir, fsync, rename)."""
+
+    def head(self, url: str) -> ObjectInfo:
+        path = file_url_to_path(url)
+        with _translate("head", url):
+            with open(path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                digest, size = _md5_copy(fh, None)
+        return ObjectInfo(url=url, etag=digest, size=size, last_modified=st.st_mtime)
+
+    def download(self, url: str, dest: Path) -> ObjectInfo:
+        path = file_url_to_path(url)
+        with _translate("download", url):
+            with open(path, "rb") as src:
+                st = os.fstat(src.fileno())
+                with atomic_writer(Path(dest)) as out:
+                    digest, size = _md5_copy(src, out)
+        return ObjectInfo(url=url, etag=digest, size=size, last_modified=st.st_mtime)
+
+    def upload(
+        self, src: Path, url: str, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo:
+        path = file_url_to_path(url)
+        try:
+            fh = open(src, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise os_error("upload", url, exc, local=True) from exc
+        with _translate("upload", url), fh:
+            with atomic_writer(path) as out:
+                digest, size = _md5_copy(fh, out)
+            mtime = path.stat().st_mtime
+        return ObjectInfo(url=url, etag=digest, size=size, last_modified=mtime)
+
+    def put_bytes(
+        self, data: bytes, url: str, content_type: str = "application/octet-stream"
+    ) -> ObjectInfo:
+        path = file_url_to_path(url)
+        with _translate("put", url):
+            with atomic_writer(path) as out:
+                out.write(data)
+            mtime = path.stat().st_mtime
+        return ObjectInfo(url=url, etag=quoted_md5(data), size=len(data), last_modified=mtime)
+
+    def get_bytes(self, url: str, max_bytes: int = 16 << 20) -> bytes:
+        path = file_url_to_path(url)
+        with _translate("get", url):
+            with open(path, "rb") as fh:
+                data = fh.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise PermanentError(f"{redact_url(url)} is larger than {max_bytes} bytes")
+        return data
+
+    def delete(self, url: str) -> None:
+        """Remove the file; absent is fine (like S3)."""
+        path = file_url_to_path(url)
+        with _translate("delete", url), contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+# ---- helpers shared with the other adapters --------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_writer(dest: Path) -> Iterator[BinaryIO]:
+    """A binary file that becomes `dest` only if the block succeeds: written next to it under a
+    temporary name, fsynced, renamed over `dest`. Parent directories are created."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:100]}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(dest.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _md5_copy(src: BinaryIO, out: BinaryIO | None) -> tuple[str, int]:
+    """Stream src (into out, if given) in CHUNK reads; returns (quoted md5 hex, size)."""
+    md5 = hashlib.md5()
+    size = 0
+    while chunk := src.read(CHUNK):
+        md5.update(chunk)
+        size += len(chunk)
+        if out is not None:
+            out.write(chunk)
+    return '"' + md5.hexdigest() + '"', size
+
+
+@contextlib.contextmanager
+def _translate(op: str, url: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise os_error(op, url, exc) from exc
+
+
+def os_error(op: str, url: str, exc: OSError, *, local: bool = False) -> VastdropError:
+    """An OSError as one of ours: absent -> NotFoundError (PermanentError when `local`, i.e. about
+    our own file, not the object), our fault (permissions, a directory in the way) ->
+    PermanentError, anything else (EIO, ENOSPC, a stale NFS handle...) -> TransientError.
+    The other adapters use it with local=True for the file they read or write."""
+    what = exc.strerror or type(exc).__name__
+    where = f" ({exc.filename})" if exc.filename else ""  # which side: the object or the local file
+    message = f"{op} {redact_url(url)}: {what}{where}"
+    if isinstance(exc, FileNotFoundError) and not local:
+        return NotFoundError(message)
+    if isinstance(
+        exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError
+    ):
+        return PermanentError(message)
+    return TransientError(message)
