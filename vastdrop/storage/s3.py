@@ -41,7 +41,8 @@ _TRANSIENT_CODES = {
 }  # fmt: skip
 # Errors of the connection or of a response stream that was cut: worth another try.
 _NETWORK_ERRORS: tuple[type[Exception], ...] = (
-    bce.HTTPClientError,  # EndpointConnectionError, ConnectionClosedError, Read/ConnectTimeoutError...
+    bce.HTTPClientError,  # ConnectionClosedError, Read/ConnectTimeoutError...
+    bce.ConnectionError,  # EndpointConnectionError: nothing listening, DNS, refused
     bce.ResponseStreamingError,
     bce.IncompleteReadError,
     bce.FlexibleChecksumError,  # the bytes received don't match the checksum the store sent
