@@ -21,6 +21,7 @@ from vastdrop.jobspec import redact_url
 from vastdrop.storage.base import ObjectInfo
 
 CHUNK = 1 << 20
+_ETAG_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def path_to_file_url(path: str | os.PathLike[str]) -> str:
@@ -102,6 +103,28 @@ class LocalStorage:
         if len(data) > max_bytes:
             raise PermanentError(f"{redact_url(url)} is larger than {max_bytes} bytes")
         return data
+
+    def list(self, prefix_url: str) -> Iterator[ObjectInfo]:
+        """Files under a directory URL, recursively, in key order (like an S3 listing). ETags are
+        cached by (path, size, mtime) so that polling a large tree rehashes only what changed."""
+        root = file_url_to_path(prefix_url)
+        if not root.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                try:
+                    st = path.stat()
+                except FileNotFoundError:  # removed while we walked
+                    continue
+                cache_key = (str(path), st.st_size, st.st_mtime_ns)
+                etag = _ETAG_CACHE.get(cache_key)
+                if etag is None:
+                    with open(path, "rb") as fh:
+                        etag, _ = _md5_copy(fh, None)
+                    _ETAG_CACHE[cache_key] = etag
+                yield ObjectInfo(url=path_to_file_url(path), etag=etag, size=st.st_size, last_modified=st.st_mtime)
 
     def delete(self, url: str) -> None:
         """Remove the file; absent is fine (like S3)."""

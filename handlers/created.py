@@ -1,0 +1,74 @@
+"""on_object_created: an input object appeared -> at most one job per object version and params."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from handlers import jobs
+from handlers.deps import Deps
+from vastdrop.jobid import job_id_for
+from vastdrop.ledger.base import JobRecord
+from vastdrop.states import JobState
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ObjectEvent:
+    key: str
+    etag: str | None = None
+    size: int | None = None
+    version_id: str | None = None
+    source: str = "poll"  # poll | webhook | s3-event | replay
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: str  # launched | skipped | duplicate | resumed | retrying | failed | lost-race
+    job_id: str | None = None
+    reason: str = ""
+
+
+def on_object_created(event: ObjectEvent, deps: Deps, *, force: bool = False) -> Outcome:
+    layout = deps.layout
+    if not layout.is_input(event.key, event.size):
+        return Outcome("skipped", reason="not an input (folder marker, empty, hidden or outside the prefix)")
+    etag, size = event.etag, event.size
+    if etag is None or size is None:  # events from some sources carry neither: ask the store
+        info = deps.inputs.head(event.key)
+        if info is None:
+            return Outcome("skipped", reason="object no longer exists")
+        etag, size = info.etag, info.size
+        if not layout.is_input(event.key, size):
+            return Outcome("skipped", reason="empty object")
+    params = deps.config.params()
+    # The ETag, not the version id: every event source (poll, webhook, replay) must agree on the id.
+    job_id = job_id_for(deps.inputs.bucket, event.key, etag, params)
+    record = JobRecord(job_id=job_id, bucket=deps.inputs.bucket, key=event.key, input_url=deps.inputs.url(event.key),
+                       input_etag=etag, input_size=size, params=params)
+    log = jobs.log_for(record)
+    if deps.ledger.claim(record):
+        log.info("claimed job for %s (%s)", event.key, event.source, extra={"source": event.source})
+        return _launched(jobs.launch(record, deps, JobState.QUEUED), job_id)
+    existing = deps.ledger.get(job_id)
+    if existing is None:
+        return Outcome("lost-race", job_id)
+    if force and existing.state.is_terminal():
+        requeued = deps.ledger.transition(job_id, existing.state, JobState.QUEUED, attempt=1, error=None,
+                                          error_kind=None, finished_at=None, instance_id=None)
+        if requeued is None:
+            return Outcome("lost-race", job_id)
+        log.info("replay --force: job requeued from %s", existing.state.value)
+        return _launched(jobs.launch(requeued, deps, JobState.QUEUED), job_id)
+    if existing.state == JobState.QUEUED:
+        # Resume first: a claim whose launch never happened (a crash in between) is launched now.
+        resumed = jobs.launch(existing, deps, JobState.QUEUED)
+        return Outcome("resumed", job_id) if resumed else Outcome("lost-race", job_id)
+    return Outcome("duplicate", job_id, reason=f"job already {existing.state.value}")
+
+
+def _launched(record: JobRecord | None, job_id: str) -> Outcome:
+    if record is None:
+        return Outcome("lost-race", job_id)
+    return Outcome(record.state.value if record.state != JobState.RUNNING else "launched", job_id)

@@ -1,0 +1,58 @@
+"""What the handlers are given: where objects live, the ledger, compute, limits and a clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vastdrop.compute.base import Compute
+from vastdrop.layout import Layout
+from vastdrop.ledger.base import Ledger
+from vastdrop.location import Location
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    # Processing parameters for new jobs (hashed into the job id).
+    target_fps: float | None = None
+    upscale: int = 1
+    interpolation_model: str | None = None
+    upscale_model: str | None = None
+    device: str = "auto"
+    video_codec: str = "auto"
+    crf: int = 18
+    # Retries.
+    max_attempts: int = 3
+    retry_backoff_s: float = 10.0  # first retry waits this long, doubling, capped below
+    retry_backoff_max_s: float = 600.0
+    # Time limits.
+    job_timeout_s: float = 3600.0  # an attempt's deadline, from its launch
+    deadline_grace_s: float = 60.0  # the job writes its own failure manifest first
+    loading_timeout_s: float = 900.0  # a stuck image pull
+    launch_timeout_s: float = 300.0  # launching without a known instance
+    # Verification of a success manifest against the stored result.
+    verify_attempts: int = 3
+    verify_interval_s: float = 1.0
+    # Presigned URLs outlive the deadline by this much (uploads in flight at the deadline finish).
+    url_expiry_margin_s: float = 900.0
+    callback_url: str | None = None
+    callback_secret: str | None = None
+
+    def params(self) -> dict[str, object]:
+        return {"target_fps": self.target_fps, "upscale": self.upscale}
+
+
+@dataclass
+class Deps:
+    inputs: Location
+    outputs: Location
+    ledger: Ledger
+    compute: Compute
+    config: ControlConfig = field(default_factory=ControlConfig)
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(input_prefix=self.inputs.prefix, output_prefix=self.outputs.prefix)

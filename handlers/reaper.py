@@ -1,0 +1,119 @@
+"""reap: the periodic backstop. Nothing is left billing, nothing waits forever.
+
+- retrying jobs whose backoff passed are relaunched; queued claims whose launch never happened too;
+- a running job whose manifest exists is finished (a missed event costs a tick, not a GPU-hour);
+- past the deadline, stuck in `loading`, or exited without a manifest: destroyed, then retried or failed;
+- a `launching` job with no recorded instance adopts the instance carrying its label, or retries;
+- instances carrying our label with no live job (orphans) are destroyed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from handlers import jobs
+from handlers.deps import Deps
+from handlers.finished import on_job_finished, read_manifest
+from vastdrop.compute.base import Instance, InstanceState
+from vastdrop.ledger.base import JobRecord
+from vastdrop.states import JobState
+
+logger = logging.getLogger(__name__)
+S = JobState
+VERIFYING_STALE_S = 300  # a handler that died mid-verification: hand the job back
+
+
+def reap(deps: Deps) -> Counter:
+    actions: Counter = Counter()
+    now = deps.clock()
+    live = {inst.id: inst for inst in deps.compute.list_ours()}
+    for record in deps.ledger.list({S.QUEUED, S.LAUNCHING, S.RUNNING, S.VERIFYING, S.RETRYING}):
+        action = _reap_job(record, deps, live, now)
+        if action:
+            actions[action] += 1
+    actions.update(_destroy_orphans(deps, live))
+    return actions
+
+
+def _reap_job(record: JobRecord, deps: Deps, live: dict[str, Instance], now: float) -> str | None:
+    cfg = deps.config
+    if record.state == S.RETRYING:
+        if (record.next_attempt_at or 0) <= now:
+            return "relaunched" if jobs.launch(record, deps, S.RETRYING) else None
+        return None
+    if record.state == S.QUEUED:
+        if now - record.updated_at > cfg.launch_timeout_s:
+            return "resumed" if jobs.launch(record, deps, S.QUEUED) else None
+        return None
+    if record.state == S.VERIFYING:
+        if now - record.updated_at > VERIFYING_STALE_S:
+            deps.ledger.transition(record.job_id, S.VERIFYING, S.RUNNING)
+            return "verification-resumed"
+        return None
+    if record.state == S.LAUNCHING and not record.instance_id:
+        if now - (record.launched_at or record.updated_at) <= cfg.launch_timeout_s:
+            return None
+        return _adopt_or_retry(record, deps, live)
+    return _check_running(record, deps, live, now)
+
+
+def _check_running(record: JobRecord, deps: Deps, live: dict[str, Instance], now: float) -> str | None:
+    cfg = deps.config
+    instance = live.get(record.instance_id) if record.instance_id else None
+    if instance is None and record.instance_id:
+        instance = deps.compute.get(record.instance_id)
+    state = instance.state if instance else InstanceState.GONE
+    # The instance's state is read before the manifest: a job writes its manifest, then exits.
+    if read_manifest(record, deps) is not None:
+        result = on_job_finished(record.job_id, deps)
+        return None if result.startswith(("manifest of an earlier", "no manifest")) else "finished"
+    if record.deadline and now > record.deadline + cfg.deadline_grace_s:
+        return _fail_attempt(record, deps, "deadline passed without a manifest")
+    if state in (InstanceState.PENDING, InstanceState.LOADING) and now - (record.launched_at or now) > cfg.loading_timeout_s:
+        return _fail_attempt(record, deps, f"stuck in {state.value} for over {cfg.loading_timeout_s:.0f}s")
+    if state in (InstanceState.EXITED, InstanceState.GONE):
+        code = instance.exit_code if instance else None
+        return _fail_attempt(record, deps, f"instance {state.value} without a manifest (exit code {code})")
+    return None
+
+
+def _fail_attempt(record: JobRecord, deps: Deps, reason: str) -> str:
+    jobs.stop_instance(record, record.instance_id, deps, reason)
+    jobs.end_attempt(record, deps, record.state, "transient", reason)
+    return "reaped"
+
+
+def _adopt_or_retry(record: JobRecord, deps: Deps, live: dict[str, Instance]) -> str:
+    """A launch that crashed between create and the ledger write: the label tells which instance."""
+    mine = [inst for inst in live.values() if inst.job_id == record.job_id]
+    if mine:
+        keep, extra = mine[0], mine[1:]
+        for inst in extra:
+            jobs.stop_instance(record, inst.id, deps, "duplicate instance for one attempt")
+        adopted = deps.ledger.transition(record.job_id, S.LAUNCHING, S.RUNNING, instance_id=keep.id,
+                                         gpu_name=keep.gpu_name, dph=keep.dph, offer_id=keep.offer_id)
+        return "adopted" if adopted else "lost-race"
+    jobs.end_attempt(record, deps, S.LAUNCHING, "transient", "launch never completed")
+    return "reaped"
+
+
+def _destroy_orphans(deps: Deps, live: dict[str, Instance]) -> Counter:
+    actions: Counter = Counter()
+    for inst in live.values():
+        if inst.state == InstanceState.GONE:
+            continue
+        record = deps.ledger.get(inst.job_id) if inst.job_id else None
+        if record is not None and record.state == S.LAUNCHING and not record.instance_id:
+            continue  # being launched right now: the launcher records it in a moment
+        if record is not None and not record.state.is_terminal() and record.state != S.RETRYING \
+                and record.instance_id == inst.id:
+            continue
+        why = "no such job" if record is None else f"job {record.state.value}, instance {record.instance_id}"
+        jobs.stop_instance(record or _stub(inst), inst.id, deps, f"orphan ({why})")
+        actions["orphan"] += 1
+    return actions
+
+
+def _stub(inst: Instance) -> JobRecord:
+    return JobRecord(job_id=inst.job_id or "?", bucket="", key="", input_url="", input_etag="", input_size=0)

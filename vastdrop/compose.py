@@ -1,0 +1,57 @@
+"""The composition root: ControlSettings -> the handlers' Deps. Production and the CLI build deps
+here; tests build Deps directly with clients pointed at loopback servers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from handlers.deps import ControlConfig, Deps
+from vastdrop import logs
+from vastdrop.compute.base import Compute
+from vastdrop.errors import ConfigError
+from vastdrop.ledger import open_ledger
+from vastdrop.location import Location
+from vastdrop.settings import ControlSettings
+
+
+def control_config(s: ControlSettings) -> ControlConfig:
+    return ControlConfig(
+        target_fps=s.target_fps, upscale=s.upscale, interpolation_model=s.interpolation_model,
+        upscale_model=s.upscale_model, device=s.device, video_codec=s.video_codec, crf=s.crf,
+        max_attempts=s.max_attempts, retry_backoff_s=s.retry_backoff_s, job_timeout_s=s.job_timeout_s,
+        loading_timeout_s=s.loading_timeout_s, verify_interval_s=s.verify_interval_s,
+        callback_url=s.callback_url,
+        callback_secret=s.callback_secret.get_secret_value() if s.callback_secret else None,
+    )
+
+
+def build_compute(s: ControlSettings, state_dir: Path) -> Compute:
+    if s.compute == "local":
+        from vastdrop.compute.local import LocalCompute
+
+        return LocalCompute(state_dir / "instances")
+    from vastdrop.compute.vast import VastCompute, VastConfig
+
+    if s.vast_api_key is None:
+        raise ConfigError("--compute vast needs WATCHER_VAST_API_KEY")
+    overrides: dict[str, Any] = {
+        "image": s.vast_image, "max_dph": s.vast_max_dph, "max_instances": s.vast_max_instances,
+        "max_total_dph": s.vast_max_total_dph, "gpu_names": s.vast_gpu_names or None,
+    }
+    config = VastConfig(**{k: v for k, v in overrides.items() if v is not None})
+    return VastCompute(api_key=s.vast_api_key.get_secret_value(), server_url=s.vast_server_url, config=config)
+
+
+def build_deps(s: ControlSettings, *, compute: Compute | None = None) -> Deps:
+    for secret in (s.webhook_secret, s.callback_secret, s.vast_api_key, s.b2_application_key):
+        if secret is not None:
+            logs.register_secret(secret.get_secret_value())
+    state_dir = Path(s.state)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    inputs, outputs = Location.parse(s.input), Location.parse(s.output)
+    if inputs.root != outputs.root and (inputs.is_local != outputs.is_local):
+        raise ConfigError("input and output must both be file:// or both be s3://")
+    ledger = open_ledger(s.ledger or str(state_dir / "ledger.sqlite"))
+    return Deps(inputs=inputs, outputs=outputs, ledger=ledger, compute=compute or build_compute(s, state_dir),
+                config=control_config(s))

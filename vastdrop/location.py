@@ -1,0 +1,87 @@
+"""A place in a bucket: a root (`s3://bucket/`, `file:///abs/dir/`) and a key prefix (`input/`).
+
+The control plane speaks in keys; this turns them into URLs for the storage adapters and into
+presigned, expiring URLs for a job (ARCHITECTURE.md section 8). For file:// there is nothing to sign:
+local jobs get plain file URLs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vastdrop.errors import ConfigError, NotFoundError
+from vastdrop.storage import ObjectInfo, storage_for
+from vastdrop.storage.local import file_url_to_path, path_to_file_url
+
+
+@dataclass
+class Location:
+    root: str  # "s3://bucket/" or "file:///abs/bucket/" (always ends with "/")
+    prefix: str  # "input/" ("" for the whole bucket)
+    storage: Any
+
+    @classmethod
+    def parse(cls, url: str, *, s3_session: Any = None) -> Location:
+        """`s3://b/input/` -> root s3://b/, prefix input/. `file://./bucket/input/` (relative to the
+        working directory) or `file:///abs/bucket/input/` -> root the parent dir, prefix input/."""
+        if url.startswith("s3://"):
+            bucket, _, key = url[len("s3://") :].partition("/")
+            if not bucket:
+                raise ConfigError(f"no bucket in {url!r}")
+            return cls(f"s3://{bucket}/", _dir(key), storage_for(url, s3_session=s3_session))
+        if url.startswith("file://"):
+            raw = url[len("file://") :]
+            path = file_url_to_path(url) if raw.startswith("/") else Path(os.path.abspath(raw))
+            path = path.resolve()
+            return cls(path_to_file_url(path.parent) + "/", path.name + "/", storage_for("file:///"))
+        raise ConfigError(f"unsupported location {url!r} (want s3://bucket/prefix/ or file://path/)")
+
+    @property
+    def is_local(self) -> bool:
+        return self.root.startswith("file://")
+
+    @property
+    def bucket(self) -> str:
+        return self.root.rstrip("/").rsplit("/", 1)[-1]
+
+    def url(self, key: str) -> str:
+        if self.is_local:
+            return path_to_file_url(file_url_to_path(self.root) / key)
+        return self.root + key
+
+    def key_of(self, url: str) -> str:
+        if self.is_local:
+            return file_url_to_path(url).relative_to(file_url_to_path(self.root)).as_posix()
+        return url[len(self.root) :]
+
+    def list(self, prefix: str | None = None) -> Iterator[tuple[str, ObjectInfo]]:
+        for info in self.storage.list(self.url(self.prefix if prefix is None else prefix)):
+            yield self.key_of(info.url), info
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            return self.storage.head(self.url(key))
+        except NotFoundError:
+            return None
+
+    def get_bytes(self, key: str, max_bytes: int = 16 << 20) -> bytes | None:
+        try:
+            return self.storage.get_bytes(self.url(key), max_bytes)
+        except NotFoundError:
+            return None
+
+    def job_get_url(self, key: str, expires_s: int) -> str:
+        return self.url(key) if self.is_local else self.storage.presign_get(self.url(key), expires_s)
+
+    def job_put_url(self, key: str, expires_s: int, content_type: str) -> str:
+        if self.is_local:
+            return self.url(key)
+        return self.storage.presign_put(self.url(key), expires_s, content_type)
+
+
+def _dir(prefix: str) -> str:
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"

@@ -1,0 +1,86 @@
+"""The local driver: poll the input prefix, run the handlers, reap, until done (--once) or forever."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+
+from handlers.created import ObjectEvent, on_object_created
+from handlers.deps import Deps
+from handlers.reaper import reap
+from vastdrop.jobid import job_id_for
+from vastdrop.states import JobState
+
+logger = logging.getLogger(__name__)
+
+
+class Poller:
+    """Lists the input prefix; hands each new (key, ETag) to on_object_created once per process."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.seen: set[tuple[str, str]] = set()
+
+    def poll(self) -> list[str]:
+        """Job ids of every input currently present (new ones are handled on the way)."""
+        job_ids = []
+        params = self.deps.config.params()
+        for key, info in self.deps.inputs.list():
+            if not self.deps.layout.is_input(key, info.size):
+                continue
+            job_ids.append(job_id_for(self.deps.inputs.bucket, key, info.etag, params))
+            if (key, info.etag) in self.seen:
+                continue
+            self.seen.add((key, info.etag))
+            outcome = on_object_created(ObjectEvent(key, info.etag, info.size, source="poll"), self.deps)
+            logger.info("%s: %s %s", key, outcome.action, outcome.reason, extra={"key": key, "job_id": outcome.job_id})
+        return job_ids
+
+
+def wait_for(job_ids: Iterable[str], deps: Deps, tick_s: float, show_progress: bool = True,
+             timeout_s: float | None = None) -> dict[str, JobState]:
+    """Reap and watch until every job is terminal; one status line to stderr when counts change."""
+    ids = list(dict.fromkeys(job_ids))
+    started, last_line = time.monotonic(), ""
+    while True:
+        reap(deps)
+        states = {}
+        for job_id in ids:
+            record = deps.ledger.get(job_id)
+            states[job_id] = record.state if record else JobState.QUEUED
+        counts = Counter(s.value for s in states.values())
+        line = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        if show_progress and line != last_line:
+            print(f"[{time.monotonic() - started:6.1f}s] {line}", file=sys.stderr, flush=True)
+            last_line = line
+        if all(s.is_terminal() for s in states.values()):
+            return states
+        if timeout_s is not None and time.monotonic() - started > timeout_s:
+            return states
+        time.sleep(tick_s)
+
+
+def run_once(deps: Deps, tick_s: float) -> bool:
+    poller = Poller(deps)
+    job_ids = poller.poll()
+    if not job_ids:
+        print("nothing to process", file=sys.stderr)
+        return True
+    states = wait_for(job_ids, deps, tick_s)
+    return all(s == JobState.SUCCEEDED for s in states.values())
+
+
+def run_forever(deps: Deps, poll: bool, poll_interval_s: float, tick_s: float) -> None:
+    poller = Poller(deps)
+    next_poll = 0.0
+    while True:
+        if poll and time.monotonic() >= next_poll:
+            poller.poll()
+            next_poll = time.monotonic() + poll_interval_s
+        actions = reap(deps)
+        if actions:
+            logger.info("reaper: %s", dict(actions))
+        time.sleep(tick_s)

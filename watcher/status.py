@@ -1,0 +1,36 @@
+"""`status`: a readable table of jobs."""
+
+from __future__ import annotations
+
+import time
+
+from vastdrop.ledger.base import JobRecord
+
+COLUMNS = ("KEY", "STATE", "ATTEMPT", "INSTANCE", "GPU", "$/H", "ELAPSED", "COST")
+MAX_KEY_CHARS = 48
+
+
+def _elapsed(record: JobRecord, now: float) -> str:
+    end = record.finished_at or now
+    seconds = max(0, int(end - record.created_at))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _key(key: str) -> str:
+    return key if len(key) <= MAX_KEY_CHARS else "…" + key[-(MAX_KEY_CHARS - 1):]
+
+
+def render(records: list[JobRecord], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    rows = [COLUMNS] + [
+        (_key(r.key), r.state.value + (f" ({r.error_kind})" if r.error_kind and r.state.is_terminal() else ""),
+         str(r.attempt), r.instance_id or "-", r.gpu_name or "-", f"{r.dph:.3f}" if r.dph else "-",
+         _elapsed(r, now), f"${r.cost:.4f}")
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    if not records:
+        lines.append("(no jobs yet)")
+    return "\n".join(lines)
