@@ -32,3 +32,27 @@ def bucket(seaweed: SeaweedServer) -> Iterator[str]:
 
 
 # ==== end SeaweedFS ================================================================================
+
+
+# ==== moto (DynamoDB over HTTP on 127.0.0.1) — helpers in tests/support/moto_server.py ===========
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.support.moto_server import MotoServer
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """One in-process moto server for the session, on a free loopback port, dummy credentials.
+    Attributes: endpoint_url, region; client(service="dynamodb")."""
+    # Imported here: moto + boto3 take ~0.5 s, which sessions that never use it should not pay.
+    from tests.support.moto_server import MotoServer
+
+    server = MotoServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# ==== end moto =====================================================================================

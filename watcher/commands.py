@@ -107,9 +107,11 @@ def setup_b2(args, settings: ControlSettings) -> int:
     if not settings.webhook_secret:
         print("error: set WATCHER_WEBHOOK_SECRET (the rule signs events with it)", file=sys.stderr)
         return 2
+    from vastdrop.location import Location
+
     rule = setup_notification_rule(settings, bucket_name=args.bucket, url=args.url, rule_name=args.rule_name,
-                                   input_prefix=settings.input.split("/", 3)[-1] if settings.input.startswith("s3://") else "input/",
-                                   output_prefix=settings.output.split("/", 3)[-1] if settings.output.startswith("s3://") else "output/")
+                                   input_prefix=Location.parse(settings.input).prefix,
+                                   output_prefix=Location.parse(settings.output).prefix)
     print(f"B2 event notification rule {rule['name']!r} -> {args.url}", file=sys.stderr)
     return 0
 
