@@ -1,0 +1,216 @@
+"""The control plane with real parts: SeaweedFS (S3), the Vast API emulator driven through the real
+`vastai` SDK (it starts real job processes with the env it was given), SQLite ledger, the handlers."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from vastai import VastAI
+
+from handlers.created import ObjectEvent, on_object_created
+from handlers.deps import ControlConfig, Deps
+from handlers.finished import on_job_finished
+from handlers.reaper import reap
+from tests.support.clips import make_clip
+from tests.support.vast_emulator import VastEmulator
+from vastdrop import signing
+from vastdrop.compute.vast import VastCompute, VastConfig
+from vastdrop.ledger.sqlite import SqliteLedger
+from vastdrop.location import Location
+from vastdrop.manifest import Manifest, ObjectRef, ResultRef
+from vastdrop.states import JobState
+from vastdrop.storage.s3 import S3Storage
+from watcher import driver
+from watcher.server import B2_SIGNATURE_HEADER, EventServer
+
+STUB = [sys.executable, "-m", "tests.support.stub_job"]
+FAST_VAST = {"image": "vastdrop/gpu-job:test", "backoff_initial_s": 0.01, "backoff_max_s": 0.05,
+             "reconcile_interval_s": 0.05}
+FAST_CONTROL = {"retry_backoff_s": 0.05, "retry_backoff_max_s": 0.1, "verify_interval_s": 0.05,
+                "launch_timeout_s": 5.0}
+WEBHOOK_SECRET = "0123456789abcdefghijABCDEFGHIJ01"
+TICK_S = 0.1
+
+
+def stub(mode: str = "ok", sleep_s: float = 0.0) -> list[str]:
+    return ["env", f"STUB_MODE={mode}", f"STUB_SLEEP_S={sleep_s}", *STUB]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("cp") / "clip.mp4", width=64, height=48, fps=12, seconds=0.5)
+
+
+@pytest.fixture
+def emu() -> Iterator[VastEmulator]:
+    with VastEmulator(command=stub(), loading_s=0.05, kill_grace_s=0.5) as e:
+        yield e
+
+
+def make_deps(seaweed, bucket: str, emu: VastEmulator, tmp_path: Path, **control) -> Deps:
+    storage = S3Storage(client=seaweed.client())
+    root = f"s3://{bucket}/"
+    return Deps(
+        inputs=Location(root, "input/", storage), outputs=Location(root, "output/", storage),
+        ledger=SqliteLedger(tmp_path / "ledger.sqlite"),
+        compute=VastCompute(api_key=emu.api_key, server_url=emu.url, config=VastConfig(**FAST_VAST)),
+        config=ControlConfig(**{**FAST_CONTROL, **control}),
+    )
+
+
+def drop(seaweed, bucket: str, key: str, source: Path | bytes) -> None:
+    body = source if isinstance(source, bytes) else source.read_bytes()
+    seaweed.client().put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def test_real_jobs_on_vast_finish_verified_and_every_instance_is_destroyed(seaweed, bucket, clip, tmp_path):
+    """GIVEN videos under input/ (spaces, unicode, quotes, deep paths) and the real `python -m gpu_job`
+    WHEN the watcher runs once with --compute vast
+    THEN each has a verified result + manifest, the jobs saw only presigned URLs, nothing is left billing."""
+    keys = ["input/a b/ü 'q'.mp4", "input/x/y/z/deep.mp4"]
+    with VastEmulator(loading_s=0.05, kill_grace_s=0.5) as emu:  # the default command: python -m gpu_job
+        deps = make_deps(seaweed, bucket, emu, tmp_path, target_fps=24.0, device="cpu")
+        for key in keys:
+            drop(seaweed, bucket, key, clip)
+        assert driver.run_once(deps, TICK_S)
+        s3 = seaweed.client()
+        for key in keys:
+            result_key = "output/" + key[len("input/"):]
+            manifest = Manifest.from_json(s3.get_object(Bucket=bucket, Key=result_key + ".manifest.json")["Body"].read())
+            head = s3.head_object(Bucket=bucket, Key=result_key)
+            assert manifest.result.etag == head["ETag"] and manifest.media.output.fps == 24.0
+        assert emu.live_instances() == []
+        for request in emu.create_requests:
+            assert not any(k.startswith("AWS_") for k in request["env_keys"])
+        assert all(r.state == JobState.SUCCEEDED and r.gpu_name for r in deps.ledger.list())
+
+
+def test_duplicate_webhook_deliveries_launch_once_and_bad_signatures_get_401(seaweed, bucket, clip, tmp_path, emu):
+    deps = make_deps(seaweed, bucket, emu, tmp_path)
+    drop(seaweed, bucket, "input/dup.mp4", clip)
+    server = EventServer(deps, "127.0.0.1", 0, WEBHOOK_SECRET, None).start()
+    try:
+        body = json.dumps({"events": [{"eventType": "b2:ObjectCreated:Upload", "objectName": "input/dup.mp4",
+                                       "objectSize": clip.stat().st_size, "bucketName": bucket}]}).encode()
+        url = f"http://127.0.0.1:{server.port}/webhook"
+        bad = requests.post(url, data=body, headers={B2_SIGNATURE_HEADER: "v1=" + "0" * 64}, timeout=5)
+        unsigned = requests.post(url, data=body, timeout=5)
+        assert (bad.status_code, unsigned.status_code) == (401, 401)
+        time.sleep(0.3)
+        assert emu.create_requests == []  # nothing launched for unsigned requests
+        good = {B2_SIGNATURE_HEADER: signing.sign(WEBHOOK_SECRET, body)}
+        answers = [requests.post(url, data=body, headers=good, timeout=5).status_code for _ in range(3)]
+        assert answers == [202, 202, 202]
+        server.work.join()
+    finally:
+        server.stop()
+    (record,) = deps.ledger.list()
+    states = driver.wait_for([record.job_id], deps, TICK_S, show_progress=False, timeout_s=60)
+    assert states[record.job_id] == JobState.SUCCEEDED
+    assert len(emu.create_requests) == 1
+    assert emu.live_instances() == []
+
+
+def test_a_crashing_job_is_retried_then_failed_and_all_instances_destroyed(seaweed, bucket, clip, tmp_path):
+    with VastEmulator(command=stub("crash"), loading_s=0.05, kill_grace_s=0.5) as emu:
+        deps = make_deps(seaweed, bucket, emu, tmp_path, max_attempts=2)
+        drop(seaweed, bucket, "input/crash.mp4", clip)
+        assert not driver.run_once(deps, TICK_S)
+        (record,) = deps.ledger.list()
+        assert record.state == JobState.FAILED and record.attempt == 2
+        assert "gave up after 2 attempts" in record.error
+        assert len(emu.create_requests) == 2 and emu.live_instances() == []
+
+
+def test_bad_input_fails_once_and_is_not_retried(seaweed, bucket, clip, tmp_path):
+    with VastEmulator(command=stub("bad_input"), loading_s=0.05, kill_grace_s=0.5) as emu:
+        deps = make_deps(seaweed, bucket, emu, tmp_path, max_attempts=3)
+        drop(seaweed, bucket, "input/bad.mp4", b"not a video")
+        assert not driver.run_once(deps, TICK_S)
+        (record,) = deps.ledger.list()
+        assert (record.state, record.error_kind, record.attempt) == (JobState.FAILED, "bad_input", 1)
+        assert len(emu.create_requests) == 1 and emu.live_instances() == []
+
+
+def test_a_job_killed_mid_run_is_retried_and_succeeds(seaweed, bucket, clip, tmp_path):
+    with VastEmulator(command=stub("ok", sleep_s=1.0), loading_s=0.05, kill_grace_s=0.5) as emu:
+        emu.die_mid_job(next=True, delay_s=0.2)
+        deps = make_deps(seaweed, bucket, emu, tmp_path)
+        drop(seaweed, bucket, "input/dies.mp4", clip)
+        assert driver.run_once(deps, TICK_S)
+        (record,) = deps.ledger.list()
+        assert record.attempt == 2 and len(emu.create_requests) == 2 and emu.live_instances() == []
+
+
+def test_stuck_loading_instances_are_destroyed_and_the_job_fails_after_the_limit(seaweed, bucket, clip, tmp_path, emu):
+    emu.stuck_loading = True
+    deps = make_deps(seaweed, bucket, emu, tmp_path, loading_timeout_s=0.5, max_attempts=2)
+    drop(seaweed, bucket, "input/stuck.mp4", clip)
+    assert not driver.run_once(deps, TICK_S)
+    (record,) = deps.ledger.list()
+    assert record.state == JobState.FAILED and "stuck in loading" in record.error
+    assert len(emu.create_requests) == 2 and emu.live_instances() == []
+
+
+def test_create_that_fails_yet_returns_a_contract_leaves_nothing_billing(seaweed, bucket, clip, tmp_path, emu):
+    emu.create_fails_with_contract = True
+    deps = make_deps(seaweed, bucket, emu, tmp_path)
+    drop(seaweed, bucket, "input/contract.mp4", clip)
+    outcome = on_object_created(ObjectEvent("input/contract.mp4"), deps)
+    emu.create_fails_with_contract = False
+    states = driver.wait_for([outcome.job_id], deps, TICK_S, show_progress=False, timeout_s=60)
+    assert states[outcome.job_id] == JobState.SUCCEEDED
+    assert emu.live_instances() == []
+
+
+def test_throttled_api_still_launches(seaweed, bucket, clip, tmp_path, emu):
+    emu.rate_limit_next(3)
+    deps = make_deps(seaweed, bucket, emu, tmp_path)
+    drop(seaweed, bucket, "input/throttled.mp4", clip)
+    assert driver.run_once(deps, TICK_S)
+    assert emu.live_instances() == []
+
+
+def test_result_overwritten_after_its_manifest_is_not_marked_succeeded(seaweed, bucket, clip, tmp_path):
+    """GIVEN a success manifest whose ETag matched the result when written
+    WHEN the result is overwritten before verification
+    THEN the job is not succeeded: the attempt ends, its instance is destroyed, the job is retried."""
+    with VastEmulator(command=stub("hang"), loading_s=0.05, kill_grace_s=0.5) as emu:
+        _overwritten_result(seaweed, bucket, clip, tmp_path, emu)
+
+
+def _overwritten_result(seaweed, bucket, clip, tmp_path, emu):
+    deps = make_deps(seaweed, bucket, emu, tmp_path)
+    s3 = seaweed.client()
+    drop(seaweed, bucket, "input/over.mp4", clip)
+    outcome = on_object_created(ObjectEvent("input/over.mp4"), deps)
+    record = deps.ledger.get(outcome.job_id)
+    assert record.state == JobState.RUNNING
+    put = s3.put_object(Bucket=bucket, Key="output/over.mp4", Body=b"the real result")
+    manifest = Manifest(job_id=record.job_id, status="succeeded", input=ObjectRef(url="s3://x"),
+                        result=ResultRef(url="s3://x", etag=put["ETag"], size=15))
+    s3.put_object(Bucket=bucket, Key="output/over.mp4.manifest.json", Body=manifest.to_json())
+    s3.put_object(Bucket=bucket, Key="output/over.mp4", Body=b"someone else's bytes")
+    assert on_job_finished(record.job_id, deps) == "verification failed"
+    after = deps.ledger.get(record.job_id)
+    assert after.state == JobState.RETRYING and "ETag" in after.error
+    assert emu.live_instances() == []
+
+
+def test_orphan_instance_with_our_label_is_destroyed_by_the_reaper(seaweed, bucket, tmp_path, emu):
+    client = VastAI(api_key=emu.api_key, server_url=emu.url, retry=1)
+    offer = client.search_offers(query="rentable=true", order="dph_total")[0]
+    orphan = client.create_instance(id=offer["id"], image="vastdrop/gpu-job:test", disk=10,
+                                    label="vastdrop:vd-ghost", env={"JOB_ID": "vd-ghost"})["new_contract"]
+    other = client.create_instance(id=offer["id"], image="someone/else", disk=10, label="not-ours")["new_contract"]
+    deps = make_deps(seaweed, bucket, emu, tmp_path)
+    actions = reap(deps)
+    assert actions["orphan"] == 1
+    live = {i["id"] for i in emu.live_instances()}
+    assert orphan not in live and other in live
