@@ -52,6 +52,8 @@ class ControlSettings(BaseSettings):
     vast_max_dph: float | None = None
     vast_max_instances: int | None = None
     vast_max_total_dph: float | None = None
+    # Serverless (template.yaml): where the webhook function enqueues verified events.
+    queue_url: str | None = None
     # B2 (setup-b2)
     b2_key_id: str | None = None
     b2_application_key: SecretStr | None = None
