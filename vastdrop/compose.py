@@ -44,12 +44,18 @@ def build_compute(s: ControlSettings, state_dir: Path) -> Compute:
 
 
 def build_deps(s: ControlSettings, *, compute: Compute | None = None) -> Deps:
-    for secret in (s.webhook_secret, s.callback_secret, s.vast_api_key, s.b2_application_key):
+    for secret in (s.webhook_secret, s.callback_secret, s.vast_api_key, s.b2_application_key, s.s3_secret_access_key):
         if secret is not None:
             logs.register_secret(secret.get_secret_value())
     state_dir = Path(s.state)
     state_dir.mkdir(parents=True, exist_ok=True)
-    inputs, outputs = Location.parse(s.input), Location.parse(s.output)
+    session = None
+    if s.s3_access_key_id and s.s3_secret_access_key:
+        import boto3
+
+        session = boto3.Session(aws_access_key_id=s.s3_access_key_id,
+                                aws_secret_access_key=s.s3_secret_access_key.get_secret_value())
+    inputs, outputs = Location.parse(s.input, s3_session=session), Location.parse(s.output, s3_session=session)
     if inputs.root != outputs.root and (inputs.is_local != outputs.is_local):
         raise ConfigError("input and output must both be file:// or both be s3://")
     ledger = open_ledger(s.ledger or str(state_dir / "ledger.sqlite"))

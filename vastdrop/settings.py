@@ -52,6 +52,10 @@ class ControlSettings(BaseSettings):
     vast_max_dph: float | None = None
     vast_max_instances: int | None = None
     vast_max_total_dph: float | None = None
+    # The bucket's S3 key, when it is not the ambient AWS identity (B2 from Lambda): used to list,
+    # read manifests and presign job URLs. Absent: boto3's usual credential chain.
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
     # Serverless (template.yaml): where the webhook function enqueues verified events.
     queue_url: str | None = None
     # B2 (setup-b2)
