@@ -58,6 +58,8 @@ def build_deps(s: ControlSettings, *, compute: Compute | None = None) -> Deps:
     inputs, outputs = Location.parse(s.input, s3_session=session), Location.parse(s.output, s3_session=session)
     if inputs.root != outputs.root and (inputs.is_local != outputs.is_local):
         raise ConfigError("input and output must both be file:// or both be s3://")
+    if s.compute == "vast" and inputs.is_local:
+        raise ConfigError("--compute vast needs s3:// input and output: a rented GPU cannot read ./bucket")
     ledger = open_ledger(s.ledger or str(state_dir / "ledger.sqlite"))
     return Deps(inputs=inputs, outputs=outputs, ledger=ledger, compute=compute or build_compute(s, state_dir),
                 config=control_config(s))
