@@ -15,6 +15,7 @@ from vastdrop.jobid import job_id_for
 from vastdrop.states import JobState
 
 logger = logging.getLogger(__name__)
+HEARTBEAT_S = 15.0  # a long wait still prints a line this often, even when nothing changed
 
 
 class Poller:
@@ -44,7 +45,7 @@ def wait_for(job_ids: Iterable[str], deps: Deps, tick_s: float, show_progress: b
              timeout_s: float | None = None) -> dict[str, JobState]:
     """Reap and watch until every job is terminal; one status line to stderr when counts change."""
     ids = list(dict.fromkeys(job_ids))
-    started, last_line = time.monotonic(), ""
+    started, last_line, last_print = time.monotonic(), "", 0.0
     while True:
         reap(deps)
         states = {}
@@ -53,9 +54,10 @@ def wait_for(job_ids: Iterable[str], deps: Deps, tick_s: float, show_progress: b
             states[job_id] = record.state if record else JobState.QUEUED
         counts = Counter(s.value for s in states.values())
         line = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-        if show_progress and line != last_line:
-            print(f"[{time.monotonic() - started:6.1f}s] {line}", file=sys.stderr, flush=True)
-            last_line = line
+        now = time.monotonic()
+        if show_progress and (line != last_line or now - last_print >= HEARTBEAT_S):
+            print(f"[{now - started:6.1f}s] {line}", file=sys.stderr, flush=True)
+            last_line, last_print = line, now
         if all(s.is_terminal() for s in states.values()):
             return states
         if timeout_s is not None and time.monotonic() - started > timeout_s:
