@@ -57,8 +57,7 @@ def main() -> int:
 def _self_destroy() -> None:
     from gpu_job.selfdestroy import destroy_own_instance
 
-    destroy_own_instance(os.environ.get("CONTAINER_ID"), os.environ.get("CONTAINER_API_KEY"),
-                         os.environ.get("VAST_SERVER_URL"))
+    destroy_own_instance(os.environ.get("CONTAINER_ID"), os.environ.get("CONTAINER_API_KEY"))
 
 
 def _upload_log(url: str, path: Path) -> None:

@@ -8,13 +8,13 @@ import logging
 logger = logging.getLogger(__name__)
 
 
-def destroy_own_instance(container_id: str | None, api_key: str | None, server_url: str | None = None) -> bool:
+def destroy_own_instance(container_id: str | None, api_key: str | None) -> bool:
     if not container_id or not api_key:
         return False
     try:
         from vastai import VastAI
 
-        client = VastAI(api_key=api_key, server_url=server_url) if server_url else VastAI(api_key=api_key)
+        client = VastAI(api_key=api_key)  # the SDK takes its server from VAST_URL when set
         client.destroy_instance(id=int(container_id))
         logger.warning("STOPPING INSTANCE %s reason=deadline (self-destroy)", container_id)
         return True

@@ -246,3 +246,27 @@ def test_scene_cut_repeats_a_source_frame_instead_of_morphing_two_shots(tmp_path
     for k in (17, 18, 19):
         nearest = min(abs(out[k] - source[4]).mean(), abs(out[k] - source[5]).mean())
         assert nearest < 6, f"output frame {k} is a blend of two shots"
+
+
+def test_past_its_deadline_on_vast_the_job_destroys_its_own_instance(tmp_path, clips):
+    """The real job under the Vast emulator: CONTAINER_ID/CONTAINER_API_KEY are injected like Vast does;
+    past JOB_DEADLINE the job writes a transient failure manifest, exits 75 and destroys its instance."""
+    import time
+
+    from vastai import VastAI
+
+    from tests.support.vast_emulator import VastEmulator
+
+    env = {k: v for k, v in file_job_env(tmp_path, clips["silent"], JOB_DEADLINE="1000").items()}
+    with VastEmulator(loading_s=0.05, kill_grace_s=0.5) as emu:
+        client = VastAI(api_key=emu.api_key, server_url=emu.url, retry=1)
+        offer = client.search_offers(query="rentable=true", order="dph_total")[0]
+        iid = client.create_instance(id=offer["id"], image="vastdrop/gpu-job:test", disk=10, env=env,
+                                     label="vastdrop:job-1")["new_contract"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and emu.live_instances():
+            time.sleep(0.1)
+        assert emu.live_instances() == []
+        (instance,) = emu.all_instances()
+        assert instance["id"] == iid and instance["exit_code"] in (75, None)
+    assert _manifest(tmp_path).error.kind == "transient"
