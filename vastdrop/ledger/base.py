@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 from vastdrop.errors import PermanentError
-from vastdrop.states import JobState
+from vastdrop.states import JobState, can_transition
 
 
 class TransitionError(PermanentError):
@@ -52,6 +52,26 @@ class JobRecord:
         values = {k: v for k, v in data.items() if k in known}
         values["state"] = JobState(values["state"])
         return cls(**values)
+
+
+# Managed by the ledger itself; callers change them only through transition()/version guards.
+PROTECTED_FIELDS = frozenset({"job_id", "state", "version"})
+
+
+def check_changes(changes: dict[str, Any]) -> None:
+    unknown = set(changes) - {f.name for f in fields(JobRecord)}
+    if unknown:
+        raise TypeError(f"unknown JobRecord fields: {sorted(unknown)}")
+    protected = set(changes) & PROTECTED_FIELDS
+    if protected:
+        raise TypeError(f"fields managed by the ledger cannot be set directly: {sorted(protected)}")
+
+
+def check_transition(job_id: str, expected: JobState, target: JobState, changes: dict[str, Any]) -> None:
+    """What both ledgers check before their conditional write: the table, then the fields."""
+    if not can_transition(expected, target):
+        raise TransitionError(f"{job_id}: {expected.value} -> {target.value} is not allowed")
+    check_changes(changes)
 
 
 class Ledger(Protocol):

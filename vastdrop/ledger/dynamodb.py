@@ -30,9 +30,8 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from vastdrop.errors import PermanentError, TransientError
-from vastdrop.ledger.base import JobRecord, TransitionError
-from vastdrop.ledger.sqlite import check_changes
-from vastdrop.states import JobState, can_transition
+from vastdrop.ledger.base import JobRecord, check_changes, check_transition
+from vastdrop.states import JobState
 
 TTL_ATTRIBUTE = "expires_at"  # epoch seconds; DynamoDB deletes the item some time after it
 SECONDS_PER_DAY = 86_400
@@ -118,9 +117,7 @@ class DynamoLedger:
     def transition(
         self, job_id: str, expected: JobState, target: JobState, **changes: Any
     ) -> JobRecord | None:
-        if not can_transition(expected, target):
-            raise TransitionError(f"{job_id}: {expected.value} -> {target.value} is not allowed")
-        check_changes(changes)
+        check_transition(job_id, expected, target, changes)
         # Terminal records get a TTL; a replay back to QUEUED must drop it again or the job vanishes.
         ttl = self._expires_at() if JobState(target).is_terminal() else None
         changes = {**changes, "state": JobState(target).value, TTL_ATTRIBUTE: ttl}

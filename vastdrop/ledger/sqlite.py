@@ -24,15 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from vastdrop.errors import PermanentError, TransientError
-from vastdrop.ledger.base import JobRecord, TransitionError
-from vastdrop.states import JobState, can_transition
+from vastdrop.ledger.base import JobRecord, check_changes, check_transition
+from vastdrop.states import JobState
 
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction before giving up
 SCHEMA_VERSION = 1  # PRAGMA user_version; bump with a migration when the table changes
 
 COLUMNS = tuple(f.name for f in fields(JobRecord))
-# Managed by the ledger itself; callers change them only through transition()/version guards.
-PROTECTED = frozenset({"job_id", "state", "version"})
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -67,15 +65,6 @@ CREATE INDEX IF NOT EXISTS jobs_instance ON jobs (instance_id);
 
 # Messages SQLite uses when a lock could not be had in time, or the disk hiccupped: worth retrying.
 TRANSIENT_MESSAGES = ("locked", "busy", "disk i/o error")
-
-
-def check_changes(changes: dict[str, Any]) -> None:
-    unknown = set(changes) - set(COLUMNS)
-    if unknown:
-        raise TypeError(f"unknown JobRecord fields: {sorted(unknown)}")
-    protected = set(changes) & PROTECTED
-    if protected:
-        raise TypeError(f"fields managed by the ledger cannot be set directly: {sorted(protected)}")
 
 
 def _encode(name: str, value: Any) -> Any:
@@ -174,9 +163,7 @@ class SqliteLedger:
     def transition(
         self, job_id: str, expected: JobState, target: JobState, **changes: Any
     ) -> JobRecord | None:
-        if not can_transition(expected, target):
-            raise TransitionError(f"{job_id}: {expected.value} -> {target.value} is not allowed")
-        check_changes(changes)
+        check_transition(job_id, expected, target, changes)
         return self._write(job_id, "state = ?", JobState(expected).value, {**changes, "state": target})
 
     def update(self, job_id: str, expected_version: int, **changes: Any) -> JobRecord | None:
