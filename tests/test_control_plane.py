@@ -214,3 +214,28 @@ def test_orphan_instance_with_our_label_is_destroyed_by_the_reaper(seaweed, buck
     assert actions["orphan"] == 1
     live = {i["id"] for i in emu.live_instances()}
     assert orphan not in live and other in live
+
+
+def test_signed_job_callback_completes_the_job_and_unsigned_ones_are_refused(seaweed, bucket, clip, tmp_path):
+    """GIVEN jobs that POST their manifest to the watcher's /callback, signed with the callback secret
+    WHEN one arrives signed and one forged
+    THEN the forged one gets 401 and the signed one completes the job without waiting for the reaper."""
+    secret = "callback-secret-0123456789"
+    with VastEmulator(command=stub("ok"), loading_s=0.05, kill_grace_s=0.5) as emu:
+        deps = make_deps(seaweed, bucket, emu, tmp_path)
+        server = EventServer(deps, "127.0.0.1", 0, WEBHOOK_SECRET, secret).start()
+        try:
+            deps.config = ControlConfig(**{**FAST_CONTROL, "callback_url": f"http://127.0.0.1:{server.port}/callback",
+                                           "callback_secret": secret})
+            drop(seaweed, bucket, "input/cb.mp4", clip)
+            outcome = on_object_created(ObjectEvent("input/cb.mp4"), deps)
+            forged = requests.post(f"http://127.0.0.1:{server.port}/callback", data=b'{"job_id": "x"}',
+                                   headers={"X-Signature": signing.sign("wrong", b'{"job_id": "x"}')}, timeout=5)
+            assert forged.status_code == 401
+            deadline = time.monotonic() + 30  # no reap() here: only the callback can finish it
+            while time.monotonic() < deadline and deps.ledger.get(outcome.job_id).state != JobState.SUCCEEDED:
+                time.sleep(0.05)
+        finally:
+            server.stop()
+        assert deps.ledger.get(outcome.job_id).state == JobState.SUCCEEDED
+        assert emu.live_instances() == []

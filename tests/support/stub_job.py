@@ -45,6 +45,10 @@ def main() -> int:
                                 params=spec.params())
             code = 0
         storage_for(spec.manifest_url).put_bytes(manifest.to_json(), spec.manifest_url, "application/json")
+        if spec.callback_url:
+            from gpu_job import callback  # the job's own signed callback (no torch involved)
+
+            callback.post(spec.callback_url, spec.callback_secret, manifest.to_json())
         if spec.log_url:
             storage_for(spec.log_url).put_bytes(b"stub job log\n", spec.log_url, "text/plain; charset=utf-8")
     return code
