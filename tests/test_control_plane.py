@@ -239,3 +239,15 @@ def test_signed_job_callback_completes_the_job_and_unsigned_ones_are_refused(sea
             server.stop()
         assert deps.ledger.get(outcome.job_id).state == JobState.SUCCEEDED
         assert emu.live_instances() == []
+
+
+def test_a_job_past_its_deadline_is_destroyed_and_failed(seaweed, bucket, clip, tmp_path):
+    with VastEmulator(command=stub("hang"), loading_s=0.05, kill_grace_s=0.5) as emu:
+        deps = make_deps(seaweed, bucket, emu, tmp_path, job_timeout_s=0.5, deadline_grace_s=0.2, max_attempts=1)
+        drop(seaweed, bucket, "input/slow.mp4", clip)
+        assert not driver.run_once(deps, TICK_S)
+        (record,) = deps.ledger.list()
+        assert record.state == JobState.FAILED and "deadline" in record.error
+        assert emu.live_instances() == []
+        (instance,) = emu.all_instances()
+        assert instance["destroyed_at"] - instance["created_at"] < 10  # not billed for the hour it would hang
