@@ -16,6 +16,7 @@ from handlers import jobs
 from handlers.deps import Deps
 from handlers.finished import on_job_finished, read_manifest
 from vastdrop.compute.base import Instance, InstanceState
+from vastdrop.errors import TransientError
 from vastdrop.ledger.base import JobRecord
 from vastdrop.states import JobState
 
@@ -29,7 +30,11 @@ def reap(deps: Deps) -> Counter:
     now = deps.clock()
     live = {inst.id: inst for inst in deps.compute.list_ours()}
     for record in deps.ledger.list({S.QUEUED, S.LAUNCHING, S.RUNNING, S.VERIFYING, S.RETRYING}):
-        action = _reap_job(record, deps, live, now)
+        try:
+            action = _reap_job(record, deps, live, now)
+        except TransientError as exc:  # one job's hiccup must not stop the pass for the others
+            jobs.log_for(record).warning("reaper skipped this job for now: %s", exc)
+            action = "deferred"
         if action:
             actions[action] += 1
     actions.update(_destroy_orphans(deps, live))

@@ -69,7 +69,7 @@ def serve(args, settings: ControlSettings) -> int:
           file=sys.stderr)
     try:
         while True:
-            driver.reap(deps)
+            driver.safe_reap(deps)
             time.sleep(settings.tick_s)
     finally:
         server.stop()

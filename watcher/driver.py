@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from handlers.created import ObjectEvent, on_object_created
 from handlers.deps import Deps
 from handlers.reaper import reap
+from vastdrop.errors import TransientError
 from vastdrop.jobid import job_id_for
 from vastdrop.states import JobState
 
@@ -47,7 +48,7 @@ def wait_for(job_ids: Iterable[str], deps: Deps, tick_s: float, show_progress: b
     ids = list(dict.fromkeys(job_ids))
     started, last_line, last_print = time.monotonic(), "", 0.0
     while True:
-        reap(deps)
+        safe_reap(deps)
         states = {}
         for job_id in ids:
             record = deps.ledger.get(job_id)
@@ -80,9 +81,22 @@ def run_forever(deps: Deps, poll: bool, poll_interval_s: float, tick_s: float) -
     next_poll = 0.0
     while True:
         if poll and time.monotonic() >= next_poll:
-            poller.poll()
+            try:
+                poller.poll()
+            except TransientError as exc:  # the store is down for a moment: try again next time
+                logger.warning("poll failed: %s", exc)
             next_poll = time.monotonic() + poll_interval_s
-        actions = reap(deps)
+        actions = safe_reap(deps)
         if actions:
             logger.info("reaper: %s", dict(actions))
         time.sleep(tick_s)
+
+
+def safe_reap(deps: Deps) -> Counter:
+    """One reaper pass; a passing outage (API throttled, store unreachable) waits for the next tick
+    instead of stopping the watcher that is keeping instances from billing idle."""
+    try:
+        return reap(deps)
+    except TransientError as exc:
+        logger.warning("reaper pass failed, retrying next tick: %s", exc)
+        return Counter()
