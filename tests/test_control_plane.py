@@ -251,3 +251,13 @@ def test_a_job_past_its_deadline_is_destroyed_and_failed(seaweed, bucket, clip, 
         assert emu.live_instances() == []
         (instance,) = emu.all_instances()
         assert instance["destroyed_at"] - instance["created_at"] < 10  # not billed for the hour it would hang
+
+
+def test_a_vast_api_outage_delays_the_reaper_but_does_not_stop_it(seaweed, bucket, clip, tmp_path, emu):
+    deps = make_deps(seaweed, bucket, emu, tmp_path)
+    drop(seaweed, bucket, "input/outage.mp4", clip)
+    outcome = on_object_created(ObjectEvent("input/outage.mp4"), deps)
+    emu.server_error_next(40, status=500)
+    assert driver.safe_reap(deps) == {}  # the pass is skipped, nothing raised
+    states = driver.wait_for([outcome.job_id], deps, TICK_S, show_progress=False, timeout_s=60)
+    assert states[outcome.job_id] == JobState.SUCCEEDED and emu.live_instances() == []
