@@ -50,6 +50,12 @@ def on_object_created(event: ObjectEvent, deps: Deps, *, force: bool = False) ->
     log = jobs.log_for(record)
     if deps.ledger.claim(record):
         log.info("claimed job for %s (%s)", event.key, event.source, extra={"source": event.source})
+        collision = _output_collision(event.key, deps)
+        if collision:  # two inputs would write one result: refuse rather than overwrite silently
+            deps.ledger.transition(job_id, JobState.QUEUED, JobState.FAILED, error_kind="bad_input",
+                                   error=collision, finished_at=deps.clock())
+            log.error(collision)
+            return Outcome("failed", job_id, reason=collision)
         return _launched(jobs.launch(record, deps, JobState.QUEUED), job_id)
     existing = deps.ledger.get(job_id)
     if existing is None:
@@ -61,11 +67,24 @@ def on_object_created(event: ObjectEvent, deps: Deps, *, force: bool = False) ->
             return Outcome("lost-race", job_id)
         log.info("replay --force: job requeued from %s", existing.state.value)
         return _launched(jobs.launch(requeued, deps, JobState.QUEUED), job_id)
-    if existing.state == JobState.QUEUED:
+    if existing.state == JobState.QUEUED and (existing.next_attempt_at or 0) <= deps.clock():
         # Resume first: a claim whose launch never happened (a crash in between) is launched now.
         resumed = jobs.launch(existing, deps, JobState.QUEUED)
         return Outcome("resumed", job_id) if resumed else Outcome("lost-race", job_id)
     return Outcome("duplicate", job_id, reason=f"job already {existing.state.value}")
+
+
+def _output_collision(key: str, deps: Deps) -> str | None:
+    """Inputs that differ only by extension map to one result key. The first in key order keeps it."""
+    layout = deps.layout
+    target = layout.result_key(key)
+    rivals = sorted(k for k in deps.inputs.same_stem(key)
+                    if k != key and layout.is_input(k) and layout.result_key(k) == target)
+    first = min([key, *rivals])
+    if first == key:
+        return None
+    return (f"output collision: {first} and {key} both map to {target}; "
+            f"{first} keeps it (rename one of them)")
 
 
 def _launched(record: JobRecord | None, job_id: str) -> Outcome:

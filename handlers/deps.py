@@ -26,6 +26,7 @@ class ControlConfig:
     max_attempts: int = 3
     retry_backoff_s: float = 10.0  # first retry waits this long, doubling, capped below
     retry_backoff_max_s: float = 600.0
+    capacity_wait_s: float = 5.0  # refused for capacity (caps full): ask again after this, attempt kept
     # Time limits.
     job_timeout_s: float = 3600.0  # an attempt's deadline, from its launch
     deadline_grace_s: float = 60.0  # the job writes its own failure manifest first

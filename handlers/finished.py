@@ -1,7 +1,10 @@
 """on_job_finished: a manifest was written (object event, callback, or the reaper found it).
 
-Success only when the manifest is valid, says succeeded, and HEAD of the result agrees with its ETag
-(an opaque string) and size every time over a short window. Then the instance is destroyed.
+The manifest is the commit point: the job is done with its GPU, so the instance is destroyed first,
+whatever the outcome. A success manifest is then verified: HEAD of the result must agree with its
+ETag (an opaque string) and size at every check over a short window; the first check happens here,
+the later ones on the reaper's next ticks (`continue_verification`), so nothing sleeps and nothing
+bills while we wait. Only then is the job succeeded.
 """
 
 from __future__ import annotations
@@ -48,11 +51,10 @@ def on_job_finished(job_id: str, deps: Deps) -> str:
     record = deps.ledger.get(job_id)
     if record is None:
         return "unknown job"
-    log = jobs.log_for(record)
-    if record.state.is_terminal() or record.state == S.RETRYING:
-        return f"already {record.state.value}"
+    if record.state == S.VERIFYING:
+        return continue_verification(record, deps)
     if record.state not in ACTIVE:
-        return f"busy ({record.state.value})"
+        return f"already {record.state.value}"
     manifest = read_manifest(record, deps)
     if manifest is None:
         return "no manifest yet"
@@ -65,35 +67,44 @@ def on_job_finished(job_id: str, deps: Deps) -> str:
         jobs.stop_instance(verifying, verifying.instance_id, deps, manifest)
         jobs.end_attempt(verifying, deps, S.VERIFYING, "internal", manifest)
         return manifest
-    if manifest.status == "succeeded":
-        problem = _verify_result(manifest, verifying, deps)
-        jobs.stop_instance(verifying, verifying.instance_id, deps, "succeeded" if problem is None else "result mismatch")
-        if problem is None:
-            deps.ledger.transition(job_id, S.VERIFYING, S.SUCCEEDED, result_etag=manifest.result.etag,
-                                   finished_at=deps.clock(), error=None, error_kind=None)
-            log.info("succeeded: result %s verified", manifest.result.etag)
-            return "succeeded"
+    if manifest.status != "succeeded":
+        error = manifest.error
+        kind = error.kind.value if error else "internal"
+        jobs.stop_instance(verifying, verifying.instance_id, deps, f"job failed ({kind})")
+        jobs.end_attempt(verifying, deps, S.VERIFYING, kind, error.message if error else "failed without an error")
+        return f"failed ({kind})"
+    jobs.stop_instance(verifying, verifying.instance_id, deps, "manifest written")
+    return continue_verification(deps.ledger.get(job_id) or verifying, deps, manifest)
+
+
+def continue_verification(record: JobRecord, deps: Deps, manifest: Manifest | None = None) -> str:
+    """One check of a verifying job; succeeded once every check over the window agreed."""
+    log = jobs.log_for(record)
+    if manifest is None:
+        found = read_manifest(record, deps)
+        manifest = found if isinstance(found, Manifest) else None
+    problem = "the manifest disappeared or became invalid" if manifest is None else _check_result(manifest, record, deps)
+    if problem is not None:
         log.error("manifest does not match the stored result: %s", problem)
-        jobs.end_attempt(verifying, deps, S.VERIFYING, "transient", problem)
+        jobs.end_attempt(record, deps, S.VERIFYING, "transient", problem)
         return "verification failed"
-    error = manifest.error
-    kind = error.kind.value if error else "internal"
-    jobs.stop_instance(verifying, verifying.instance_id, deps, f"job failed ({kind})")
-    jobs.end_attempt(verifying, deps, S.VERIFYING, kind, error.message if error else "failed without an error")
-    return f"failed ({kind})"
-
-
-def _verify_result(manifest: Manifest, record: JobRecord, deps: Deps) -> str | None:
-    """Re-check a few times over a short window: a result overwritten after its manifest fails."""
-    key = jobs.result_key(record, deps)
     cfg = deps.config
-    for check in range(cfg.verify_attempts):
-        if check:
-            deps.sleep(cfg.verify_interval_s)
-        info = deps.outputs.head(key)
-        if info is None:
-            return "the result object is missing"
-        if info.etag != manifest.result.etag or info.size != manifest.result.size:
-            return (f"stored result has ETag {info.etag} size {info.size}, manifest says "
-                    f"{manifest.result.etag} size {manifest.result.size}")
+    window_s = cfg.verify_interval_s * max(0, cfg.verify_attempts - 1)
+    if deps.clock() - record.updated_at < window_s:
+        return "verifying"
+    done = deps.ledger.transition(record.job_id, S.VERIFYING, S.SUCCEEDED, result_etag=manifest.result.etag,
+                                  finished_at=deps.clock(), error=None, error_kind=None)
+    if done is None:
+        return "lost race"
+    log.info("succeeded: result %s verified", manifest.result.etag)
+    return "succeeded"
+
+
+def _check_result(manifest: Manifest, record: JobRecord, deps: Deps) -> str | None:
+    info = deps.outputs.head(jobs.result_key(record, deps))
+    if info is None:
+        return "the result object is missing"
+    if info.etag != manifest.result.etag or info.size != manifest.result.size:
+        return (f"stored result has ETag {info.etag} size {info.size}, manifest says "
+                f"{manifest.result.etag} size {manifest.result.size}")
     return None

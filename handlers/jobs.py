@@ -12,7 +12,7 @@ import random
 
 from handlers.deps import Deps
 from vastdrop import logs
-from vastdrop.errors import PermanentError, TransientError
+from vastdrop.errors import CapacityError, PermanentError, TransientError
 from vastdrop.jobspec import JobSpec
 from vastdrop.ledger.base import JobRecord
 from vastdrop.states import JobState
@@ -70,6 +70,10 @@ def launch(record: JobRecord, deps: Deps, expected: JobState) -> JobRecord | Non
     spec = build_spec(claimed, deps, deadline)
     try:
         instance = deps.compute.launch(spec, spec.to_env())
+    except CapacityError as exc:  # not the job's fault: back in the queue, the attempt is not used up
+        log.info("waiting for capacity: %s", exc)
+        return deps.ledger.transition(claimed.job_id, S.LAUNCHING, S.QUEUED,
+                                      next_attempt_at=now + deps.config.capacity_wait_s * random.uniform(0.8, 1.2))
     except TransientError as exc:
         log.warning("launch failed, will retry: %s", exc)
         return end_attempt(claimed, deps, S.LAUNCHING, "transient", f"launch failed: {exc}")

@@ -2,6 +2,7 @@
 
 - retrying jobs whose backoff passed are relaunched; queued claims whose launch never happened too;
 - a running job whose manifest exists is finished (a missed event costs a tick, not a GPU-hour);
+- verifying jobs get their next check, and succeed once the window has passed;
 - past the deadline, stuck in `loading`, or exited without a manifest: destroyed, then retried or failed;
 - a `launching` job with no recorded instance adopts the instance carrying its label, or retries;
 - instances carrying our label with no live job (orphans) are destroyed.
@@ -14,7 +15,7 @@ from collections import Counter
 
 from handlers import jobs
 from handlers.deps import Deps
-from handlers.finished import on_job_finished, read_manifest
+from handlers.finished import continue_verification, on_job_finished, read_manifest
 from vastdrop.compute.base import Instance, InstanceState
 from vastdrop.errors import TransientError
 from vastdrop.ledger.base import JobRecord
@@ -22,7 +23,6 @@ from vastdrop.states import JobState
 
 logger = logging.getLogger(__name__)
 S = JobState
-VERIFYING_STALE_S = 300  # a handler that died mid-verification: hand the job back
 
 
 def reap(deps: Deps) -> Counter:
@@ -37,7 +37,8 @@ def reap(deps: Deps) -> Counter:
             action = "deferred"
         if action:
             actions[action] += 1
-    actions.update(_destroy_orphans(deps, live))
+    # Listed again: instances destroyed in the pass above are gone, not orphans to destroy twice.
+    actions.update(_destroy_orphans(deps, {inst.id: inst for inst in deps.compute.list_ours()}))
     return actions
 
 
@@ -48,14 +49,14 @@ def _reap_job(record: JobRecord, deps: Deps, live: dict[str, Instance], now: flo
             return "relaunched" if jobs.launch(record, deps, S.RETRYING) else None
         return None
     if record.state == S.QUEUED:
-        if now - record.updated_at > cfg.launch_timeout_s:
+        # Waiting for capacity (next_attempt_at), or a claim whose launch never happened (a crash).
+        due = record.next_attempt_at if record.next_attempt_at is not None else record.updated_at + cfg.launch_timeout_s
+        if now >= due:
             return "resumed" if jobs.launch(record, deps, S.QUEUED) else None
         return None
     if record.state == S.VERIFYING:
-        if now - record.updated_at > VERIFYING_STALE_S:
-            deps.ledger.transition(record.job_id, S.VERIFYING, S.RUNNING)
-            return "verification-resumed"
-        return None
+        result = continue_verification(record, deps)
+        return None if result == "verifying" else "verified" if result == "succeeded" else result
     if record.state == S.LAUNCHING and not record.instance_id:
         if now - (record.launched_at or record.updated_at) <= cfg.launch_timeout_s:
             return None

@@ -53,13 +53,13 @@ def emu() -> Iterator[VastEmulator]:
         yield e
 
 
-def make_deps(seaweed, bucket: str, emu: VastEmulator, tmp_path: Path, **control) -> Deps:
+def make_deps(seaweed, bucket: str, emu: VastEmulator, tmp_path: Path, vast: dict | None = None, **control) -> Deps:
     storage = S3Storage(client=seaweed.client())
     root = f"s3://{bucket}/"
     return Deps(
         inputs=Location(root, "input/", storage), outputs=Location(root, "output/", storage),
         ledger=SqliteLedger(tmp_path / "ledger.sqlite"),
-        compute=VastCompute(api_key=emu.api_key, server_url=emu.url, config=VastConfig(**FAST_VAST)),
+        compute=VastCompute(api_key=emu.api_key, server_url=emu.url, config=VastConfig(**{**FAST_VAST, **(vast or {})})),
         config=ControlConfig(**{**FAST_CONTROL, **control}),
     )
 
@@ -219,7 +219,7 @@ def test_orphan_instance_with_our_label_is_destroyed_by_the_reaper(seaweed, buck
 def test_signed_job_callback_completes_the_job_and_unsigned_ones_are_refused(seaweed, bucket, clip, tmp_path):
     """GIVEN jobs that POST their manifest to the watcher's /callback, signed with the callback secret
     WHEN one arrives signed and one forged
-    THEN the forged one gets 401 and the signed one completes the job without waiting for the reaper."""
+    THEN the forged one gets 401; the signed one stops the instance at once and verification completes the job."""
     secret = "callback-secret-0123456789"
     with VastEmulator(command=stub("ok"), loading_s=0.05, kill_grace_s=0.5) as emu:
         deps = make_deps(seaweed, bucket, emu, tmp_path)
@@ -232,13 +232,17 @@ def test_signed_job_callback_completes_the_job_and_unsigned_ones_are_refused(sea
             forged = requests.post(f"http://127.0.0.1:{server.port}/callback", data=b'{"job_id": "x"}',
                                    headers={"X-Signature": signing.sign("wrong", b'{"job_id": "x"}')}, timeout=5)
             assert forged.status_code == 401
-            deadline = time.monotonic() + 30  # no reap() here: only the callback can finish it
-            while time.monotonic() < deadline and deps.ledger.get(outcome.job_id).state != JobState.SUCCEEDED:
+            deadline = time.monotonic() + 30  # no reap() here: only the callback can move the job on
+            while time.monotonic() < deadline and (deps.ledger.get(outcome.job_id).state != JobState.VERIFYING
+                                                   or emu.live_instances()):
                 time.sleep(0.05)
+            # The callback alone destroyed the instance: nothing bills while the result is re-verified.
+            assert deps.ledger.get(outcome.job_id).state == JobState.VERIFYING
+            assert emu.live_instances() == []
         finally:
             server.stop()
-        assert deps.ledger.get(outcome.job_id).state == JobState.SUCCEEDED
-        assert emu.live_instances() == []
+        states = driver.wait_for([outcome.job_id], deps, TICK_S, show_progress=False, timeout_s=30)
+        assert states[outcome.job_id] == JobState.SUCCEEDED
 
 
 def test_a_job_past_its_deadline_is_destroyed_and_failed(seaweed, bucket, clip, tmp_path):
@@ -261,3 +265,18 @@ def test_a_vast_api_outage_delays_the_reaper_but_does_not_stop_it(seaweed, bucke
     assert driver.safe_reap(deps) == {}  # the pass is skipped, nothing raised
     states = driver.wait_for([outcome.job_id], deps, TICK_S, show_progress=False, timeout_s=60)
     assert states[outcome.job_id] == JobState.SUCCEEDED and emu.live_instances() == []
+
+
+def test_a_backlog_larger_than_the_instance_cap_waits_for_capacity_without_failing(seaweed, bucket, clip, tmp_path):
+    """GIVEN five inputs and a cap of two concurrent instances
+    THEN jobs wait in the queue for capacity (no attempt used up), all succeed, never more than two live."""
+    with VastEmulator(command=stub("ok", sleep_s=0.3), loading_s=0.05, kill_grace_s=0.5) as emu:
+        deps = make_deps(seaweed, bucket, emu, tmp_path, vast={"max_instances": 2}, max_attempts=1,
+                         capacity_wait_s=0.1)
+        for i in range(5):
+            drop(seaweed, bucket, f"input/backlog-{i}.mp4", clip)
+        assert driver.run_once(deps, TICK_S)
+        assert {r.attempt for r in deps.ledger.list()} == {1}
+        assert len(emu.create_requests) == 5 and emu.live_instances() == []
+        spans = [(i["created_at"], i["destroyed_at"]) for i in emu.all_instances()]
+        assert max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans) <= 2

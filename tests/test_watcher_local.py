@@ -118,3 +118,19 @@ def test_watcher_killed_mid_flight_and_restarted_finishes_everything_without_rel
     records = SqliteLedger(db).list()
     assert {r.state for r in records} == {JobState.SUCCEEDED} and {r.attempt for r in records} == {1}
     assert len(list((bucket_dir / ".vastdrop" / "instances").iterdir())) == len(KEYS)
+
+
+def test_inputs_that_would_write_the_same_output_are_not_silently_overwritten(tmp_path):
+    """input/a.mov and input/a.mp4 both map to output/a.mp4: the first in key order is processed, the
+    other fails with a clear reason instead of overwriting its result."""
+    for name in ("a.mov", "a.mp4"):
+        path = tmp_path / "bucket" / "input" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_clip(path, width=64, height=48, fps=12, seconds=0.5)
+    proc = watcher(tmp_path, "run", "--once")
+    assert proc.returncode == 1
+    records = {r.key: r for r in SqliteLedger(tmp_path / ".vastdrop" / "ledger.sqlite").list()}
+    assert records["input/a.mov"].state == JobState.SUCCEEDED
+    assert records["input/a.mp4"].state == JobState.FAILED and "output collision" in records["input/a.mp4"].error
+    assert Manifest.from_json((tmp_path / "bucket" / "output" / "a.mp4.manifest.json").read_bytes()).job_id == \
+        records["input/a.mov"].job_id

@@ -9,6 +9,10 @@ class TransientError(VastdropError):
     """Worth retrying: network hiccups, throttling, a deadline, a dead host."""
 
 
+class CapacityError(TransientError):
+    """Our own caps (instances, $/h) or the provider's limits are full: wait, without using up an attempt."""
+
+
 class PermanentError(VastdropError):
     """Retrying cannot help: the input or the request itself is wrong."""
 

@@ -62,6 +62,20 @@ class Location:
         for info in self.storage.list(self.url(self.prefix if prefix is None else prefix)):
             yield self.key_of(info.url), info
 
+    def same_stem(self, key: str) -> list[str]:
+        """Keys next to `key` whose names start with its stem and a dot (a.mp4, a.mov, a.b.mp4): the
+        candidates for mapping to the same result key. Callers compare result keys to decide."""
+        folder, _, name = key.rpartition("/")
+        stem = name.rsplit(".", 1)[0] if "." in name else name
+        prefix = f"{folder}/{stem}." if folder else f"{stem}."
+        if self.is_local:
+            directory = file_url_to_path(self.root) / folder
+            names = sorted(p.name for p in directory.glob(f"{_glob_escape(stem)}.*") if p.is_file())
+            keys = [f"{folder}/{n}" if folder else n for n in names]
+        else:
+            keys = [k for k, _ in self.list(prefix)]
+        return [k for k in keys if "/" not in k[len(prefix):]] + ([key] if key.rsplit(".", 1)[0] == key else [])
+
     def head(self, key: str) -> ObjectInfo | None:
         try:
             return self.storage.head(self.url(key))
@@ -81,6 +95,10 @@ class Location:
         if self.is_local:
             return self.url(key)
         return self.storage.presign_put(self.url(key), expires_s, content_type)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def _dir(prefix: str) -> str:

@@ -10,7 +10,7 @@ from enum import StrEnum
 
 
 class JobState(StrEnum):
-    QUEUED = "queued"  # claimed for an object version; nothing launched yet
+    QUEUED = "queued"  # claimed for an object version; nothing launched yet (or waiting for capacity)
     LAUNCHING = "launching"  # a compute launch was requested (instance may not exist yet)
     RUNNING = "running"  # an instance exists and carries our label
     VERIFYING = "verifying"  # a manifest arrived; checking it against the stored result
@@ -28,7 +28,8 @@ TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 S = JobState
 ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.QUEUED: frozenset({S.LAUNCHING, S.CANCELLED, S.FAILED}),
-    S.LAUNCHING: frozenset({S.RUNNING, S.VERIFYING, S.RETRYING, S.FAILED, S.CANCELLED}),
+    # launching -> queued: no capacity now (our caps or the provider's); the attempt is not used up.
+    S.LAUNCHING: frozenset({S.QUEUED, S.RUNNING, S.VERIFYING, S.RETRYING, S.FAILED, S.CANCELLED}),
     S.RUNNING: frozenset({S.VERIFYING, S.RETRYING, S.FAILED, S.CANCELLED}),
     S.VERIFYING: frozenset({S.SUCCEEDED, S.RETRYING, S.FAILED, S.RUNNING, S.CANCELLED}),
     S.RETRYING: frozenset({S.LAUNCHING, S.FAILED, S.CANCELLED}),

@@ -17,20 +17,28 @@ from vastdrop.states import JobState
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_S = 15.0  # a long wait still prints a line this often, even when nothing changed
+REAP_DURING_POLL_S = 5.0  # a poll that launches a large backlog still reaps this often
 
 
 class Poller:
     """Lists the input prefix; hands each new (key, ETag) to on_object_created once per process."""
 
-    def __init__(self, deps: Deps) -> None:
+    def __init__(self, deps: Deps, reap_every_s: float = REAP_DURING_POLL_S) -> None:
         self.deps = deps
         self.seen: set[tuple[str, str]] = set()
+        self.reap_every_s = reap_every_s
 
     def poll(self) -> list[str]:
         """Job ids of every input currently present (new ones are handled on the way)."""
         job_ids = []
         params = self.deps.config.params()
+        last_reap = time.monotonic()
         for key, info in self.deps.inputs.list():
+            if time.monotonic() - last_reap >= self.reap_every_s:
+                # Launching a long backlog takes a while: jobs launched early finish meanwhile, and
+                # their instances must not wait for the end of the listing to be destroyed.
+                safe_reap(self.deps)
+                last_reap = time.monotonic()
             if not self.deps.layout.is_input(key, info.size):
                 continue
             job_ids.append(job_id_for(self.deps.inputs.bucket, key, info.etag, params))

@@ -34,7 +34,13 @@ from vastai import VastAI
 
 from vastdrop.compute import register_env_secrets
 from vastdrop.compute.base import Instance, InstanceState, job_id_from_label, label_for
-from vastdrop.errors import ConfigError, PermanentError, TransientError, VastdropError
+from vastdrop.errors import (
+    CapacityError,
+    ConfigError,
+    PermanentError,
+    TransientError,
+    VastdropError,
+)
 from vastdrop.jobspec import JobSpec
 from vastdrop.logs import register_secret, scrub
 
@@ -345,10 +351,10 @@ class VastCompute:
     def _check_caps(self, ours: list[dict[str, Any]]) -> None:
         cfg = self.config
         if len(ours) >= cfg.max_instances:
-            raise TransientError(f"capacity: {len(ours)} of max {cfg.max_instances} instances live")
+            raise CapacityError(f"capacity: {len(ours)} of max {cfg.max_instances} instances live")
         spent = sum(_float(r.get("dph_total")) or 0.0 for r in ours)
         if spent >= cfg.max_total_dph:
-            raise TransientError(f"capacity: live instances cost ${spent:.3f}/h of max ${cfg.max_total_dph:.3f}/h")
+            raise CapacityError(f"capacity: live instances cost ${spent:.3f}/h of max ${cfg.max_total_dph:.3f}/h")
 
     def query(self) -> dict[str, Any]:
         """The offer filter, in the form the SDK's own parser produces (sent as is with no_default)."""
@@ -392,7 +398,7 @@ class VastCompute:
         budget = self.config.max_total_dph - spent
         fit = [o for o in offers if (_float(o.get("dph_total")) or 0.0) <= budget + 1e-9]
         if not fit:
-            raise TransientError(
+            raise CapacityError(
                 f"capacity: cheapest matching offer ${_float(offers[0].get('dph_total')) or 0.0:.3f}/h would "
                 f"exceed max ${self.config.max_total_dph:.3f}/h (live instances cost ${spent:.3f}/h)"
             )
@@ -557,7 +563,7 @@ def _create_error(status: int | None, body: dict[str, Any], exc: BaseException |
     code = _code(body)
     text = f"vast create_instance: HTTP {status} {code}"
     if code == "max_instances_exceeded":
-        return TransientError(f"capacity: Vast account instance limit ({text})")
+        return CapacityError(f"capacity: Vast account instance limit ({text})")
     if status in (401, 403):
         return ConfigError(text + " (is the Vast API key valid?)")
     if status == 429 or status >= 500 or _offer_gone(status, body):
