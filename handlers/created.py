@@ -21,6 +21,10 @@ class ObjectEvent:
     size: int | None = None
     version_id: str | None = None
     source: str = "poll"  # poll | webhook | s3-event | replay
+    # A poller that lists the whole prefix already knows the other inputs writing the same result:
+    # it passes the first of them (or None) and saves a LIST request per new key.
+    rivals_known: bool = False
+    first_rival: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,8 @@ def on_object_created(event: ObjectEvent, deps: Deps, *, force: bool = False) ->
     log = jobs.log_for(record)
     if deps.ledger.claim(record):
         log.info("claimed job for %s (%s)", event.key, event.source, extra={"source": event.source})
-        collision = _output_collision(event.key, deps)
+        collision = (_collision_text(event.first_rival, event.key, deps) if event.first_rival else None) \
+            if event.rivals_known else _output_collision(event.key, deps)
         if collision:  # two inputs would write one result: refuse rather than overwrite silently
             deps.ledger.transition(job_id, JobState.QUEUED, JobState.FAILED, error_kind="bad_input",
                                    error=collision, finished_at=deps.clock())
@@ -81,9 +86,11 @@ def _output_collision(key: str, deps: Deps) -> str | None:
     rivals = sorted(k for k in deps.inputs.same_stem(key)
                     if k != key and layout.is_input(k) and layout.result_key(k) == target)
     first = min([key, *rivals])
-    if first == key:
-        return None
-    return (f"output collision: {first} and {key} both map to {target}; "
+    return None if first == key else _collision_text(first, key, deps)
+
+
+def _collision_text(first: str, key: str, deps: Deps) -> str:
+    return (f"output collision: {first} and {key} both map to {deps.layout.result_key(key)}; "
             f"{first} keeps it (rename one of them)")
 
 

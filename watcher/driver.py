@@ -33,19 +33,24 @@ class Poller:
         job_ids = []
         params = self.deps.config.params()
         last_reap = time.monotonic()
+        first_for_result: dict[str, str] = {}  # listings come in key order: the first key wins a result
+        layout = self.deps.layout
         for key, info in self.deps.inputs.list():
             if time.monotonic() - last_reap >= self.reap_every_s:
                 # Launching a long backlog takes a while: jobs launched early finish meanwhile, and
                 # their instances must not wait for the end of the listing to be destroyed.
                 safe_reap(self.deps)
                 last_reap = time.monotonic()
-            if not self.deps.layout.is_input(key, info.size):
+            if not layout.is_input(key, info.size):
                 continue
+            first = first_for_result.setdefault(layout.result_key(key), key)
             job_ids.append(job_id_for(self.deps.inputs.bucket, key, info.etag, params))
             if (key, info.etag) in self.seen:
                 continue
             self.seen.add((key, info.etag))
-            outcome = on_object_created(ObjectEvent(key, info.etag, info.size, source="poll"), self.deps)
+            event = ObjectEvent(key, info.etag, info.size, source="poll", rivals_known=True,
+                                first_rival=None if first == key else first)
+            outcome = on_object_created(event, self.deps)
             logger.info("%s: %s %s", key, outcome.action, outcome.reason, extra={"key": key, "job_id": outcome.job_id})
         return job_ids
 

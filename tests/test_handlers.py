@@ -1,0 +1,61 @@
+"""Handler rules on the embedded default (file:// bucket, SQLite, local compute): skips, ids, collisions."""
+
+from __future__ import annotations
+
+import pytest
+
+from handlers.created import ObjectEvent, on_object_created
+from handlers.deps import ControlConfig, Deps
+from vastdrop.compute.local import LocalCompute
+from vastdrop.ledger.sqlite import SqliteLedger
+from vastdrop.location import Location
+from vastdrop.states import JobState
+from vastdrop.storage.local import file_url_to_path
+
+
+@pytest.fixture
+def deps(tmp_path) -> Deps:
+    (tmp_path / "bucket" / "input").mkdir(parents=True)
+    return Deps(inputs=Location.parse(f"file://{tmp_path}/bucket/input/"),
+                outputs=Location.parse(f"file://{tmp_path}/bucket/output/"),
+                ledger=SqliteLedger(tmp_path / "ledger.sqlite"),
+                compute=LocalCompute(tmp_path / "instances", command=["true"]), config=ControlConfig())
+
+
+def _put(deps: Deps, key: str, data: bytes = b"video bytes") -> None:
+    path = file_url_to_path(deps.inputs.url(key))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("key", ["input/dir/", "input/.hidden.mp4", "input/_partial.mp4", "output/x.mp4"])
+def test_non_inputs_are_skipped_and_nothing_is_claimed(deps, key):
+    assert on_object_created(ObjectEvent(key, etag='"e"', size=10), deps).action == "skipped"
+    assert deps.ledger.list() == []
+
+
+def test_empty_objects_are_skipped(deps):
+    _put(deps, "input/empty.mp4", b"")
+    assert on_object_created(ObjectEvent("input/empty.mp4", source="webhook"), deps).action == "skipped"
+
+
+def test_the_same_object_version_from_any_source_is_one_job(deps):
+    _put(deps, "input/a.mp4")
+    first = on_object_created(ObjectEvent("input/a.mp4", source="webhook"), deps)  # no ETag: HEAD
+    again = on_object_created(ObjectEvent("input/a.mp4", source="replay"), deps)
+    assert first.action == "launched" and again.action == "duplicate" and first.job_id == again.job_id
+    _put(deps, "input/a.mp4", b"a new version")
+    newer = on_object_created(ObjectEvent("input/a.mp4", source="webhook"), deps)
+    assert newer.job_id != first.job_id
+
+
+def test_an_event_for_an_input_whose_sibling_owns_the_output_fails_clearly(deps):
+    _put(deps, "input/clip.mov")
+    _put(deps, "input/clip.mp4")
+    _put(deps, "input/clip.b.mp4")  # output/clip.b.mp4: no collision with either
+    loser = on_object_created(ObjectEvent("input/clip.mp4", source="webhook"), deps)
+    winner = on_object_created(ObjectEvent("input/clip.mov", source="webhook"), deps)
+    other = on_object_created(ObjectEvent("input/clip.b.mp4", source="webhook"), deps)
+    assert loser.action == "failed" and "input/clip.mov keeps it" in loser.reason
+    assert winner.action == "launched" and other.action == "launched"
+    assert deps.ledger.get(loser.job_id).state == JobState.FAILED
