@@ -30,6 +30,7 @@ from vastdrop.manifest import (
     ErrorInfo,
     ErrorKind,
     Manifest,
+    MediaFacts,
     MediaPair,
     ObjectRef,
     ResultRef,
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 EXIT_OK, EXIT_BAD_INPUT, EXIT_TRANSIENT, EXIT_CRASH = 0, 65, 75, 70
 DEADLINE_GRACE_S = 60  # past the deadline by this much, a stuck upload is abandoned and the process exits
 MODEL_URL_SCHEMES = ("s3://", "file://", "https://", "http://")
+RIFE_FULL_SCALE_MAX_PX = 2560  # larger frames: RIFE estimates flow at half resolution
+RIFE_UHD_SCALE = 0.5
 
 
 @dataclass
@@ -103,7 +106,7 @@ class JobRunner:
 
         facts_in = probe(src)
         state.media = MediaPair(input=facts_in)
-        plan = self._plan(device)
+        plan = self._plan(device, facts_in)
         total = pipeline.expected_output_frames(plan, facts_in.frames, facts_in.duration_s)
         progress = Progress(total, self.deadline, extra={"job_id": spec.id})
         with self._timed("process"):
@@ -114,7 +117,7 @@ class JobRunner:
         state.media = MediaPair(input=facts_in, output=facts_out)
         state.engine = state.engine.model_copy(update={
             "interpolation": report.interpolation, "upscale": report.upscale, "encoder": report.encoder,
-            "audio": report.audio, "notes": report.notes,
+            "audio": report.audio, "notes": state.engine.notes + report.notes,
             "frames": {"in": report.frames_in, "out": report.frames_out, "interpolated": report.retime.interpolated,
                        "copied": report.retime.copied, "scene_cuts": report.retime.scene_cuts},
         })
@@ -133,14 +136,19 @@ class JobRunner:
             params=spec.params(), media=state.media, engine=state.engine,
         )
 
-    def _plan(self, device: torch.device) -> pipeline.Plan:
+    def _plan(self, device: torch.device, facts: MediaFacts) -> pipeline.Plan:
         spec = self.spec
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         interpolator = upscaler = None
         if spec.target_fps is not None and spec.interpolation_model:
             from gpu_job.models.rife import RifeInterpolator
 
-            interpolator = RifeInterpolator.from_file(self._model_file(spec.interpolation_model), device=device, dtype=dtype)
+            # Flow on a half-resolution pyramid above 1440p, as Practical-RIFE recommends for UHD.
+            scale = RIFE_UHD_SCALE if max(facts.width, facts.height) > RIFE_FULL_SCALE_MAX_PX else 1.0
+            interpolator = RifeInterpolator.from_file(self._model_file(spec.interpolation_model), device=device,
+                                                      dtype=dtype, scale=scale)
+            if scale != 1.0:
+                self.state.engine.notes.append(f"RIFE flow estimated at scale {scale} for {facts.width}x{facts.height}")
         if spec.upscale > 1 and spec.upscale_model:
             from gpu_job.models.upscaler import Upscaler
 

@@ -270,3 +270,13 @@ def test_past_its_deadline_on_vast_the_job_destroys_its_own_instance(tmp_path, c
         (instance,) = emu.all_instances()
         assert instance["id"] == iid and instance["exit_code"] in (75, None)
     assert _manifest(tmp_path).error.kind == "transient"
+
+
+def test_rife_estimates_flow_at_half_resolution_above_1440p_and_says_so(tmp_path):
+    clip = make_clip(tmp_path / "wide.mp4", width=2600, height=32, fps=12, seconds=0.25, audio=False)
+    model = save_rife(tmp_path / "flownet.pkl", "4.6")
+    proc = run_job(file_job_env(tmp_path, clip, JOB_TARGET_FPS="24", JOB_INTERPOLATION_MODEL=str(model)))
+    assert proc.returncode == 0, proc.stderr
+    manifest = _manifest(tmp_path)
+    assert any("scale 0.5" in n for n in manifest.engine.notes)
+    assert (manifest.media.output.width, manifest.media.output.frames) == (2600, 6)
