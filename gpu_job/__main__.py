@@ -46,11 +46,11 @@ def main() -> int:
     runner.start_deadline_watchdog(spec.deadline, on_deadline_stuck)
     job = runner.JobRunner(spec, workdir)
     code, _manifest = job.run()
-    if job.deadline_hit:
-        _self_destroy()
     if spec.log_url:
         _upload_log(spec.log_url, log_path)
     workdir_handle.cleanup()
+    if job.deadline_hit:  # last: destroying the instance ends this process too
+        _self_destroy()
     return code
 
 
