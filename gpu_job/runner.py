@@ -11,6 +11,8 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from gpu_job.media import pipeline
 from gpu_job.media.probe import probe
 from gpu_job.progress import Deadline, DeadlineExceeded, Progress
 from vastdrop import logs
-from vastdrop.errors import BadInputError, ConfigError, PermanentError, TransientError
+from vastdrop.errors import ConfigError, PermanentError, TransientError
 from vastdrop.jobspec import JobSpec, redact_url
 from vastdrop.manifest import (
     Engine,
@@ -67,9 +69,7 @@ class JobRunner:
         try:
             manifest = self._process()
             code = EXIT_OK
-        except BadInputError as exc:
-            code, manifest = EXIT_BAD_INPUT, self._failure(ErrorKind.BAD_INPUT, exc)
-        except PermanentError as exc:  # bad settings or model file: retrying the same job cannot help
+        except PermanentError as exc:  # bad input, settings or model file: retrying cannot help
             code, manifest = EXIT_BAD_INPUT, self._failure(ErrorKind.BAD_INPUT, exc)
         except TransientError as exc:
             self.deadline_hit = isinstance(exc, DeadlineExceeded)
@@ -79,14 +79,15 @@ class JobRunner:
             code, manifest = EXIT_CRASH, self._failure(ErrorKind.INTERNAL, exc)
         self.state.timings["total"] = round(time.monotonic() - started, 3)
         manifest.timings_s = dict(self.state.timings)
+        body = manifest.to_json()
         try:
-            self._storage(self.spec.manifest_url).put_bytes(manifest.to_json(), self.spec.manifest_url, "application/json")
+            self._storage(self.spec.manifest_url).put_bytes(body, self.spec.manifest_url, "application/json")
             self.log.info("manifest written", extra={"status": manifest.status, "exit_code": code})
         except Exception as exc:  # without a manifest the reaper decides; a transient exit lets it retry
             self.log.error("could not write the manifest: %s", exc)
             return (code if code != EXIT_OK else EXIT_TRANSIENT), None
         if self.spec.callback_url:
-            callback.post(self.spec.callback_url, self.spec.callback_secret, manifest.to_json())
+            callback.post(self.spec.callback_url, self.spec.callback_secret, body)
         return code, manifest
 
     # -- the happy path ------------------------------------------------------------------------
@@ -179,17 +180,13 @@ class JobRunner:
     def _storage(self, url: str):
         return storage_for(url)
 
-    def _timed(self, name: str):
-        runner = self
-
-        class _Timer:
-            def __enter__(self):
-                self.t0 = time.monotonic()
-
-            def __exit__(self, *exc):
-                runner.state.timings[name] = round(time.monotonic() - self.t0, 3)
-
-        return _Timer()
+    @contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.state.timings[name] = round(time.monotonic() - t0, 3)
 
 
 def _sha256(path: Path) -> str:

@@ -48,9 +48,8 @@ def minterpolate(frames: Iterator[TimedFrame], fps: Fraction, count: int) -> Ite
     tail is held on the last frame to cover the input's duration, as the learned path does."""
     args = f"fps={fps.numerator}/{fps.denominator}:{MINTERPOLATE_OPTIONS}"
     time_base = 1 / fps
-    k, origin, last = 0, None, None
+    k, last = 0, None
     for out in _run_graph(frames, "minterpolate", args):
-        origin = out.pts if origin is None else origin
         if k >= count:
             continue
         last = out

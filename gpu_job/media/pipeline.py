@@ -78,7 +78,11 @@ OnFrame = Callable[[int], None]
 def expected_output_frames(plan: Plan, input_frames: int, duration_s: float) -> int:
     if plan.target_fps is None:
         return input_frames
-    return output_frame_count(Fraction(duration_s).limit_denominator(10**6), fps_fraction(plan.target_fps))
+    return _retimed_count(plan.target_fps, duration_s)
+
+
+def _retimed_count(target_fps: float, duration_s: float) -> int:
+    return output_frame_count(Fraction(duration_s).limit_denominator(10**6), fps_fraction(target_fps))
 
 
 def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFrame | None = None) -> Report:
@@ -215,7 +219,7 @@ def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration_s: flo
     if plan.target_fps is None:
         return frames
     rate = fps_fraction(plan.target_fps)
-    count = output_frame_count(Fraction(duration_s).limit_denominator(10**6), rate)
+    count = _retimed_count(plan.target_fps, duration_s)
     if plan.interpolator is None:
         report.interpolation = "ffmpeg-minterpolate"
         report.notes.append("no interpolation model given: frame rate by libavfilter minterpolate (non-learned)")
