@@ -6,7 +6,9 @@ import json
 from typing import Any
 from urllib.parse import unquote_plus
 
-from handlers.created import ObjectEvent
+from handlers.created import ObjectEvent, on_object_created
+from handlers.deps import Deps
+from handlers.finished import on_manifest_key
 from vastdrop.errors import PermanentError
 
 B2_CREATED_PREFIX = "b2:ObjectCreated:"
@@ -26,6 +28,13 @@ def parse_events(body: bytes | str | dict[str, Any]) -> list[ObjectEvent]:
     if "Records" in payload:  # S3 event notifications
         return [_s3(r) for r in payload["Records"] if str(r.get("eventName", "")).startswith(S3_CREATED_PREFIX)]
     raise PermanentError("unknown event payload (want B2 'events' or S3 'Records')")
+
+
+def route(event: ObjectEvent, deps: Deps) -> object:
+    """Manifests finish jobs; everything else may start one (on_object_created skips non-inputs)."""
+    if deps.layout.is_manifest(event.key):
+        return on_manifest_key(event.key, deps)
+    return on_object_created(event, deps)
 
 
 def _b2(e: dict[str, Any]) -> ObjectEvent:

@@ -35,16 +35,21 @@ def read_manifest(record: JobRecord, deps: Deps) -> Manifest | None | str:
         return f"invalid manifest: {exc.error_count()} validation errors"
 
 
+def manifest_job_id(raw: bytes | str) -> str | None:
+    """The job a manifest body belongs to (a manifest object, or a job's callback); None if not one."""
+    try:
+        return Manifest.from_json(raw).job_id
+    except ValidationError:
+        return None
+
+
 def on_manifest_key(manifest_key: str, deps: Deps) -> str:
     """Entry point for a manifest object event: find the job by the id inside the manifest."""
     raw = deps.outputs.get_bytes(manifest_key)
     if raw is None:
         return "manifest vanished"
-    try:
-        job_id = Manifest.from_json(raw).job_id
-    except ValidationError:
-        return "invalid manifest"
-    return on_job_finished(job_id, deps)
+    job_id = manifest_job_id(raw)
+    return "invalid manifest" if job_id is None else on_job_finished(job_id, deps)
 
 
 def on_job_finished(job_id: str, deps: Deps) -> str:

@@ -73,7 +73,7 @@ def launch(record: JobRecord, deps: Deps, expected: JobState) -> JobRecord | Non
     except CapacityError as exc:  # not the job's fault: back in the queue, the attempt is not used up
         log.info("waiting for capacity: %s", exc)
         return deps.ledger.transition(claimed.job_id, S.LAUNCHING, S.QUEUED,
-                                      next_attempt_at=now + deps.config.capacity_wait_s * random.uniform(0.8, 1.2))
+                                      next_attempt_at=now + _jittered(deps.config.capacity_wait_s))
     except TransientError as exc:
         log.warning("launch failed, will retry: %s", exc)
         return end_attempt(claimed, deps, S.LAUNCHING, "transient", f"launch failed: {exc}")
@@ -92,15 +92,19 @@ def launch(record: JobRecord, deps: Deps, expected: JobState) -> JobRecord | Non
     return running
 
 
-def stop_instance(record: JobRecord, instance_id: str | None, deps: Deps, reason: str) -> None:
-    """Destroy, log the line operators grep for, and add what it cost."""
+def stop_instance(record: JobRecord | None, instance_id: str | None, deps: Deps, reason: str,
+                  job_id: str | None = None) -> None:
+    """Destroy, log the line operators grep for, and add what it cost to the job (when there is one;
+    an orphan or a user's destroy may have no record: `job_id` then names it from the label)."""
     if not instance_id:
         return
     when = dt.datetime.fromtimestamp(deps.clock(), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    log_for(record).info("STOPPING INSTANCE %s job=%s reason=%s at=%s", instance_id, record.job_id, reason, when,
-                         extra={"instance_id": instance_id, "reason": reason})
+    job = record.job_id if record else job_id or "-"
+    log = log_for(record) if record else logger
+    log.info("STOPPING INSTANCE %s job=%s reason=%s at=%s", instance_id, job, reason, when,
+             extra={"instance_id": instance_id, "reason": reason})
     deps.compute.destroy(instance_id)
-    if record.dph and record.launched_at:
+    if record and record.dph and record.launched_at:
         cost = record.cost + record.dph * max(0.0, deps.clock() - record.launched_at) / 3600
         current = deps.ledger.get(record.job_id)
         if current is not None:
@@ -109,7 +113,12 @@ def stop_instance(record: JobRecord, instance_id: str | None, deps: Deps, reason
 
 def backoff_s(attempt: int, deps: Deps) -> float:
     base = deps.config.retry_backoff_s * (2 ** max(0, attempt - 1))
-    return min(deps.config.retry_backoff_max_s, base) * random.uniform(0.8, 1.2)
+    return _jittered(min(deps.config.retry_backoff_max_s, base))
+
+
+def _jittered(seconds: float) -> float:
+    """±20%, so jobs that failed or waited together do not all come back in the same instant."""
+    return seconds * random.uniform(0.8, 1.2)
 
 
 def end_attempt(record: JobRecord, deps: Deps, expected: JobState, kind: str, message: str) -> JobRecord | None:

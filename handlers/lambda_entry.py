@@ -12,19 +12,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from handlers.created import on_object_created
 from handlers.deps import Deps
-from handlers.events import parse_events
-from handlers.finished import on_job_finished, on_manifest_key
+from handlers.events import parse_events, route
+from handlers.finished import manifest_job_id, on_job_finished, on_manifest_key
 from handlers.reaper import reap
 from vastdrop import signing
 from vastdrop.errors import PermanentError
-from vastdrop.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
-B2_SIGNATURE_HEADER = "x-bz-event-notification-signature"
-CALLBACK_SIGNATURE_HEADER = "x-signature"
 
 
 @dataclass
@@ -73,14 +69,14 @@ def _raw_body(event: dict) -> bytes:
 
 
 def _header(event: dict, name: str) -> str | None:
-    return {k.lower(): v for k, v in (event.get("headers") or {}).items()}.get(name)
+    return {k.lower(): v for k, v in (event.get("headers") or {}).items()}.get(name.lower())
 
 
 def webhook(event: dict, context: Any = None) -> dict:
     """HTTP API -> verify B2's signature over the raw body -> enqueue to SQS -> 202."""
     rt = _rt()
     body = _raw_body(event)
-    if not signing.verify(rt.webhook_secret or "", body, _header(event, B2_SIGNATURE_HEADER)):
+    if not signing.verify(rt.webhook_secret or "", body, _header(event, signing.B2_SIGNATURE_HEADER)):
         return _http(401, {"error": "bad or missing signature"})
     try:
         events = parse_events(body)
@@ -98,10 +94,7 @@ def launcher(event: dict, context: Any = None) -> dict:
     for message in event.get("Records", []):
         try:
             for obj in parse_events(message["body"]):
-                if rt.deps.layout.is_manifest(obj.key):
-                    on_manifest_key(obj.key, rt.deps)
-                else:
-                    on_object_created(obj, rt.deps)
+                route(obj, rt.deps)
         except PermanentError as exc:  # a malformed message never succeeds: let the DLQ keep it
             logger.error("bad message %s: %s", message.get("messageId"), exc)
             failures.append({"itemIdentifier": message["messageId"]})
@@ -120,11 +113,10 @@ def completion(event: dict, context: Any = None) -> dict:
                 on_manifest_key(obj.key, rt.deps)
         return {"ok": True}
     body = _raw_body(event)
-    if not signing.verify(rt.callback_secret or "", body, _header(event, CALLBACK_SIGNATURE_HEADER)):
+    if not signing.verify(rt.callback_secret or "", body, _header(event, signing.CALLBACK_SIGNATURE_HEADER)):
         return _http(401, {"error": "bad or missing signature"})
-    try:
-        job_id = Manifest.from_json(body).job_id
-    except ValueError:
+    job_id = manifest_job_id(body)
+    if job_id is None:
         return _http(400, {"error": "not a manifest"})
     return _http(200, {"result": on_job_finished(job_id, rt.deps)})
 

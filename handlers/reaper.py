@@ -116,10 +116,7 @@ def _destroy_orphans(deps: Deps, live: dict[str, Instance]) -> Counter:
                 and record.instance_id == inst.id:
             continue
         why = "no such job" if record is None else f"job {record.state.value}, instance {record.instance_id}"
-        jobs.stop_instance(record or _stub(inst), inst.id, deps, f"orphan ({why})")
+        jobs.stop_instance(record, inst.id, deps, f"orphan ({why})", job_id=inst.job_id)
         actions["orphan"] += 1
     return actions
 
-
-def _stub(inst: Instance) -> JobRecord:
-    return JobRecord(job_id=inst.job_id or "?", bucket="", key="", input_url="", input_etag="", input_size=0)

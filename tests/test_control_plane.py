@@ -24,10 +24,11 @@ from vastdrop.compute.vast import VastCompute, VastConfig
 from vastdrop.ledger.sqlite import SqliteLedger
 from vastdrop.location import Location
 from vastdrop.manifest import Manifest, ObjectRef, ResultRef
+from vastdrop.signing import B2_SIGNATURE_HEADER
 from vastdrop.states import JobState
 from vastdrop.storage.s3 import S3Storage
 from watcher import driver
-from watcher.server import B2_SIGNATURE_HEADER, EventServer
+from watcher.server import EventServer
 
 STUB = [sys.executable, "-m", "tests.support.stub_job"]
 FAST_VAST = {"image": "vastdrop/gpu-job:test", "backoff_initial_s": 0.01, "backoff_max_s": 0.05,

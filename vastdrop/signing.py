@@ -6,6 +6,8 @@ import hashlib
 import hmac
 
 PREFIX = "v1="
+B2_SIGNATURE_HEADER = "x-bz-event-notification-signature"  # B2 event notifications
+CALLBACK_SIGNATURE_HEADER = "X-Signature"  # job callbacks (ARCHITECTURE.md section 3)
 
 
 def sign(secret: str | bytes, body: bytes) -> str:

@@ -94,7 +94,7 @@ def destroy(args, settings: ControlSettings) -> int:
     deps = build_deps(settings)
     record = deps.ledger.find_by_instance(args.instance)
     try:
-        jobs.stop_instance(record or jobs_stub(args.instance), args.instance, deps, "destroyed by user")
+        jobs.stop_instance(record, args.instance, deps, "destroyed by user")
     except NotFoundError:
         pass
     print(f"destroyed {args.instance}", file=sys.stderr)
@@ -127,9 +127,3 @@ def _start_server(deps, settings: ControlSettings):
 def _by_key(deps, key: str):
     return next((r for r in deps.ledger.list() if r.key == key or r.key == deps.inputs.prefix + key), None)
 
-
-def jobs_stub(instance_id: str):
-    from vastdrop.ledger.base import JobRecord
-
-    return JobRecord(job_id="-", bucket="", key="", input_url="", input_etag="", input_size=0,
-                     instance_id=instance_id)

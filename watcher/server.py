@@ -15,18 +15,14 @@ import queue
 import threading
 from collections.abc import Callable
 
-from handlers.created import on_object_created
 from handlers.deps import Deps
-from handlers.events import parse_events
-from handlers.finished import on_job_finished, on_manifest_key
+from handlers.events import parse_events, route
+from handlers.finished import manifest_job_id, on_job_finished
 from vastdrop import signing
 from vastdrop.errors import PermanentError
-from vastdrop.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 
-B2_SIGNATURE_HEADER = "x-bz-event-notification-signature"
-CALLBACK_SIGNATURE_HEADER = "X-Signature"
 MAX_BODY_BYTES = 1 << 20
 
 
@@ -63,12 +59,8 @@ class EventServer:
 
     def submit_events(self, body: bytes) -> int:
         events = parse_events(body)
-        layout = self.deps.layout
         for event in events:
-            if layout.is_manifest(event.key):
-                self.work.put(lambda key=event.key: on_manifest_key(key, self.deps))
-            else:
-                self.work.put(lambda e=event: on_object_created(e, self.deps))
+            self.work.put(lambda e=event: route(e, self.deps))
         self.accepted += len(events)
         return len(events)
 
@@ -81,7 +73,7 @@ def _make_handler(server: EventServer, webhook_secret: str | None, callback_secr
                 return self._reply(413, {"error": "body too large"})
             body = self.rfile.read(length)
             if self.path.split("?")[0] == "/webhook":
-                if not signing.verify(webhook_secret or "", body, self.headers.get(B2_SIGNATURE_HEADER)):
+                if not signing.verify(webhook_secret or "", body, self.headers.get(signing.B2_SIGNATURE_HEADER)):
                     return self._reply(401, {"error": "bad or missing signature"})
                 try:
                     n = server.submit_events(body)
@@ -89,11 +81,10 @@ def _make_handler(server: EventServer, webhook_secret: str | None, callback_secr
                     return self._reply(400, {"error": str(exc)})
                 return self._reply(202, {"accepted": n})
             if self.path.split("?")[0] == "/callback":
-                if not signing.verify(callback_secret or "", body, self.headers.get(CALLBACK_SIGNATURE_HEADER)):
+                if not signing.verify(callback_secret or "", body, self.headers.get(signing.CALLBACK_SIGNATURE_HEADER)):
                     return self._reply(401, {"error": "bad or missing signature"})
-                try:
-                    job_id = Manifest.from_json(body).job_id
-                except ValueError:
+                job_id = manifest_job_id(body)
+                if job_id is None:
                     return self._reply(400, {"error": "not a manifest"})
                 server.work.put(lambda: on_job_finished(job_id, server.deps))
                 return self._reply(202, {"accepted": 1})
