@@ -33,16 +33,20 @@ def _base_env(job_id: str) -> dict[str, str]:
     return {"JOB_ID": job_id, "JOB_DEVICE": "cpu", "JOB_TARGET_FPS": "48", "JOB_UPSCALE": "2"}
 
 
-def test_s3_urls_produce_a_result_whose_etag_and_size_match_the_manifest(seaweed, bucket, clip):
-    s3 = seaweed.client()
-    s3.upload_file(str(clip), bucket, INPUT_KEY)
-    env = {
-        **seaweed.env(), **_base_env("job-s3"),
+def _s3_env(seaweed, bucket: str, job_id: str) -> dict[str, str]:
+    """The job on s3:// URLs with the store's credentials (input, result and manifest keys above)."""
+    return {
+        **seaweed.env(), **_base_env(job_id),
         "JOB_INPUT_URL": f"s3://{bucket}/{INPUT_KEY}",
         "JOB_OUTPUT_URL": f"s3://{bucket}/{RESULT_KEY}",
         "JOB_MANIFEST_URL": f"s3://{bucket}/{MANIFEST_KEY}",
-        "JOB_LOG_URL": f"s3://{bucket}/{LOG_KEY}",
     }
+
+
+def test_s3_urls_produce_a_result_whose_etag_and_size_match_the_manifest(seaweed, bucket, clip):
+    s3 = seaweed.client()
+    s3.upload_file(str(clip), bucket, INPUT_KEY)
+    env = {**_s3_env(seaweed, bucket, "job-s3"), "JOB_LOG_URL": f"s3://{bucket}/{LOG_KEY}"}
     proc = run_job(env)
     assert proc.returncode == 0, proc.stderr
     manifest = Manifest.from_json(s3.get_object(Bucket=bucket, Key=MANIFEST_KEY)["Body"].read())
@@ -92,12 +96,7 @@ def test_presigned_https_urls_only_no_credentials_in_the_job(seaweed, bucket, cl
 def test_zero_byte_object_is_bad_input_with_a_failure_manifest_and_no_result(seaweed, bucket):
     s3 = seaweed.client()
     s3.put_object(Bucket=bucket, Key=INPUT_KEY, Body=b"")
-    env = {
-        **seaweed.env(), **_base_env("job-empty"),
-        "JOB_INPUT_URL": f"s3://{bucket}/{INPUT_KEY}",
-        "JOB_OUTPUT_URL": f"s3://{bucket}/{RESULT_KEY}",
-        "JOB_MANIFEST_URL": f"s3://{bucket}/{MANIFEST_KEY}",
-    }
+    env = _s3_env(seaweed, bucket, "job-empty")
     proc = run_job(env)
     assert proc.returncode == 65, proc.stderr
     manifest = Manifest.from_json(s3.get_object(Bucket=bucket, Key=MANIFEST_KEY)["Body"].read())
