@@ -59,3 +59,11 @@ def test_an_event_for_an_input_whose_sibling_owns_the_output_fails_clearly(deps)
     assert loser.action == "failed" and "input/clip.mov keeps it" in loser.reason
     assert winner.action == "launched" and other.action == "launched"
     assert deps.ledger.get(loser.job_id).state == JobState.FAILED
+
+
+def test_an_input_without_extension_collides_with_its_mp4_sibling(deps):
+    """input/clip and input/clip.mp4 both map to output/clip.mp4; input/clip comes first in key order."""
+    _put(deps, "input/clip")
+    _put(deps, "input/clip.mp4")
+    loser = on_object_created(ObjectEvent("input/clip.mp4", source="webhook"), deps)
+    assert loser.action == "failed" and "input/clip keeps it" in loser.reason

@@ -63,18 +63,21 @@ class Location:
             yield self.key_of(info.url), info
 
     def same_stem(self, key: str) -> list[str]:
-        """Keys next to `key` whose names start with its stem and a dot (a.mp4, a.mov, a.b.mp4): the
+        """Keys next to `key` with its stem, bare or followed by a dot (a, a.mp4, a.mov, a.b.mp4): the
         candidates for mapping to the same result key. Callers compare result keys to decide."""
         folder, _, name = key.rpartition("/")
         stem = name.rsplit(".", 1)[0] if "." in name else name
-        prefix = f"{folder}/{stem}." if folder else f"{stem}."
+        bare = f"{folder}/{stem}" if folder else stem
         if self.is_local:
             directory = file_url_to_path(self.root) / folder
-            names = sorted(p.name for p in directory.glob(f"{_glob_escape(stem)}.*") if p.is_file())
+            names = [p.name for p in directory.glob(f"{_glob_escape(stem)}.*") if p.is_file()]
             keys = [f"{folder}/{n}" if folder else n for n in names]
+            has_bare = (directory / stem).is_file()
         else:
-            keys = [k for k, _ in self.list(prefix)]
-        return [k for k in keys if "/" not in k[len(prefix):]] + ([key] if key.rsplit(".", 1)[0] == key else [])
+            keys = [k for k, _ in self.list(bare + ".")]
+            has_bare = self.head(bare) is not None
+        siblings = [k for k in keys if "/" not in k[len(bare) :]]
+        return sorted(siblings + ([bare] if has_bare else []))
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
