@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,18 @@ def _proc_stat(pid: int) -> _ProcStat | None:
 
 
 _HAVE_PROC = Path("/proc/self/stat").exists()
+
+
+def _answers_signal_0(send: Callable[[int, int], None], target: int) -> bool:
+    """Without /proc: signal 0 tells whether a process (or group) exists; reap our own child first."""
+    _reap(target)
+    try:
+        send(target, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _reap(pid: int) -> None:
@@ -231,14 +244,7 @@ class LocalCompute:
     def _leader_alive(meta: dict[str, Any]) -> bool:
         pid = int(meta["pid"])
         if not _HAVE_PROC:
-            _reap(pid)
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                return True
-            return True
+            return _answers_signal_0(os.kill, pid)
         st = _proc_stat(pid)
         if st is None or (meta.get("pid_start") is not None and st.start != meta["pid_start"]):
             return False  # gone, or the pid now belongs to another process
@@ -252,14 +258,7 @@ class LocalCompute:
         """Any live (non-zombie) process left in the job's process group?"""
         pgid = int(meta["pgid"])
         if not _HAVE_PROC:
-            _reap(pgid)
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                return True
-            return True
+            return _answers_signal_0(os.killpg, pgid)
         leader = _proc_stat(pgid)
         if leader is not None and meta.get("pid_start") is not None and leader.start != meta["pid_start"]:
             # The kernel hands out a pid only when no process uses it as a group id: a new owner of
