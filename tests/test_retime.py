@@ -122,3 +122,30 @@ def test_any_timing_yields_exactly_the_planned_frames_with_valid_timesteps(gaps,
     assert len(out) == count
     assert count == 1 or abs(Fraction(count) / rate - duration) <= 1 / (2 * rate)  # at least one frame
     assert all(0 < t < 1 for _, _, t in rec.calls)
+
+
+class _LinearBlend:
+    """A stand-in model with RIFE's call shape: (img0, img1, t) -> a blend, so outputs are checkable."""
+
+    name = "linear-blend"
+
+    def __call__(self, img0, img1, t):
+        t = t.view(-1, 1, 1, 1)
+        return img0 * (1 - t) + img1 * t
+
+
+def test_the_pipeline_stage_hands_each_slot_its_own_two_frames():
+    """The interpolation stage moves each source frame to the device once per batch; every output
+    must still be made from the two frames that bracket it (values 0, 40, 80, ... identify them)."""
+    from gpu_job.media.pipeline import Plan, Report, _interpolate_stage
+
+    src = _source([Fraction(i, 24) for i in range(6)], [40 * i for i in range(6)])
+    plan = Plan(target_fps=60, interpolator=_LinearBlend(), batch_size=4)
+    out = list(_interpolate_stage(iter(src), plan, 0.25, Report()))
+    assert len(out) == 15
+    for k, frame in enumerate(out):
+        t_src = Fraction(k, 60) * 24  # position in source frames
+        left = min(int(t_src), 5)
+        frac = float(t_src - left) if left < 5 else 0.0
+        expected = 40 * left + 40 * frac
+        assert abs(int(frame.image[0, 0, 0]) - expected) <= 1, f"frame {k}"
