@@ -5,8 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # torch: the pair this machine keeps on disk (spandrel needs torchvision); others download GBs.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# AWS SAM CLI, for `sam build` of template.yaml (tests/test_sam_build.py runs it). A venv of its own:
+# it pins boto3 and pydantic to versions the project does not use.
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+SAM_PIN := aws-sam-cli==1.170.0
 
-.PHONY: demo test lint bench install
+.PHONY: demo test lint bench install sam-build
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -16,11 +21,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]' $(TORCH_PINS)
 	touch $@
 
+$(SAM_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install -q $(SAM_PIN)
+	touch $@
+
+# The Lambda bundle, as `sam build` makes it for `sam deploy` (into .aws-sam/build).
+sam-build: install $(SAM_VENV)/.installed
+	SAM_CLI_TELEMETRY=0 PYTHON=$(abspath $(PY)) $(SAM) build
+
 demo: install
 	$(PY) -m gpu_job.demo
 
-test: install
-	$(PY) -m pytest -q
+test: install $(SAM_VENV)/.installed
+	VASTDROP_SAM=$(abspath $(SAM)) $(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,19 @@
-"""AWS Lambda adapters (template.yaml): each parses its event and delegates to a pure handler.
+"""AWS Lambda adapters (template.yaml): each turns its event into calls of the same pure handlers the
+local watcher uses.
 
-The environment is read once per container, in the composition root (vastdrop.compose); tests call
-`configure()` with dependencies pointed at loopback servers instead.
+    webhook     API Gateway HTTP API (payload 2.0), POST /webhook: B2 event notifications. Verifies
+                the signature over the raw body, then enqueues the body unchanged: to the launch
+                queue if it names new inputs, to the completion queue if it names manifests. It
+                answers within B2's few-second timeout because it does nothing else.
+    launcher    SQS batch from the launch queue -> on_object_created per event; failed messages are
+                reported (ReportBatchItemFailures) and come back, then go to the dead-letter queue.
+    completion  SQS batch from the completion queue (manifest events) -> on_manifest_key; or a
+                job's signed callback, POST /callback -> on_job_finished; or S3 notifications.
+    reaper      EventBridge schedule -> reap.
+
+Settings are read once per cold start, in `_rt()`, the one place that touches the environment:
+WATCHER_* variables plus the Secrets Manager secret named by WATCHER_SECRET_ID. Tests call
+`configure()` with dependencies pointed at loopback servers, or let `_rt()` build them.
 """
 
 from __future__ import annotations
@@ -12,8 +24,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from handlers.created import on_object_created
 from handlers.deps import Deps
-from handlers.events import parse_events, route
+from handlers.events import parse_events
 from handlers.finished import manifest_job_id, on_job_finished, on_manifest_key
 from handlers.reaper import reap
 from vastdrop import signing
@@ -21,13 +34,15 @@ from vastdrop.errors import PermanentError
 
 logger = logging.getLogger(__name__)
 
+LAMBDA_STATE_DIR = "/tmp/vastdrop"  # the only writable path on Lambda; nothing durable lives here
 
 
 @dataclass
 class Runtime:
     deps: Deps
     sqs: Any  # boto3 SQS client
-    queue_url: str | None
+    launch_queue_url: str | None
+    completion_queue_url: str | None
     webhook_secret: str | None
     callback_secret: str | None
 
@@ -42,19 +57,20 @@ def configure(runtime: Runtime | None) -> None:
 
 def _rt() -> Runtime:
     global _runtime
-    if _runtime is None:  # cold start: the one place the environment is read
+    if _runtime is None:  # cold start
         import boto3
 
         from vastdrop import logs
         from vastdrop.compose import build_deps
-        from vastdrop.settings import ControlSettings
+        from vastdrop.settings import load_settings
 
         logs.configure()
-        settings = ControlSettings(state="/tmp/vastdrop")
+        s = load_settings(state=LAMBDA_STATE_DIR)
         _runtime = Runtime(
-            deps=build_deps(settings), sqs=boto3.client("sqs"), queue_url=settings.queue_url,
-            webhook_secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
-            callback_secret=settings.callback_secret.get_secret_value() if settings.callback_secret else None,
+            deps=build_deps(s), sqs=boto3.client("sqs"),
+            launch_queue_url=s.launch_queue_url, completion_queue_url=s.completion_queue_url,
+            webhook_secret=s.webhook_secret.get_secret_value() if s.webhook_secret else None,
+            callback_secret=s.callback_secret.get_secret_value() if s.callback_secret else None,
         )
     return _runtime
 
@@ -72,8 +88,13 @@ def _header(event: dict, name: str) -> str | None:
     return {k.lower(): v for k, v in (event.get("headers") or {}).items()}.get(name.lower())
 
 
+def _is_sqs_batch(event: dict) -> bool:
+    records = event.get("Records") or []
+    return bool(records) and all(r.get("eventSource") == "aws:sqs" for r in records)
+
+
 def webhook(event: dict, context: Any = None) -> dict:
-    """HTTP API -> verify B2's signature over the raw body -> enqueue to SQS -> 202."""
+    """HTTP API -> verify B2's signature over the raw body -> enqueue -> 202."""
     rt = _rt()
     body = _raw_body(event)
     if not signing.verify(rt.webhook_secret or "", body, _header(event, signing.B2_SIGNATURE_HEADER)):
@@ -82,20 +103,27 @@ def webhook(event: dict, context: Any = None) -> dict:
         events = parse_events(body)
     except PermanentError as exc:
         return _http(400, {"error": str(exc)})
-    if events:
-        rt.sqs.send_message(QueueUrl=rt.queue_url, MessageBody=body.decode())
-    return _http(202, {"accepted": len(events)})
+    layout = rt.deps.layout
+    inputs = sum(1 for e in events if layout.is_input(e.key, e.size))
+    manifests = sum(1 for e in events if layout.is_manifest(e.key))
+    try:
+        if inputs:
+            rt.sqs.send_message(QueueUrl=rt.launch_queue_url, MessageBody=body.decode())
+        if manifests:
+            rt.sqs.send_message(QueueUrl=rt.completion_queue_url, MessageBody=body.decode())
+    except Exception as exc:  # B2 retries a failed delivery; say so rather than crash
+        logger.error("could not enqueue webhook events: %s", type(exc).__name__)
+        return _http(503, {"error": "could not enqueue; retry"})
+    return _http(202, {"inputs": inputs, "manifests": manifests, "ignored": len(events) - inputs - manifests})
 
 
-def launcher(event: dict, context: Any = None) -> dict:
-    """SQS batch -> on_object_created / on_manifest_key per event; failed messages go back (then DLQ)."""
-    rt = _rt()
+def _each_message(event: dict, handle) -> dict:
+    """Run `handle(body)` per SQS message; report the ones that failed so only they come back."""
     failures = []
     for message in event.get("Records", []):
         try:
-            for obj in parse_events(message["body"]):
-                route(obj, rt.deps)
-        except PermanentError as exc:  # a malformed message never succeeds: let the DLQ keep it
+            handle(message["body"])
+        except PermanentError as exc:  # a malformed message never succeeds: the DLQ keeps it
             logger.error("bad message %s: %s", message.get("messageId"), exc)
             failures.append({"itemIdentifier": message["messageId"]})
         except Exception:
@@ -104,13 +132,31 @@ def launcher(event: dict, context: Any = None) -> dict:
     return {"batchItemFailures": failures}
 
 
+def launcher(event: dict, context: Any = None) -> dict:
+    """Launch queue batch -> on_object_created per new input (manifests are the completion's)."""
+    deps = _rt().deps
+
+    def handle(body: str) -> None:
+        for obj in parse_events(body):
+            if not deps.layout.is_manifest(obj.key):
+                on_object_created(obj, deps)
+
+    return _each_message(event, handle)
+
+
 def completion(event: dict, context: Any = None) -> dict:
-    """Manifest object events (S3 notifications) or a job's signed callback over HTTP."""
+    """Completion queue batch, S3 notification, or a job's signed callback over HTTP."""
     rt = _rt()
-    if "Records" in event:
-        for obj in parse_events(event):
+
+    def handle(body: str | dict) -> None:
+        for obj in parse_events(body):
             if rt.deps.layout.is_manifest(obj.key):
                 on_manifest_key(obj.key, rt.deps)
+
+    if _is_sqs_batch(event):
+        return _each_message(event, handle)
+    if "Records" in event:  # an S3 bucket notifying this function directly
+        handle(event)
         return {"ok": True}
     body = _raw_body(event)
     if not signing.verify(rt.callback_secret or "", body, _header(event, signing.CALLBACK_SIGNATURE_HEADER)):
@@ -122,4 +168,7 @@ def completion(event: dict, context: Any = None) -> dict:
 
 
 def reaper(event: dict, context: Any = None) -> dict:
-    return {"actions": dict(reap(_rt().deps))}
+    """EventBridge schedule -> one reaper pass."""
+    actions = dict(reap(_rt().deps))
+    logger.info("reaper pass %s: %s", event.get("id", "-"), actions or "nothing to do")
+    return {"actions": actions}

@@ -133,7 +133,7 @@ def test_cheapest_matching_offer_runs_the_job_with_env_and_label(emu: VastEmulat
     [
         ({"gpu_names": ["RTX_4090"]}, "31000002"),  # not the unverified one, not the 2-GPU box
         ({"gpu_names": ["RTX 4090"], "verified_only": False, "min_reliability": 0.9}, "31000003"),
-        ({"min_cuda": 12.3}, "31000002"),  # the 3090 has CUDA 12.2
+        ({"min_cuda": 12.9}, "31000002"),  # the 3090 has CUDA 12.8
         ({"disk_gb": 150}, "31000002"),  # the 3090 has 120 GB
         ({"min_gpu_ram_gb": 40, "max_dph": 1.0}, "31000004"),  # only the A100 has 80 GB
     ],

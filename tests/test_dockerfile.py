@@ -710,3 +710,20 @@ def test_required_build_args_count_as_verification_only_when_enforced() -> None:
     assert weights(parse(unchecked)).problems
     defaulted = REQUIRED_ARGS.replace("ARG RIFE_SHA256", "ARG RIFE_SHA256=0")
     assert weights(parse(defaulted)).problems
+
+
+def test_launcher_rents_only_hosts_whose_driver_runs_the_base_image(dockerfile: str) -> None:
+    """The base is a CUDA build; Vast hosts advertise the newest CUDA their driver runs (cuda_max_good)."""
+    from vastdrop.compute.vast import VastConfig
+
+    base = next(i for i in final_stage(parse(dockerfile)) if i.keyword == "FROM").value
+    cuda = float(re.search(r"cuda(\d+\.\d+)", base).group(1))
+    assert VastConfig().min_cuda >= cuda, (base, VastConfig().min_cuda)
+
+
+def test_every_job_variable_of_the_image_is_one_the_job_reads(dockerfile: str) -> None:
+    from vastdrop.jobspec import JobSettings
+
+    read = {f"JOB_{name.upper()}" for name in JobSettings.model_fields}
+    set_here = {k for k in final_env(final_stage(parse(dockerfile))) if k.startswith("JOB_")}
+    assert set_here and set_here <= read, set_here - read

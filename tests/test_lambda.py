@@ -1,125 +1,266 @@
-"""The Lambda adapters of template.yaml with real parts: API Gateway-shaped events, SQS and DynamoDB
-on moto's server, S3 on SeaweedFS, the Vast emulator with the stub job."""
+"""The Lambda entry points of template.yaml, deployed on loopback: each function cold-starts from the
+environment the template gives it (resolved from template.yaml itself) plus the Secrets Manager
+secret; SQS, DynamoDB and Secrets Manager are moto's server, the bucket is SeaweedFS, Vast.ai is the
+emulator running the stub job, and every event is shaped as AWS delivers it."""
 
 from __future__ import annotations
 
-import base64
 import json
-import subprocess
 import sys
+import threading
 import time
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from handlers import lambda_entry
-from handlers.deps import ControlConfig, Deps
-from handlers.lambda_entry import Runtime
+from tests.support import stack as aws
 from tests.support.clips import make_clip
 from tests.support.vast_emulator import VastEmulator
 from vastdrop import signing
-from vastdrop.compute.vast import VastCompute, VastConfig
-from vastdrop.ledger.dynamodb import DynamoLedger, create_table
-from vastdrop.location import Location
+from vastdrop.errors import ConfigError
+from vastdrop.ledger.dynamodb import DynamoLedger
+from vastdrop.settings import load_settings
 from vastdrop.states import JobState
-from vastdrop.storage.s3 import S3Storage
 
-EVENTS = Path(__file__).parent / "events"
-REPO = Path(__file__).resolve().parents[1]
-WEBHOOK_SECRET = "0123456789abcdefghijABCDEFGHIJ01"
-CALLBACK_SECRET = "callback-secret-for-tests"
 STUB = [sys.executable, "-m", "tests.support.stub_job"]
 
 
-def _http_event(body: bytes, headers: dict[str, str], b64: bool = False) -> dict:
-    """An API Gateway HTTP API (payload 2.0) request."""
-    return {"version": "2.0", "routeKey": "POST /webhook", "rawPath": "/webhook", "headers": headers,
-            "isBase64Encoded": b64, "body": base64.b64encode(body).decode() if b64 else body.decode()}
+class CallbackRelay:
+    """The public /callback route: turns a job's POST into an API Gateway event for the completion
+    function, as the HTTP API would. `open = False` answers 503 instead (an unreachable API)."""
+
+    def __init__(self) -> None:
+        relay = self
+        self.open = True
+        self.answers: list[int] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if relay.open:
+                    out = lambda_entry.completion(aws.http_event("/callback", body, dict(self.headers)))
+                    status, payload = out["statusCode"], out["body"].encode()
+                else:
+                    status, payload = 503, b'{"message":"Service Unavailable"}'
+                relay.answers.append(status)
+                self.send_response(status)
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/callback"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Deployed:
+    stack: aws.Stack
+    emu: VastEmulator
+    relay: CallbackRelay
+    bucket: str
+    ledger: DynamoLedger
 
 
 @pytest.fixture
-def runtime(seaweed, bucket, moto_server, tmp_path):
-    table = f"jobs-{tmp_path.name[-12:]}".replace("_", "-")
-    dynamodb = moto_server.client("dynamodb")
-    create_table(dynamodb, table)
-    sqs = moto_server.client("sqs")
-    queue_url = sqs.create_queue(QueueName=f"events-{time.time_ns()}")["QueueUrl"]
-    storage = S3Storage(client=seaweed.client())
+def deployed(seaweed, bucket, moto_server, monkeypatch) -> Iterator[Deployed]:
+    relay = CallbackRelay()
     with VastEmulator(command=STUB, loading_s=0.05, kill_grace_s=0.5) as emu:
-        deps = Deps(
-            inputs=Location(f"s3://{bucket}/", "input/", storage), outputs=Location(f"s3://{bucket}/", "output/", storage),
-            ledger=DynamoLedger(table, client=dynamodb),
-            compute=VastCompute(api_key=emu.api_key, server_url=emu.url,
-                                config=VastConfig(image="vastdrop/gpu-job:test", backoff_initial_s=0.01)),
-            config=ControlConfig(retry_backoff_s=0.05, verify_interval_s=0.05),
-        )
-        rt = Runtime(deps=deps, sqs=sqs, queue_url=queue_url, webhook_secret=WEBHOOK_SECRET,
-                     callback_secret=CALLBACK_SECRET)
-        lambda_entry.configure(rt)
+        stack = aws.deploy(moto_server, seaweed, bucket, vast_url=emu.url, vast_api_key=emu.api_key,
+                           callback_url=relay.url)
+        for name, value in stack.env.items():
+            monkeypatch.setenv(name, value)
+        lambda_entry.configure(None)  # the next invocation is a cold start
         try:
-            yield rt, emu
+            yield Deployed(stack, emu, relay, bucket, DynamoLedger(stack.table, client=moto_server.client()))
         finally:
             lambda_entry.configure(None)
+            relay.close()
 
 
-def _receive(rt: Runtime) -> list[dict]:
-    out = rt.sqs.receive_message(QueueUrl=rt.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-    return [{"messageId": m["MessageId"], "body": m["Body"]} for m in out.get("Messages", [])]
+def _signed_b2(bucket: str, *events: dict) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"events": list(events)}).encode()
+    return body, {"X-Bz-Event-Notification-Signature": signing.sign(aws.WEBHOOK_SECRET, body)}
 
 
-def test_webhook_to_queue_to_launch_to_verified_completion(runtime, seaweed, bucket, tmp_path):
-    rt, emu = runtime
+def _upload_clip(seaweed, d: Deployed, tmp_path, key: str) -> int:
     clip = make_clip(tmp_path / "c.mp4", width=64, height=48, fps=12, seconds=0.5)
-    seaweed.client().put_object(Bucket=bucket, Key="input/lambda clip.mp4", Body=clip.read_bytes())
-    payload = json.loads((EVENTS / "b2_object_created.json").read_text())
-    for e in payload["events"]:
-        e["bucketName"] = bucket
-    payload["events"][0]["objectSize"] = clip.stat().st_size
-    body = json.dumps(payload).encode()
+    seaweed.client().put_object(Bucket=d.bucket, Key=key, Body=clip.read_bytes())
+    return clip.stat().st_size
 
-    unsigned = lambda_entry.webhook(_http_event(body, {}))
-    wrong = lambda_entry.webhook(_http_event(body, {"X-Bz-Event-Notification-Signature": signing.sign("nope", body)}))
-    assert unsigned["statusCode"] == 401 and wrong["statusCode"] == 401
-    assert _receive(rt) == []  # nothing enqueued
 
-    signed = {"X-Bz-Event-Notification-Signature": signing.sign(WEBHOOK_SECRET, body)}
-    assert lambda_entry.webhook(_http_event(body, signed, b64=True))["statusCode"] == 202
-    messages = _receive(rt)
-    assert len(messages) == 1
-    assert lambda_entry.launcher({"Records": messages}) == {"batchItemFailures": []}
-    assert lambda_entry.launcher({"Records": messages}) == {"batchItemFailures": []}  # redelivery: no relaunch
-    (record,) = rt.deps.ledger.list()
-    assert record.state == JobState.RUNNING and len(emu.create_requests) == 1
+def _invoke_queue(d: Deployed, queue_url: str, function) -> tuple[int, dict]:
+    event = aws.receive(d.stack, queue_url)
+    result = function(event)
+    aws.delete(d.stack, queue_url, event, result["batchItemFailures"])
+    return len(event["Records"]), result
 
-    # The stub job writes its manifest; the reaper (scheduled) finds it and completes the job.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and rt.deps.ledger.get(record.job_id).state != JobState.SUCCEEDED:
-        lambda_entry.reaper({})
+
+def _reap_until(d: Deployed, job_id: str, state: JobState, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and d.ledger.get(job_id).state != state:
+        assert lambda_entry.reaper(aws.scheduled_event())["actions"] is not None
         time.sleep(0.1)
-    assert rt.deps.ledger.get(record.job_id).state == JobState.SUCCEEDED
-    assert emu.live_instances() == []
+    assert d.ledger.get(job_id).state == state
 
 
-def test_callback_must_be_signed(runtime):
+@pytest.mark.parametrize("completion_via", ["callback", "manifest_event"])
+def test_deployed_stack_processes_a_dropped_file(deployed, seaweed, tmp_path, completion_via):
+    """B2 webhook -> webhook function -> launch queue -> launcher -> Vast instance running the job ->
+    the job's signed callback (or B2's manifest event -> completion queue) -> completion function
+    destroys the instance -> the scheduled reaper finishes verification."""
+    d = deployed
+    d.relay.open = completion_via == "callback"
+    key = "input/lambda clip.mp4"
+    size = _upload_clip(seaweed, d, tmp_path, key)
+    body, headers = _signed_b2(d.bucket, aws.b2_event(d.bucket, key, size),
+                               aws.b2_event(d.bucket, "input/old.mp4", 0, event_type="b2:ObjectDeleted:Delete"))
+
+    answer = lambda_entry.webhook(aws.http_event("/webhook", body, headers, base64_body=True))
+    assert answer["statusCode"] == 202
+    assert json.loads(answer["body"]) == {"inputs": 1, "manifests": 0, "ignored": 0}  # deletions are no events
+    assert lambda_entry._runtime is not None  # built once, at this cold start
+    runtime = lambda_entry._runtime
+
+    assert _invoke_queue(d, d.stack.launch_queue_url, lambda_entry.launcher) == (1, {"batchItemFailures": []})
+    (record,) = d.ledger.list()
+    assert record.state == JobState.RUNNING and len(d.emu.create_requests) == 1
+    # No secret reaches the instance except the callback secret it signs with.
+    job_env = d.emu.all_instances()[0]["env"]
+    for name in ("webhook_secret", "vast_api_key", "s3_secret_access_key"):
+        assert not any(d.stack.secret_values[name] in str(v) for v in job_env.values()), name
+
+    manifest_key = "output/lambda clip.mp4.manifest.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and d.emu.live_instances():
+        if completion_via == "manifest_event" and _exists(seaweed, d.bucket, manifest_key):
+            size = seaweed.client().head_object(Bucket=d.bucket, Key=manifest_key)["ContentLength"]
+            body, headers = _signed_b2(d.bucket, aws.b2_event(d.bucket, manifest_key, size, rule="vastdrop-manifests"),
+                                       aws.b2_event(d.bucket, "output/lambda clip.mp4", 10, rule="vastdrop-manifests"))
+            answer = lambda_entry.webhook(aws.http_event("/webhook", body, headers))
+            assert json.loads(answer["body"]) == {"inputs": 0, "manifests": 1, "ignored": 1}
+            assert _invoke_queue(d, d.stack.completion_queue_url, lambda_entry.completion) == (
+                1, {"batchItemFailures": []})
+        time.sleep(0.1)
+    assert d.emu.live_instances() == []  # destroyed by the completion function, not by the reaper
+    assert d.relay.answers == ([200] if completion_via == "callback" else [503])
+    _reap_until(d, record.job_id, JobState.SUCCEEDED)
+    assert lambda_entry._runtime is runtime  # every later invocation reused the cold start's deps
+
+
+def _exists(seaweed, bucket: str, key: str) -> bool:
+    return seaweed.client().list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount", 0) > 0
+
+
+def test_redelivered_launch_message_launches_once(deployed, seaweed, tmp_path):
+    d = deployed
+    key = "input/twice.mp4"
+    size = _upload_clip(seaweed, d, tmp_path, key)
+    body, headers = _signed_b2(d.bucket, aws.b2_event(d.bucket, key, size))
+    for _ in range(2):  # B2 delivers at least once
+        assert lambda_entry.webhook(aws.http_event("/webhook", body, headers))["statusCode"] == 202
+    assert _invoke_queue(d, d.stack.launch_queue_url, lambda_entry.launcher) == (2, {"batchItemFailures": []})
+    assert len(d.ledger.list()) == 1 and len(d.emu.create_requests) == 1
+
+
+def test_webhook_refuses_unsigned_and_malformed_bodies(deployed):
+    d = deployed
+    body, _ = _signed_b2(d.bucket, aws.b2_event(d.bucket, "input/a.mp4", 10))
+    forged = {"X-Bz-Event-Notification-Signature": signing.sign("not-the-secret", body)}
+    assert lambda_entry.webhook(aws.http_event("/webhook", body, {}))["statusCode"] == 401
+    assert lambda_entry.webhook(aws.http_event("/webhook", body, forged))["statusCode"] == 401
+    junk = b"not json"
+    answer = lambda_entry.webhook(aws.http_event(
+        "/webhook", junk, {"X-Bz-Event-Notification-Signature": signing.sign(aws.WEBHOOK_SECRET, junk)}))
+    assert answer["statusCode"] == 400 and "JSON" in json.loads(answer["body"])["error"]
+    for queue in (d.stack.launch_queue_url, d.stack.completion_queue_url):
+        assert aws.receive(d.stack, queue)["Records"] == []  # nothing enqueued
+
+
+def test_webhook_says_503_when_it_cannot_enqueue(deployed, moto_server):
+    d = deployed
+    lambda_entry.webhook(aws.http_event("/webhook", b"{}", {}))  # cold start
+    moto_server.client("sqs").delete_queue(QueueUrl=d.stack.launch_queue_url)
+    body, headers = _signed_b2(d.bucket, aws.b2_event(d.bucket, "input/a.mp4", 10))
+    answer = lambda_entry.webhook(aws.http_event("/webhook", body, headers))
+    assert answer["statusCode"] == 503  # B2 retries the delivery later
+
+
+def test_a_bad_message_is_reported_alone_and_ends_in_the_dead_letter_queue(deployed, seaweed, tmp_path):
+    d = deployed
+    sqs = d.stack.sqs
+    key = "input/good.mp4"
+    size = _upload_clip(seaweed, d, tmp_path, key)
+    good, _ = _signed_b2(d.bucket, aws.b2_event(d.bucket, key, size))
+    sqs.send_message(QueueUrl=d.stack.launch_queue_url, MessageBody=good.decode())
+    sqs.send_message(QueueUrl=d.stack.launch_queue_url, MessageBody="not json")
+    event = aws.receive(d.stack, d.stack.launch_queue_url)
+    result = lambda_entry.launcher(event)
+    bad_id = next(r["messageId"] for r in event["Records"] if r["body"] == "not json")
+    assert result == {"batchItemFailures": [{"itemIdentifier": bad_id}]}
+    aws.delete(d.stack, d.stack.launch_queue_url, event, result["batchItemFailures"])
+    assert len(d.emu.create_requests) == 1  # the good one launched
+
+    # The failed message comes back after its visibility timeout (cut short here), fails again, and
+    # after maxReceiveCount receives the queue moves it to the dead-letter queue.
+    bad_handle = next(r["receiptHandle"] for r in event["Records"] if r["body"] == "not json")
+    sqs.change_message_visibility(QueueUrl=d.stack.launch_queue_url, ReceiptHandle=bad_handle, VisibilityTimeout=0)
+    max_receives = aws.template()["Resources"]["LaunchQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+    for _ in range(max_receives - 1):
+        out = sqs.receive_message(QueueUrl=d.stack.launch_queue_url, VisibilityTimeout=0, WaitTimeSeconds=0)
+        assert [m["Body"] for m in out.get("Messages", [])] == ["not json"]
+    out = sqs.receive_message(QueueUrl=d.stack.launch_queue_url, WaitTimeSeconds=0)
+    assert "Messages" not in out
+    dead = sqs.receive_message(QueueUrl=d.stack.dlq_url, WaitTimeSeconds=0)
+    assert [m["Body"] for m in dead["Messages"]] == ["not json"]
+
+
+def test_callback_must_be_signed_and_be_a_manifest(deployed):
     body = b'{"job_id": "vd-x"}'
-    assert lambda_entry.completion(_http_event(body, {}))["statusCode"] == 401
-    signed = lambda_entry.completion(_http_event(body, {"X-Signature": signing.sign(CALLBACK_SECRET, body)}))
-    assert signed["statusCode"] == 400  # signed, but not a manifest
+    assert lambda_entry.completion(aws.http_event("/callback", body, {}))["statusCode"] == 401
+    signed = {"X-Signature": signing.sign(aws.CALLBACK_SECRET, body)}
+    assert lambda_entry.completion(aws.http_event("/callback", body, signed))["statusCode"] == 400
 
 
-def test_malformed_queue_message_is_reported_for_the_dead_letter_queue(runtime):
-    result = lambda_entry.launcher({"Records": [{"messageId": "m1", "body": "not json"}]})
-    assert result == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+def test_reaper_on_schedule_with_nothing_to_do(deployed):
+    assert lambda_entry.reaper(aws.scheduled_event()) == {"actions": {}}
 
 
-def test_template_is_valid_cloudformation_and_wires_every_handler():
-    cfn_lint = Path(sys.executable).with_name("cfn-lint")  # the console script of the dev extra
-    proc = subprocess.run([str(cfn_lint), str(REPO / "template.yaml")], capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    text = (REPO / "template.yaml").read_text()
-    for handler in ("webhook", "launcher", "completion", "reaper"):
-        assert f"Handler: handlers.lambda_entry.{handler}" in text
-        assert callable(getattr(lambda_entry, handler))
-    assert "TimeToLiveSpecification" in text and "deadLetterTargetArn" in text
-    assert "resolve:secretsmanager" in text
+def test_secret_values_never_sit_in_the_functions_environment(deployed):
+    values = set(deployed.stack.secret_values.values())
+    assert not values & set(deployed.stack.env.values())
+    assert deployed.stack.env["WATCHER_SECRET_ID"] == deployed.stack.secret_id
+
+
+def test_settings_take_credentials_from_the_secret(deployed):
+    s = load_settings()
+    assert s.webhook_secret.get_secret_value() == aws.WEBHOOK_SECRET
+    assert s.vast_api_key.get_secret_value() == deployed.stack.secret_values["vast_api_key"]
+    assert s.input == f"s3://{deployed.bucket}/input/"
+
+
+def test_secret_problems_are_clear_errors(deployed, moto_server, monkeypatch):
+    sm = moto_server.client("secretsmanager")
+    monkeypatch.setenv("WATCHER_SECRET_ID", "vastdrop/does-not-exist")
+    with pytest.raises(ConfigError, match="cannot read secret 'vastdrop/does-not-exist': ResourceNotFoundException"):
+        load_settings()
+    sm.create_secret(Name="vastdrop/sneaky", SecretString=json.dumps({"webhook_secret": "x", "input": "s3://evil/"}))
+    monkeypatch.setenv("WATCHER_SECRET_ID", "vastdrop/sneaky")
+    with pytest.raises(ConfigError, match="not secret fields: input") as err:
+        load_settings()
+    assert "evil" not in str(err.value)
+    sm.create_secret(Name="vastdrop/text", SecretString="hunter2")
+    monkeypatch.setenv("WATCHER_SECRET_ID", "vastdrop/text")
+    with pytest.raises(ConfigError, match="not a JSON object") as err:
+        load_settings()
+    assert "hunter2" not in str(err.value)

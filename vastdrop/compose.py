@@ -4,7 +4,6 @@ here; tests build Deps directly with clients pointed at loopback servers."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from handlers.deps import ControlConfig, Deps
 from vastdrop import logs
@@ -35,26 +34,29 @@ def build_compute(s: ControlSettings, state_dir: Path) -> Compute:
 
     if s.vast_api_key is None:
         raise ConfigError("--compute vast needs WATCHER_VAST_API_KEY")
-    overrides: dict[str, Any] = {
-        "image": s.vast_image, "max_dph": s.vast_max_dph, "max_instances": s.vast_max_instances,
-        "max_total_dph": s.vast_max_total_dph, "gpu_names": s.vast_gpu_names or None,
-    }
-    config = VastConfig(**{k: v for k, v in overrides.items() if v is not None})
+    config = VastConfig(
+        image=s.vast_image, image_login=s.vast_image_login, gpu_names=s.vast_gpu_names,
+        min_gpu_ram_gb=s.vast_min_gpu_ram_gb, max_dph=s.vast_max_dph, max_instances=s.vast_max_instances,
+        max_total_dph=s.vast_max_total_dph,
+    )
     return VastCompute(api_key=s.vast_api_key.get_secret_value(), server_url=s.vast_server_url, config=config)
 
 
 def build_deps(s: ControlSettings, *, compute: Compute | None = None) -> Deps:
-    for secret in (s.webhook_secret, s.callback_secret, s.vast_api_key, s.b2_application_key, s.s3_secret_access_key):
+    for secret in (s.webhook_secret, s.callback_secret, s.vast_api_key, s.vast_image_login, s.b2_application_key,
+                   s.s3_secret_access_key):
         if secret is not None:
             logs.register_secret(secret.get_secret_value())
     state_dir = Path(s.state)
     state_dir.mkdir(parents=True, exist_ok=True)
     session = None
-    if s.s3_access_key_id and s.s3_secret_access_key:
+    if (s.s3_access_key_id and s.s3_secret_access_key) or s.s3_region:
         import boto3
 
-        session = boto3.Session(aws_access_key_id=s.s3_access_key_id,
-                                aws_secret_access_key=s.s3_secret_access_key.get_secret_value())
+        session = boto3.Session(
+            aws_access_key_id=s.s3_access_key_id,
+            aws_secret_access_key=s.s3_secret_access_key.get_secret_value() if s.s3_secret_access_key else None,
+            region_name=s.s3_region)
     inputs, outputs = Location.parse(s.input, s3_session=session), Location.parse(s.output, s3_session=session)
     if inputs.root != outputs.root and (inputs.is_local != outputs.is_local):
         raise ConfigError("input and output must both be file:// or both be s3://")

@@ -27,22 +27,25 @@ def redact_url(url: str) -> str:
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    id: str = Field(min_length=1, max_length=200)
-    input_url: str
-    output_url: str
-    manifest_url: str
-    log_url: str | None = None
-    target_fps: float | None = Field(default=None, gt=0, le=1000)
-    upscale: int = Field(default=1, ge=1, le=4)  # 1 (none), 2, 3 or 4
-    interpolation_model: str | None = None
-    upscale_model: str | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    video_codec: str = "auto"
-    crf: int = Field(default=18, ge=0, le=51)
-    deadline: float | None = None  # unix seconds
-    callback_url: str | None = None
-    callback_secret: SecretStr | None = None
-    attempt: int = Field(default=1, ge=1)
+    id: str = Field(min_length=1, max_length=200, description="job id, recorded in the manifest and logs")
+    input_url: str = Field(description="the input video: s3://, file:// or a presigned https:// GET")
+    output_url: str = Field(description="where the result MP4 goes: s3://, file:// or a presigned https:// PUT")
+    manifest_url: str = Field(description="where the manifest JSON goes, written last")
+    log_url: str | None = Field(None, description="where the job uploads its own log at exit (optional)")
+    target_fps: float | None = Field(None, gt=0, le=1000, description="output frame rate; 59.94 means 60000/1001")
+    upscale: int = Field(1, ge=1, le=4, description="upscale factor: 1 (none), 2, 3 or 4")
+    interpolation_model: str | None = Field(
+        None, description="RIFE 4.x flownet.pkl; unset or empty: libavfilter minterpolate, noted in the manifest")
+    upscale_model: str | None = Field(
+        None, description="Real-ESRGAN-family .pth (spandrel); unset or empty: lanczos, noted in the manifest")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch device; auto takes CUDA when usable")
+    video_codec: str = Field("auto", description="auto (NVENC if it opens, else libx264) or an encoder name")
+    crf: int = Field(18, ge=0, le=51, description="encoder quality (lower is better)")
+    deadline: float | None = Field(
+        None, description="unix time; past it the job writes a failure manifest and exits 75")
+    callback_url: str | None = Field(None, description="POST the manifest here when done, signed (optional)")
+    callback_secret: SecretStr | None = Field(None, description="HMAC key of the callback's X-Signature")
+    attempt: int = Field(1, ge=1, description="attempt number, recorded in the manifest")
 
     _urls = field_validator("input_url", "output_url", "manifest_url", "log_url", "callback_url")(
         classmethod(lambda cls, v: _check_url(v))

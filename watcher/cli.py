@@ -17,29 +17,18 @@ from vastdrop.errors import VastdropError
 
 logger = logging.getLogger("watcher")
 
-# Flags shared by every command; each maps to a ControlSettings field (and so to WATCHER_<FLAG>).
-COMMON_FLAGS = [
-    ("--input", str, "input location, e.g. s3://bucket/input/ (default file://./bucket/input/)"),
-    ("--output", str, "output location (default file://./bucket/output/)"),
-    ("--compute", str, "local (default) or vast"),
-    ("--state", str, "state directory: ledger and local instances (default .vastdrop)"),
-    ("--ledger", str, "ledger: a SQLite path or dynamodb://table (default <state>/ledger.sqlite)"),
-    ("--target-fps", float, "output frame rate (default: keep the input's)"),
-    ("--upscale", int, "1, 2, 3 or 4"),
-    ("--interpolation-model", str, "RIFE flownet.pkl path or URL (default: non-learned fallback)"),
-    ("--upscale-model", str, "Real-ESRGAN .pth path or URL (default: non-learned fallback)"),
-    ("--device", str, "auto, cpu or cuda (for the job)"),
-    ("--max-attempts", int, "attempts per job before it fails"),
-    ("--job-timeout-s", float, "an attempt's deadline, in seconds from launch"),
-    ("--port", int, "HTTP port for serve / run --serve"),
-    ("--host", str, "HTTP bind address (default 127.0.0.1)"),
-]
 
 
 def _parser() -> argparse.ArgumentParser:
+    from vastdrop.settings import CLI_FLAGS, ControlSettings
+
+    # Flags shared by every command: ControlSettings fields, whose descriptions are the help.
     common = argparse.ArgumentParser(add_help=False)
-    for flag, kind, text in COMMON_FLAGS:
-        common.add_argument(flag, type=kind, default=None, help=text)
+    for name, kind in CLI_FLAGS.items():
+        field = ControlSettings.model_fields[name]
+        default = "" if field.default is None else f" (default {field.default})"
+        common.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
+                            help=f"{field.description}{default}")
     common.add_argument("-v", "--verbose", action="store_true", help="log every step (JSON lines to stderr)")
     parser = argparse.ArgumentParser(prog="python -m watcher", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,11 +55,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace):
-    from vastdrop.settings import ControlSettings
+    from vastdrop.settings import CLI_FLAGS, load_settings
 
-    given = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
-             for flag, _, _ in COMMON_FLAGS}
-    return ControlSettings(**{k: v for k, v in given.items() if v is not None})
+    given = {name: getattr(args, name) for name in CLI_FLAGS}
+    return load_settings(**{k: v for k, v in given.items() if v is not None})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,19 +43,22 @@ from vastdrop.errors import (
 )
 from vastdrop.jobspec import JobSpec
 from vastdrop.logs import register_secret, scrub
+from vastdrop.settings import (  # the defaults users see in the settings reference
+    DEFAULT_MAX_DPH,
+    DEFAULT_MAX_INSTANCES,
+    DEFAULT_MAX_TOTAL_DPH,
+    DEFAULT_MIN_GPU_RAM_GB,
+    DEFAULT_VAST_IMAGE,
+)
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DEFAULT_IMAGE = "vastdrop/gpu-job:latest"
 DEFAULT_DISK_GB = 30.0
-DEFAULT_MIN_GPU_RAM_GB = 16.0
-DEFAULT_MAX_DPH = 0.60  # USD per hour, one instance
-DEFAULT_MAX_TOTAL_DPH = 1.50  # USD per hour, all our live instances together
-DEFAULT_MAX_INSTANCES = 3
 DEFAULT_MIN_RELIABILITY = 0.95
-DEFAULT_MIN_CUDA = 12.0
+# The image's base is built for CUDA 12.8 (Dockerfile): a host whose driver supports less cannot run it.
+DEFAULT_MIN_CUDA = 12.8
 GPU_RAM_MB_PER_GB = 1000  # what the SDK's own query parser multiplies gpu_ram by (offers carry MB)
 
 _RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -80,7 +83,7 @@ class VastConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    image: str = DEFAULT_IMAGE
+    image: str = DEFAULT_VAST_IMAGE
     image_login: SecretStr | None = None  # "-u user -p token registry" for a private image
     disk_gb: float = Field(default=DEFAULT_DISK_GB, gt=0)
     gpu_names: list[str] = Field(default_factory=list)  # e.g. ["RTX 4090", "RTX_3090"]; empty = any

@@ -23,6 +23,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
+
 from vastdrop.errors import PermanentError, TransientError
 from vastdrop.ledger.base import JobRecord, check_changes, check_transition
 from vastdrop.states import JobState
@@ -67,6 +69,10 @@ CREATE INDEX IF NOT EXISTS jobs_instance ON jobs (instance_id);
 TRANSIENT_MESSAGES = ("locked", "busy", "disk i/o error")
 
 
+def _is_locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower()
+
+
 def _encode(name: str, value: Any) -> Any:
     if name == "params":
         return json.dumps(value)
@@ -97,7 +103,10 @@ class SqliteLedger:
             self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode = WAL")
+        # Switching a new file to WAL needs an exclusive lock that SQLite does not wait for (no busy
+        # handler), so processes opening a new ledger at once take turns here.
+        Retrying(retry=retry_if_exception(_is_locked), stop=stop_after_delay(self.busy_timeout_s),
+                 wait=wait_random(0.005, 0.05), reraise=True)(conn.execute, "PRAGMA journal_mode = WAL")
         # FULL: a commit that returned survives power loss too; ledger writes are few, so it is cheap.
         conn.execute("PRAGMA synchronous = FULL")
         self._local.conn = (os.getpid(), conn)
