@@ -192,3 +192,16 @@ def b2_event(bucket: str, key: str, size: int, *, event_type: str = "b2:ObjectCr
     event.update(bucketName=bucket, objectName=key, objectSize=size, eventType=event_type, matchedRuleName=rule,
                  eventId=uuid.uuid4().hex, eventTimestamp=int(time.time() * 1000))
     return event
+
+
+def s3_event(bucket: str, key: str, size: int, etag: str) -> dict[str, Any]:
+    """An S3 event notification (ObjectCreated:Put) as S3 invokes a function with it."""
+    event = _sample("s3_object_created.json")
+    record = event["Records"][0]
+    record["eventTime"] = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    record["s3"]["bucket"].update(name=bucket, arn=f"arn:aws:s3:::{bucket}")
+    # S3 percent-encodes keys in notifications (spaces as '+').
+    from urllib.parse import quote_plus
+
+    record["s3"]["object"].update(key=quote_plus(key, safe="/"), size=size, eTag=etag.strip('"'))
+    return event
