@@ -30,7 +30,7 @@ from handlers.events import parse_events
 from handlers.finished import manifest_job_id, on_job_finished, on_manifest_key
 from handlers.reaper import reap
 from vastdrop import signing
-from vastdrop.errors import PermanentError
+from vastdrop.errors import ConfigError, PermanentError, VastdropError
 
 logger = logging.getLogger(__name__)
 
@@ -55,24 +55,43 @@ def configure(runtime: Runtime | None) -> None:
     _runtime = runtime
 
 
+class ColdStartError(ConfigError):
+    """The function cannot configure itself (settings, secret); nothing was processed."""
+
+
 def _rt() -> Runtime:
     global _runtime
     if _runtime is None:  # cold start
-        import boto3
+        from pydantic import ValidationError
 
         from vastdrop import logs
-        from vastdrop.compose import build_deps
-        from vastdrop.settings import load_settings
 
         logs.configure()
-        s = load_settings(state=LAMBDA_STATE_DIR)
-        _runtime = Runtime(
-            deps=build_deps(s), sqs=boto3.client("sqs"),
-            launch_queue_url=s.launch_queue_url, completion_queue_url=s.completion_queue_url,
-            webhook_secret=s.webhook_secret.get_secret_value() if s.webhook_secret else None,
-            callback_secret=s.callback_secret.get_secret_value() if s.callback_secret else None,
-        )
+        try:
+            _runtime = _build_runtime()
+        except ValidationError as exc:  # field names and reasons only: values may be secrets
+            fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            logger.error("cold start failed: invalid settings: %s", fields)
+            raise ColdStartError(f"invalid settings: {fields}") from None
+        except VastdropError as exc:
+            logger.error("cold start failed: %s", exc)
+            raise ColdStartError(str(exc)) from None
     return _runtime
+
+
+def _build_runtime() -> Runtime:
+    import boto3
+
+    from vastdrop.compose import build_deps
+    from vastdrop.settings import load_settings
+
+    s = load_settings(state=LAMBDA_STATE_DIR)
+    return Runtime(
+        deps=build_deps(s), sqs=boto3.client("sqs"),
+        launch_queue_url=s.launch_queue_url, completion_queue_url=s.completion_queue_url,
+        webhook_secret=s.webhook_secret.get_secret_value() if s.webhook_secret else None,
+        callback_secret=s.callback_secret.get_secret_value() if s.callback_secret else None,
+    )
 
 
 def _http(status: int, payload: dict) -> dict:
@@ -93,9 +112,21 @@ def _is_sqs_batch(event: dict) -> bool:
     return bool(records) and all(r.get("eventSource") == "aws:sqs" for r in records)
 
 
+def _runtime_or_500() -> Runtime | dict:
+    """For HTTP entries: the runtime, or the 500 answer to give when the function is misconfigured
+    (B2 and jobs retry; the log says what is wrong). Queue and schedule entries raise instead, so
+    their messages come back and end in the dead-letter queue rather than being lost."""
+    try:
+        return _rt()
+    except ColdStartError:
+        return _http(500, {"error": "the function is misconfigured; see its log"})
+
+
 def webhook(event: dict, context: Any = None) -> dict:
     """HTTP API -> verify B2's signature over the raw body -> enqueue -> 202."""
-    rt = _rt()
+    rt = _runtime_or_500()
+    if isinstance(rt, dict):
+        return rt
     body = _raw_body(event)
     if not signing.verify(rt.webhook_secret or "", body, _header(event, signing.B2_SIGNATURE_HEADER)):
         return _http(401, {"error": "bad or missing signature"})
@@ -146,6 +177,10 @@ def launcher(event: dict, context: Any = None) -> dict:
 
 def completion(event: dict, context: Any = None) -> dict:
     """Completion queue batch, S3 notification, or a job's signed callback over HTTP."""
+    if "Records" not in event:
+        answer = _runtime_or_500()
+        if isinstance(answer, dict):
+            return answer
     rt = _rt()
 
     def handle(body: str | dict) -> None:

@@ -274,3 +274,23 @@ def test_secret_problems_are_clear_errors(deployed, moto_server, monkeypatch):
     with pytest.raises(ConfigError, match="not a JSON object") as err:
         load_settings()
     assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize(("name", "value", "logged"), [
+    ("WATCHER_SECRET_ID", "vastdrop/missing", "cannot read secret 'vastdrop/missing': ResourceNotFoundException"),
+    ("WATCHER_UPSCALE", "9", "invalid settings: upscale: Input should be less than or equal to 4"),
+])
+def test_a_misconfigured_function_says_why_and_loses_nothing(deployed, monkeypatch, capfd, name, value, logged):
+    d = deployed
+    monkeypatch.setenv(name, value)
+    body, headers = _signed_b2(d.bucket, aws.b2_event(d.bucket, "input/a.mp4", 10))
+    answer = lambda_entry.webhook(aws.http_event("/webhook", body, headers))
+    assert answer["statusCode"] == 500 and "misconfigured" in answer["body"]  # B2 delivers again later
+    assert lambda_entry.completion(aws.http_event("/callback", b"{}", {}))["statusCode"] == 500
+    assert logged in capfd.readouterr().err  # the function's log (JSON lines on stderr)
+    d.stack.sqs.send_message(QueueUrl=d.stack.launch_queue_url, MessageBody=body.decode())
+    with pytest.raises(lambda_entry.ColdStartError):  # the batch comes back, then the DLQ keeps it
+        lambda_entry.launcher(aws.receive(d.stack, d.stack.launch_queue_url))
+    with pytest.raises(lambda_entry.ColdStartError):
+        lambda_entry.reaper(aws.scheduled_event())
+    assert lambda_entry._runtime is None and d.emu.create_requests == []
