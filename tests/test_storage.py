@@ -586,6 +586,20 @@ def test_https_upload_sends_length_and_no_type_by_default(
     assert seen_headers[1].get("Content-Type") == "video/mp4"
 
 
+def test_https_refuses_a_file_larger_than_one_put_before_sending(
+    scripted, https: HttpsStorage, tmp_path: Path
+) -> None:
+    from vastdrop.storage.https import MAX_SINGLE_PUT_BYTES
+
+    url, handler = scripted
+    huge = tmp_path / "huge.mp4"
+    with huge.open("wb") as f:  # sparse: no disk used
+        f.truncate(MAX_SINGLE_PUT_BYTES + 1)
+    with pytest.raises(PermanentError, match="5.00 GB is more than one presigned PUT takes") as err:
+        https.upload(huge, url)
+    assert handler.seen == [] and "s3cr3t" not in everything_said(err.value)
+
+
 # ---- dispatch ---------------------------------------------------------------------------------
 
 

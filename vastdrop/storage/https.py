@@ -35,6 +35,9 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(?:\d+-\d+|\*)/(\d+)\s*$", re.I)
 _S3_CODE = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
 _QUERY = re.compile(r"\?[^\s'\")>]*")
 _TRANSIENT_STATUS = {408, 425, 429}
+# The most one presigned PUT may carry: S3 and B2 take at most 5 GB in a single upload (B2 counts
+# 10^9-byte GB, the smaller reading). A larger file is refused before any byte is sent.
+MAX_SINGLE_PUT_BYTES = 5 * 10**9
 _NETWORK_ERRORS = (
     requests.ConnectionError,  # includes ConnectTimeout, SSLError, ProxyError
     requests.Timeout,
@@ -83,6 +86,10 @@ class HttpsStorage:
             size = os.stat(src).st_size
         except OSError as exc:
             raise os_error("upload", url, exc, local=True) from exc
+        if size > MAX_SINGLE_PUT_BYTES:  # the same file would be refused on every retry
+            raise PermanentError(
+                f"upload {redact_url(url)}: {size / 1e9:.2f} GB is more than one presigned PUT takes "
+                f"({MAX_SINGLE_PUT_BYTES / 1e9:g} GB); a lower upscale or a higher CRF makes a smaller result")
         return self._retrying(lambda: self._upload_once(src, size, url, content_type))
 
     def put_bytes(self, data: bytes, url: str, content_type: str | None = None) -> ObjectInfo:
