@@ -26,9 +26,10 @@ $(SAM_VENV)/.installed: Makefile
 	$(SAM_VENV)/bin/python -m pip install -q $(SAM_PIN)
 	touch $@
 
-# The Lambda bundle, as `sam build` makes it for `sam deploy` (into .aws-sam/build).
-sam-build: install $(SAM_VENV)/.installed
-	SAM_CLI_TELEMETRY=0 PYTHON=$(abspath $(PY)) $(SAM) build
+# The Lambda bundle, as `sam build` makes it for `sam deploy` (into .aws-sam/build). Needs neither
+# the project's venv nor Docker: serverless/Makefile only runs pip (the SAM venv's) for Lambda.
+sam-build: $(SAM_VENV)/.installed
+	SAM_CLI_TELEMETRY=0 PYTHON=$(abspath $(SAM_VENV))/bin/python $(SAM) build
 
 demo: install
 	$(PY) -m gpu_job.demo
