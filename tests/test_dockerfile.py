@@ -727,3 +727,14 @@ def test_every_job_variable_of_the_image_is_one_the_job_reads(dockerfile: str) -
     read = {f"JOB_{name.upper()}" for name in JobSettings.model_fields}
     set_here = {k for k in final_env(final_stage(parse(dockerfile))) if k.startswith("JOB_")}
     assert set_here and set_here <= read, set_here - read
+
+
+def test_every_variable_the_job_reads_is_documented() -> None:
+    """The image is configured only by env vars: each one the job reads is in README.md's
+    (generated) reference, Vast's own two included."""
+    from vastdrop.jobspec import JobSettings
+
+    readme = (ROOT / "README.md").read_text()
+    read = [f"JOB_{name.upper()}" for name in JobSettings.model_fields] + ["CONTAINER_ID", "CONTAINER_API_KEY"]
+    missing = [name for name in read if f"`{name}`" not in readme]
+    assert not missing, missing
