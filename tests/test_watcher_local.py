@@ -95,6 +95,8 @@ def test_a_bad_input_fails_once_and_is_not_retried(tmp_path):
     (record,) = SqliteLedger(tmp_path / ".vastdrop" / "ledger.sqlite").list()
     assert record.state == JobState.FAILED and record.error_kind == "bad_input" and record.attempt == 1
     assert len(list((tmp_path / ".vastdrop" / "instances").iterdir())) == 1  # launched exactly once
+    status = watcher(tmp_path, "status")
+    assert f"input/notes.mp4: {record.error}" in status.stdout  # the reason, not just "failed"
 
 
 def test_watcher_killed_mid_flight_and_restarted_finishes_everything_without_relaunching(bucket_dir):

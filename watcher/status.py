@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from vastdrop.ledger.base import JobRecord
+from vastdrop.states import JobState
 
 COLUMNS = ("KEY", "STATE", "ATTEMPT", "INSTANCE", "GPU", "$/H", "ELAPSED", "COST")
 MAX_KEY_CHARS = 48
@@ -33,4 +34,8 @@ def render(records: list[JobRecord], now: float | None = None) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     if not records:
         lines.append("(no jobs yet)")
+    # Why each failed job failed, in the words its manifest or the control plane recorded.
+    failed = [r for r in records if r.state is JobState.FAILED and r.error]
+    if failed:
+        lines += ["", "failed:"] + [f"  {r.key}: {r.error}" for r in failed]
     return "\n".join(lines)
