@@ -106,3 +106,23 @@ def test_bundle_processes_a_dropped_file(local_bundle, seaweed, bucket, moto_ser
         assert ledger.get(record.job_id).state == JobState.SUCCEEDED
         assert emu.live_instances() == []
         assert len(emu.create_requests) == 1
+
+
+def test_stack_as_cloudformation_expands_it_is_valid(tmp_path):
+    """AWS's SAM translator (what CloudFormation runs on deploy) expands the template; cfn-lint then
+    checks the plain CloudFormation, where problems such as circular dependencies between the API
+    and its functions show (the SAM-level lint does not see them)."""
+    sam_python = Path(SAM).with_name("python")
+    proc = subprocess.run([str(sam_python), str(aws.REPO / "tests" / "support" / "sam_transform.py"),
+                           str(aws.REPO / "template.yaml")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expanded = tmp_path / "expanded.json"
+    expanded.write_text(proc.stdout)
+    resources = json.loads(proc.stdout)["Resources"]
+    kinds = {r["Type"] for r in resources.values()}
+    assert {"AWS::Lambda::Function", "AWS::Lambda::EventSourceMapping", "AWS::ApiGatewayV2::Api",
+            "AWS::Events::Rule", "AWS::IAM::Role"} <= kinds
+    lint = subprocess.run([str(Path(sys.executable).with_name("cfn-lint")), str(expanded)], capture_output=True,
+                          text=True, timeout=300)
+    assert lint.returncode == 0, lint.stdout + lint.stderr

@@ -14,7 +14,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from handlers import lambda_entry
-from tests.support.stack import REPO, template
+from tests.support.stack import REPO, environment_variables, template
 from vastdrop.settings import SECRET_FIELDS, ControlSettings
 
 FUNCTIONS = {"WebhookFunction": "webhook", "LauncherFunction": "launcher", "CompletionFunction": "completion",
@@ -48,7 +48,7 @@ def test_every_function_runs_a_lambda_entry_point():
 
 
 def test_every_environment_variable_is_a_setting_and_none_is_a_secret():
-    variables = template()["Globals"]["Function"]["Environment"]["Variables"]
+    variables = environment_variables()
     fields = set(ControlSettings.model_fields)
     for name in variables:
         if name.startswith("WATCHER_"):
@@ -107,8 +107,17 @@ def test_routes_schedule_and_outputs():
     assert _function_props("WebhookFunction")["Timeout"] <= 10  # B2 waits a few seconds only
     outputs = template()["Outputs"]
     assert outputs["WebhookUrl"]["Value"]["Fn::Sub"].endswith("/webhook")
-    env = template()["Globals"]["Function"]["Environment"]["Variables"]
-    assert env["WATCHER_CALLBACK_URL"] == outputs["CallbackUrl"]["Value"]
+    for launching in ("LauncherFunction", "ReaperFunction"):  # the two that start jobs tell them where
+        assert environment_variables(launching)["WATCHER_CALLBACK_URL"] == outputs["CallbackUrl"]["Value"]
+
+
+def test_functions_behind_the_api_do_not_refer_to_it():
+    """The API's routes refer to WebhookFunction and CompletionFunction; if either referred back
+    (say, the callback URL in its environment), CloudFormation would refuse the circular dependency."""
+    for name, routed in ((n, r) for n, r in template()["Resources"].items() if r["Type"] == "AWS::Serverless::Function"):
+        events = routed["Properties"].get("Events", {}).values()
+        if any(e["Type"] == "HttpApi" for e in events):
+            assert "HttpApi" not in str(environment_variables(name)), name
 
 
 def test_ledger_table_is_on_demand_with_ttl():
@@ -151,7 +160,7 @@ def test_lambda_requirements_agree_with_pyproject(requirements):
 def test_parameter_defaults_are_the_settings_defaults():
     """A parameter passed straight to a setting defaults to what the watcher defaults to."""
     checked = 0
-    for var, value in template()["Globals"]["Function"]["Environment"]["Variables"].items():
+    for var, value in environment_variables().items():
         if not (isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in template()["Parameters"]):
             continue
         param = template()["Parameters"][value["Ref"]]

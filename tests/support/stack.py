@@ -60,6 +60,17 @@ def resolve(value: Any, refs: dict[str, Any]) -> Any:
     raise NotImplementedError(fn)
 
 
+def environment_variables(function: str | None = None) -> dict[str, Any]:
+    """A function's environment as SAM merges it (Globals, then the function's own); without a
+    function, every variable any function gets (one process plays all four in the tests)."""
+    resources = template()["Resources"]
+    names = [function] if function else [n for n, r in resources.items() if r["Type"] == "AWS::Serverless::Function"]
+    merged = dict(template()["Globals"]["Function"]["Environment"]["Variables"])
+    for name in names:
+        merged.update(resources[name]["Properties"].get("Environment", {}).get("Variables", {}))
+    return merged
+
+
 @dataclass
 class Stack:
     """The deployed stack's resources on moto, and the functions' environment."""
@@ -107,7 +118,7 @@ def deploy(moto: Any, seaweed: Any, bucket: str, *, vast_url: str, vast_api_key:
             "JobsTable": table, "LaunchQueue": queues["LaunchQueue"],
             "CompletionQueue": queues["CompletionQueue"], "HttpApi": "api0123456"}
     env = {}
-    for name, value in template()["Globals"]["Function"]["Environment"]["Variables"].items():
+    for name, value in environment_variables().items():
         resolved = resolve(value, refs)
         if resolved is not None:
             env[name] = str(resolved)
