@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -13,10 +14,39 @@ from vastdrop.errors import PermanentError
 
 B2_CREATED_PREFIX = "b2:ObjectCreated:"
 S3_CREATED_PREFIX = "ObjectCreated:"
+SQS_MESSAGE_MAX_BYTES = 256 * 1024 - 1024  # SQS takes 256 KiB per message; a margin for attributes
 
 
 def parse_events(body: bytes | str | dict[str, Any]) -> list[ObjectEvent]:
     """Object-created events in the payload, in order; other event types are ignored."""
+    field, items = _created_items(body)
+    parse = _b2 if field == "events" else _s3
+    return [parse(item) for item in items]
+
+
+def regroup(body: bytes | str | dict[str, Any], keep: Callable[[ObjectEvent], bool],
+            max_bytes: int = SQS_MESSAGE_MAX_BYTES) -> list[str]:
+    """The created events `keep` accepts, as payloads in the provider's own shape (B2 `events` or
+    S3 `Records`, each event verbatim) of at most `max_bytes` each: one queue message apiece, however
+    many events one delivery carries."""
+    field, items = _created_items(body)
+    parse = _b2 if field == "events" else _s3
+    bodies: list[str] = []
+    chunk: list[dict[str, Any]] = []
+    size = 0
+    for item in (i for i in items if keep(parse(i))):
+        item_size = len(json.dumps(item)) + 2  # the separator too
+        if chunk and size + item_size > max_bytes - 32:  # room for the wrapping object
+            bodies.append(json.dumps({field: chunk}))
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item_size
+    if chunk:
+        bodies.append(json.dumps({field: chunk}))
+    return bodies
+
+
+def _created_items(body: bytes | str | dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     try:
         payload = json.loads(body) if isinstance(body, bytes | str) else body
     except ValueError as exc:
@@ -24,9 +54,9 @@ def parse_events(body: bytes | str | dict[str, Any]) -> list[ObjectEvent]:
     if not isinstance(payload, dict):
         raise PermanentError("event body is not a JSON object")
     if "events" in payload:  # Backblaze B2 event notifications
-        return [_b2(e) for e in payload["events"] if str(e.get("eventType", "")).startswith(B2_CREATED_PREFIX)]
+        return "events", [e for e in payload["events"] if str(e.get("eventType", "")).startswith(B2_CREATED_PREFIX)]
     if "Records" in payload:  # S3 event notifications
-        return [_s3(r) for r in payload["Records"] if str(r.get("eventName", "")).startswith(S3_CREATED_PREFIX)]
+        return "Records", [r for r in payload["Records"] if str(r.get("eventName", "")).startswith(S3_CREATED_PREFIX)]
     raise PermanentError("unknown event payload (want B2 'events' or S3 'Records')")
 
 

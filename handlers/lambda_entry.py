@@ -2,9 +2,10 @@
 local watcher uses.
 
     webhook     API Gateway HTTP API (payload 2.0), POST /webhook: B2 event notifications. Verifies
-                the signature over the raw body, then enqueues the body unchanged: to the launch
-                queue if it names new inputs, to the completion queue if it names manifests. It
-                answers within B2's few-second timeout because it does nothing else.
+                the signature over the raw body, then enqueues: new inputs to the launch queue,
+                manifests to the completion queue, each event verbatim in B2's own payload shape
+                (split across messages when a delivery is larger than SQS takes). It answers within
+                B2's few-second timeout because it does nothing else.
     launcher    SQS batch from the launch queue -> on_object_created per event; failed messages are
                 reported (ReportBatchItemFailures) and come back, then go to the dead-letter queue.
     completion  SQS batch from the completion queue (manifest events) -> on_manifest_key; or a
@@ -26,7 +27,7 @@ from typing import Any
 
 from handlers.created import on_object_created
 from handlers.deps import Deps
-from handlers.events import parse_events
+from handlers.events import parse_events, regroup
 from handlers.finished import manifest_job_id, on_job_finished, on_manifest_key
 from handlers.reaper import reap
 from vastdrop import signing
@@ -130,18 +131,20 @@ def webhook(event: dict, context: Any = None) -> dict:
     body = _raw_body(event)
     if not signing.verify(rt.webhook_secret or "", body, _header(event, signing.B2_SIGNATURE_HEADER)):
         return _http(401, {"error": "bad or missing signature"})
+    layout = rt.deps.layout
     try:
         events = parse_events(body)
+        # Each queue gets the events that are its work, in B2's own shape, split to fit SQS.
+        to_launch = regroup(body, lambda e: layout.is_input(e.key, e.size))
+        to_complete = regroup(body, lambda e: layout.is_manifest(e.key))
     except PermanentError as exc:
         return _http(400, {"error": str(exc)})
-    layout = rt.deps.layout
     inputs = sum(1 for e in events if layout.is_input(e.key, e.size))
     manifests = sum(1 for e in events if layout.is_manifest(e.key))
     try:
-        if inputs:
-            rt.sqs.send_message(QueueUrl=rt.launch_queue_url, MessageBody=body.decode())
-        if manifests:
-            rt.sqs.send_message(QueueUrl=rt.completion_queue_url, MessageBody=body.decode())
+        for queue_url, bodies in ((rt.launch_queue_url, to_launch), (rt.completion_queue_url, to_complete)):
+            for message in bodies:
+                rt.sqs.send_message(QueueUrl=queue_url, MessageBody=message)
     except Exception as exc:  # B2 retries a failed delivery; say so rather than crash
         logger.error("could not enqueue webhook events: %s", type(exc).__name__)
         return _http(503, {"error": "could not enqueue; retry"})

@@ -294,3 +294,30 @@ def test_a_misconfigured_function_says_why_and_loses_nothing(deployed, monkeypat
     with pytest.raises(lambda_entry.ColdStartError):
         lambda_entry.reaper(aws.scheduled_event())
     assert lambda_entry._runtime is None and d.emu.create_requests == []
+
+
+def test_a_delivery_larger_than_one_queue_message_is_split_without_losing_an_event(deployed):
+    """SQS takes 256 KiB per message; one B2 delivery may carry more. Each queue gets its own events,
+    verbatim and in order, across as many messages as needed."""
+    d = deployed
+    inputs = [aws.b2_event(d.bucket, f"input/{'deep/' * 20}clip {i:04d}.mp4", 1000 + i) for i in range(1500)]
+    manifests = [aws.b2_event(d.bucket, f"output/clip {i}.mp4.manifest.json", 900, rule="vastdrop-manifests")
+                 for i in range(3)]
+    body, headers = _signed_b2(d.bucket, *inputs, *manifests)
+    assert len(body) > 3 * 256 * 1024
+    answer = lambda_entry.webhook(aws.http_event("/webhook", body, headers))
+    assert json.loads(answer["body"]) == {"inputs": 1500, "manifests": 3, "ignored": 0}
+
+    def drain(queue_url: str) -> list[str]:
+        bodies = []
+        while records := aws.receive(d.stack, queue_url)["Records"]:
+            bodies += [r["body"] for r in records]
+            aws.delete(d.stack, queue_url, {"Records": records}, [])
+        return bodies
+
+    launch_bodies = drain(d.stack.launch_queue_url)
+    assert len(launch_bodies) > 3 and all(len(b.encode()) <= 256 * 1024 for b in launch_bodies)
+    received = sorted((e for b in launch_bodies for e in json.loads(b)["events"]), key=lambda e: e["objectName"])
+    assert received == inputs  # every event, verbatim
+    (completion_body,) = drain(d.stack.completion_queue_url)
+    assert json.loads(completion_body)["events"] == manifests
