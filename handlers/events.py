@@ -19,22 +19,21 @@ SQS_MESSAGE_MAX_BYTES = 256 * 1024 - 1024  # SQS takes 256 KiB per message; a ma
 
 def parse_events(body: bytes | str | dict[str, Any]) -> list[ObjectEvent]:
     """Object-created events in the payload, in order; other event types are ignored."""
-    field, items = _created_items(body)
-    parse = _b2 if field == "events" else _s3
+    _, items, parse = _created_items(body)
     return [parse(item) for item in items]
 
 
 def regroup(body: bytes | str | dict[str, Any], keep: Callable[[ObjectEvent], bool],
-            max_bytes: int = SQS_MESSAGE_MAX_BYTES) -> list[str]:
+            max_bytes: int = SQS_MESSAGE_MAX_BYTES) -> tuple[list[str], int]:
     """The created events `keep` accepts, as payloads in the provider's own shape (B2 `events` or
     S3 `Records`, each event verbatim) of at most `max_bytes` each: one queue message apiece, however
-    many events one delivery carries."""
-    field, items = _created_items(body)
-    parse = _b2 if field == "events" else _s3
+    many events one delivery carries. Also how many events were kept."""
+    field, items, parse = _created_items(body)
+    kept = [item for item in items if keep(parse(item))]
     bodies: list[str] = []
     chunk: list[dict[str, Any]] = []
     size = 0
-    for item in (i for i in items if keep(parse(i))):
+    for item in kept:
         item_size = len(json.dumps(item)) + 2  # the separator too
         if chunk and size + item_size > max_bytes - 32:  # room for the wrapping object
             bodies.append(json.dumps({field: chunk}))
@@ -43,20 +42,30 @@ def regroup(body: bytes | str | dict[str, Any], keep: Callable[[ObjectEvent], bo
         size += item_size
     if chunk:
         bodies.append(json.dumps({field: chunk}))
-    return bodies
+    return bodies, len(kept)
 
 
-def _created_items(body: bytes | str | dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+def load_payload(body: bytes | str | dict[str, Any]) -> dict[str, Any]:
+    """The payload as a JSON object (decoded once, then passed to the functions above)."""
     try:
         payload = json.loads(body) if isinstance(body, bytes | str) else body
     except ValueError as exc:
         raise PermanentError("event body is not JSON") from exc
     if not isinstance(payload, dict):
         raise PermanentError("event body is not a JSON object")
+    return payload
+
+
+def _created_items(body: bytes | str | dict[str, Any]) -> tuple[str, list[dict[str, Any]],
+                                                                 Callable[[dict[str, Any]], ObjectEvent]]:
+    """The payload's field, its object-created items, and the parser for them."""
+    payload = load_payload(body)
     if "events" in payload:  # Backblaze B2 event notifications
-        return "events", [e for e in payload["events"] if str(e.get("eventType", "")).startswith(B2_CREATED_PREFIX)]
+        items = [e for e in payload["events"] if str(e.get("eventType", "")).startswith(B2_CREATED_PREFIX)]
+        return "events", items, _b2
     if "Records" in payload:  # S3 event notifications
-        return "Records", [r for r in payload["Records"] if str(r.get("eventName", "")).startswith(S3_CREATED_PREFIX)]
+        items = [r for r in payload["Records"] if str(r.get("eventName", "")).startswith(S3_CREATED_PREFIX)]
+        return "Records", items, _s3
     raise PermanentError("unknown event payload (want B2 'events' or S3 'Records')")
 
 

@@ -20,14 +20,16 @@ WATCHER_* variables plus the Secrets Manager secret named by WATCHER_SECRET_ID. 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from handlers.created import on_object_created
 from handlers.deps import Deps
-from handlers.events import parse_events, regroup
+from handlers.events import load_payload, parse_events, regroup
 from handlers.finished import manifest_job_id, on_job_finished, on_manifest_key
 from handlers.reaper import reap
 from vastdrop import signing
@@ -113,34 +115,37 @@ def _is_sqs_batch(event: dict) -> bool:
     return bool(records) and all(r.get("eventSource") == "aws:sqs" for r in records)
 
 
-def _runtime_or_500() -> Runtime | dict:
-    """For HTTP entries: the runtime, or the 500 answer to give when the function is misconfigured
-    (B2 and jobs retry; the log says what is wrong). Queue and schedule entries raise instead, so
+def _answers_500_when_misconfigured(entry: Callable[[dict], dict]) -> Callable[..., dict]:
+    """For HTTP entries: a function that cannot configure itself answers 500 (B2 and jobs retry;
+    the log says what is wrong). Queue and schedule entries let ColdStartError raise instead, so
     their messages come back and end in the dead-letter queue rather than being lost."""
-    try:
-        return _rt()
-    except ColdStartError:
-        return _http(500, {"error": "the function is misconfigured; see its log"})
+
+    @functools.wraps(entry)
+    def answered(event: dict, context: Any = None) -> dict:
+        try:
+            return entry(event)
+        except ColdStartError:
+            return _http(500, {"error": "the function is misconfigured; see its log"})
+
+    return answered
 
 
-def webhook(event: dict, context: Any = None) -> dict:
+@_answers_500_when_misconfigured
+def webhook(event: dict) -> dict:
     """HTTP API -> verify B2's signature over the raw body -> enqueue -> 202."""
-    rt = _runtime_or_500()
-    if isinstance(rt, dict):
-        return rt
+    rt = _rt()
     body = _raw_body(event)
     if not signing.verify(rt.webhook_secret or "", body, _header(event, signing.B2_SIGNATURE_HEADER)):
         return _http(401, {"error": "bad or missing signature"})
     layout = rt.deps.layout
     try:
-        events = parse_events(body)
+        payload = load_payload(body)
+        total = len(parse_events(payload))
         # Each queue gets the events that are its work, in B2's own shape, split to fit SQS.
-        to_launch = regroup(body, lambda e: layout.is_input(e.key, e.size))
-        to_complete = regroup(body, lambda e: layout.is_manifest(e.key))
+        to_launch, inputs = regroup(payload, lambda e: layout.is_input(e.key, e.size))
+        to_complete, manifests = regroup(payload, lambda e: layout.is_manifest(e.key))
     except PermanentError as exc:
         return _http(400, {"error": str(exc)})
-    inputs = sum(1 for e in events if layout.is_input(e.key, e.size))
-    manifests = sum(1 for e in events if layout.is_manifest(e.key))
     try:
         for queue_url, bodies in ((rt.launch_queue_url, to_launch), (rt.completion_queue_url, to_complete)):
             for message in bodies:
@@ -148,7 +153,7 @@ def webhook(event: dict, context: Any = None) -> dict:
     except Exception as exc:  # B2 retries a failed delivery; say so rather than crash
         logger.error("could not enqueue webhook events: %s", type(exc).__name__)
         return _http(503, {"error": "could not enqueue; retry"})
-    return _http(202, {"inputs": inputs, "manifests": manifests, "ignored": len(events) - inputs - manifests})
+    return _http(202, {"inputs": inputs, "manifests": manifests, "ignored": total - inputs - manifests})
 
 
 def _each_message(event: dict, handle) -> dict:
@@ -181,21 +186,24 @@ def launcher(event: dict, context: Any = None) -> dict:
 def completion(event: dict, context: Any = None) -> dict:
     """Completion queue batch, S3 notification, or a job's signed callback over HTTP."""
     if "Records" not in event:
-        answer = _runtime_or_500()
-        if isinstance(answer, dict):
-            return answer
-    rt = _rt()
+        return _callback(event)
+    deps = _rt().deps
 
     def handle(body: str | dict) -> None:
         for obj in parse_events(body):
-            if rt.deps.layout.is_manifest(obj.key):
-                on_manifest_key(obj.key, rt.deps)
+            if deps.layout.is_manifest(obj.key):
+                on_manifest_key(obj.key, deps)
 
     if _is_sqs_batch(event):
         return _each_message(event, handle)
-    if "Records" in event:  # an S3 bucket notifying this function directly
-        handle(event)
-        return {"ok": True}
+    handle(event)  # an S3 bucket notifying this function directly
+    return {"ok": True}
+
+
+@_answers_500_when_misconfigured
+def _callback(event: dict) -> dict:
+    """POST /callback: a job's manifest, signed with the callback secret."""
+    rt = _rt()
     body = _raw_body(event)
     if not signing.verify(rt.callback_secret or "", body, _header(event, signing.CALLBACK_SIGNATURE_HEADER)):
         return _http(401, {"error": "bad or missing signature"})

@@ -257,6 +257,8 @@ def test_settings_take_credentials_from_the_secret(deployed):
     assert s.webhook_secret.get_secret_value() == aws.WEBHOOK_SECRET
     assert s.vast_api_key.get_secret_value() == deployed.stack.secret_values["vast_api_key"]
     assert s.input == f"s3://{deployed.bucket}/input/"
+    # The secret wins over a value given directly too (and the two never collide).
+    assert load_settings(webhook_secret="given").webhook_secret.get_secret_value() == aws.WEBHOOK_SECRET
 
 
 def test_secret_problems_are_clear_errors(deployed, moto_server, monkeypatch):

@@ -128,7 +128,7 @@ def load_settings(**given: Any) -> ControlSettings:
     settings = ControlSettings(**given)
     if not settings.secret_id:
         return settings
-    return ControlSettings(**given, **_read_secret(settings.secret_id))
+    return ControlSettings(**{**given, **_read_secret(settings.secret_id)})
 
 
 def _read_secret(secret_id: str) -> dict[str, Any]:
