@@ -15,61 +15,20 @@ Run: `make install .venv-sam/.installed && .venv/bin/python bench/lambda_cold_st
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support import stack as aws  # noqa: E402
+from tests.support.bundle import invoke, sam_build  # noqa: E402
 from tests.support.clips import make_clip  # noqa: E402
 from tests.support.moto_server import MotoServer  # noqa: E402
 from tests.support.seaweed import SeaweedServer  # noqa: E402
 from tests.support.vast_emulator import VastEmulator  # noqa: E402
-from vastdrop import signing  # noqa: E402
-
-INVOKE = """
-import json, sys, time
-t0 = time.perf_counter()
-sys.path.insert(0, sys.argv[1])
-from handlers import lambda_entry
-event = json.load(sys.stdin)
-handler = getattr(lambda_entry, sys.argv[2])
-first = handler(event)
-t1 = time.perf_counter()
-handler(event)
-t2 = time.perf_counter()
-print(json.dumps({"cold_s": t1 - t0, "warm_s": t2 - t1, "result": first}))
-"""
-
-
-def build_bundle(out: Path) -> Path:
-    sam = REPO / ".venv-sam" / "bin" / "sam"
-    app = out / "sam-app"
-    app.mkdir(parents=True)
-    (app / "metadata.json").write_text(json.dumps({"telemetryEnabled": False, "lastVersionCheck": 4e9}))
-    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "__SAM_CLI_APP_DIR": str(app), "PYTHON": sys.executable,
-           "LAMBDA_PYTHON": f"{sys.version_info.major}.{sys.version_info.minor}"}
-    subprocess.run([str(sam), "build", "WebhookFunction", "--template-file", str(REPO / "template.yaml"),
-                    "--build-dir", str(out / "build")], cwd=out, env=env, check=True, capture_output=True)
-    return out / "build" / "WebhookFunction"
-
-
-def invoke(bundle: Path, env: dict[str, str], entry: str, event: dict) -> dict:
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-S", "-c", INVOKE, str(bundle), entry], input=json.dumps(event),
-                          # /var/task is read-only on Lambda: no bytecode is ever cached there.
-                          env={**env, "PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"},
-                          capture_output=True, text=True, check=True)
-    out = json.loads(proc.stdout.splitlines()[-1])
-    out["process_s"] = time.perf_counter() - t0
-    return out
 
 
 def main() -> int:
@@ -79,7 +38,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        bundle = args.bundle or build_bundle(tmp / "sam")
+        bundle = args.bundle or sam_build(REPO / ".venv-sam" / "bin" / "sam", tmp / "sam")
         seaweed, moto = SeaweedServer.start(tmp), MotoServer.start()
         try:
             with VastEmulator(command=[sys.executable, "-m", "tests.support.stub_job"], loading_s=0.05) as emu:
@@ -91,14 +50,14 @@ def main() -> int:
                 for run in range(args.runs):
                     key = f"input/run {run}.mp4"
                     seaweed.client().put_object(Bucket=bucket, Key=key, Body=clip.read_bytes())
-                    body = json.dumps({"events": [aws.b2_event(bucket, key, clip.stat().st_size)]}).encode()
-                    headers = {"X-Bz-Event-Notification-Signature": signing.sign(aws.WEBHOOK_SECRET, body)}
+                    body, headers = aws.signed_b2(aws.b2_event(bucket, key, clip.stat().st_size))
+                    # Each twice in one sandbox: the cold start, then a warm call (a redelivery).
                     figures["webhook"].append(invoke(bundle, stack.env, "webhook",
-                                                     aws.http_event("/webhook", body, headers)))
+                                                     aws.http_event("/webhook", body, headers), repeat=2))
                     event = aws.receive(stack, stack.launch_queue_url)
-                    figures["launcher"].append(invoke(bundle, stack.env, "launcher", event))
+                    figures["launcher"].append(invoke(bundle, stack.env, "launcher", event, repeat=2))
                     aws.delete(stack, stack.launch_queue_url, event, [])
-                    figures["reaper"].append(invoke(bundle, stack.env, "reaper", aws.scheduled_event()))
+                    figures["reaper"].append(invoke(bundle, stack.env, "reaper", aws.scheduled_event(), repeat=2))
                     print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
         finally:
             moto.stop()
@@ -107,9 +66,9 @@ def main() -> int:
     print("| function | cold p50 s | cold max s | warm p50 s | process p50 s |")
     print("|---|---|---|---|---|")
     for name, runs in figures.items():
-        cold = [r["cold_s"] for r in runs]
+        cold = [r["seconds"][0] for r in runs]
         print(f"| {name} | {statistics.median(cold):.2f} | {max(cold):.2f} | "
-              f"{statistics.median(r['warm_s'] for r in runs):.3f} | "
+              f"{statistics.median(r['seconds'][1] for r in runs):.3f} | "
               f"{statistics.median(r['process_s'] for r in runs):.2f} |")
     return 0
 

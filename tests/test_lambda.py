@@ -88,11 +88,6 @@ def deployed(seaweed, bucket, moto_server, monkeypatch) -> Iterator[Deployed]:
             relay.close()
 
 
-def _signed_b2(bucket: str, *events: dict) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps({"events": list(events)}).encode()
-    return body, {"X-Bz-Event-Notification-Signature": signing.sign(aws.WEBHOOK_SECRET, body)}
-
-
 def _upload_clip(seaweed, d: Deployed, tmp_path, key: str) -> int:
     clip = make_clip(tmp_path / "c.mp4", width=64, height=48, fps=12, seconds=0.5)
     seaweed.client().put_object(Bucket=d.bucket, Key=key, Body=clip.read_bytes())
@@ -123,7 +118,7 @@ def test_deployed_stack_processes_a_dropped_file(deployed, seaweed, tmp_path, co
     d.relay.open = completion_via == "callback"
     key = "input/lambda clip.mp4"
     size = _upload_clip(seaweed, d, tmp_path, key)
-    body, headers = _signed_b2(d.bucket, aws.b2_event(d.bucket, key, size),
+    body, headers = aws.signed_b2(aws.b2_event(d.bucket, key, size),
                                aws.b2_event(d.bucket, "input/old.mp4", 0, event_type="b2:ObjectDeleted:Delete"))
 
     answer = lambda_entry.webhook(aws.http_event("/webhook", body, headers, base64_body=True))
@@ -148,7 +143,7 @@ def test_deployed_stack_processes_a_dropped_file(deployed, seaweed, tmp_path, co
                                                                       and not d.relay.answers)):
         if completion_via == "manifest_event" and _exists(seaweed, d.bucket, manifest_key):
             size = seaweed.client().head_object(Bucket=d.bucket, Key=manifest_key)["ContentLength"]
-            body, headers = _signed_b2(d.bucket, aws.b2_event(d.bucket, manifest_key, size, rule="vastdrop-manifests"),
+            body, headers = aws.signed_b2(aws.b2_event(d.bucket, manifest_key, size, rule="vastdrop-manifests"),
                                        aws.b2_event(d.bucket, "output/lambda clip.mp4", 10, rule="vastdrop-manifests"))
             answer = lambda_entry.webhook(aws.http_event("/webhook", body, headers))
             assert json.loads(answer["body"]) == {"inputs": 0, "manifests": 1, "ignored": 1}
@@ -176,7 +171,7 @@ def test_redelivered_launch_message_launches_once(deployed, seaweed, tmp_path):
     d = deployed
     key = "input/twice.mp4"
     size = _upload_clip(seaweed, d, tmp_path, key)
-    body, headers = _signed_b2(d.bucket, aws.b2_event(d.bucket, key, size))
+    body, headers = aws.signed_b2(aws.b2_event(d.bucket, key, size))
     for _ in range(2):  # B2 delivers at least once
         assert lambda_entry.webhook(aws.http_event("/webhook", body, headers))["statusCode"] == 202
     assert _invoke_queue(d, d.stack.launch_queue_url, lambda_entry.launcher) == (2, {"batchItemFailures": []})
@@ -185,7 +180,7 @@ def test_redelivered_launch_message_launches_once(deployed, seaweed, tmp_path):
 
 def test_webhook_refuses_unsigned_and_malformed_bodies(deployed):
     d = deployed
-    body, _ = _signed_b2(d.bucket, aws.b2_event(d.bucket, "input/a.mp4", 10))
+    body, _ = aws.signed_b2(aws.b2_event(d.bucket, "input/a.mp4", 10))
     forged = {"X-Bz-Event-Notification-Signature": signing.sign("not-the-secret", body)}
     assert lambda_entry.webhook(aws.http_event("/webhook", body, {}))["statusCode"] == 401
     assert lambda_entry.webhook(aws.http_event("/webhook", body, forged))["statusCode"] == 401
@@ -201,7 +196,7 @@ def test_webhook_says_503_when_it_cannot_enqueue(deployed, moto_server):
     d = deployed
     lambda_entry.webhook(aws.http_event("/webhook", b"{}", {}))  # cold start
     moto_server.client("sqs").delete_queue(QueueUrl=d.stack.launch_queue_url)
-    body, headers = _signed_b2(d.bucket, aws.b2_event(d.bucket, "input/a.mp4", 10))
+    body, headers = aws.signed_b2(aws.b2_event(d.bucket, "input/a.mp4", 10))
     answer = lambda_entry.webhook(aws.http_event("/webhook", body, headers))
     assert answer["statusCode"] == 503  # B2 retries the delivery later
 
@@ -211,7 +206,7 @@ def test_a_bad_message_is_reported_alone_and_ends_in_the_dead_letter_queue(deplo
     sqs = d.stack.sqs
     key = "input/good.mp4"
     size = _upload_clip(seaweed, d, tmp_path, key)
-    good, _ = _signed_b2(d.bucket, aws.b2_event(d.bucket, key, size))
+    good, _ = aws.signed_b2(aws.b2_event(d.bucket, key, size))
     sqs.send_message(QueueUrl=d.stack.launch_queue_url, MessageBody=good.decode())
     sqs.send_message(QueueUrl=d.stack.launch_queue_url, MessageBody="not json")
     event = aws.receive(d.stack, d.stack.launch_queue_url)
@@ -285,7 +280,7 @@ def test_secret_problems_are_clear_errors(deployed, moto_server, monkeypatch):
 def test_a_misconfigured_function_says_why_and_loses_nothing(deployed, monkeypatch, capfd, name, value, logged):
     d = deployed
     monkeypatch.setenv(name, value)
-    body, headers = _signed_b2(d.bucket, aws.b2_event(d.bucket, "input/a.mp4", 10))
+    body, headers = aws.signed_b2(aws.b2_event(d.bucket, "input/a.mp4", 10))
     answer = lambda_entry.webhook(aws.http_event("/webhook", body, headers))
     assert answer["statusCode"] == 500 and "misconfigured" in answer["body"]  # B2 delivers again later
     assert lambda_entry.completion(aws.http_event("/callback", b"{}", {}))["statusCode"] == 500
@@ -305,7 +300,7 @@ def test_a_delivery_larger_than_one_queue_message_is_split_without_losing_an_eve
     inputs = [aws.b2_event(d.bucket, f"input/{'deep/' * 20}clip {i:04d}.mp4", 1000 + i) for i in range(1500)]
     manifests = [aws.b2_event(d.bucket, f"output/clip {i}.mp4.manifest.json", 900, rule="vastdrop-manifests")
                  for i in range(3)]
-    body, headers = _signed_b2(d.bucket, *inputs, *manifests)
+    body, headers = aws.signed_b2(*inputs, *manifests)
     assert len(body) > 3 * 256 * 1024
     answer = lambda_entry.webhook(aws.http_event("/webhook", body, headers))
     assert json.loads(answer["body"]) == {"inputs": 1500, "manifests": 3, "ignored": 0}

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.support import stack as aws
+from tests.support.bundle import invoke, sam_build
 from tests.support.clips import make_clip
 from tests.support.vast_emulator import VastEmulator
-from vastdrop import signing
 from vastdrop.ledger.dynamodb import DynamoLedger
 from vastdrop.states import JobState
 
@@ -30,23 +30,7 @@ pytestmark = pytest.mark.skipif(not SAM, reason="needs the SAM CLI: run `make te
 
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024  # function code and layers, unzipped
 STUB = [sys.executable, "-m", "tests.support.stub_job"]
-LOCAL_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 RUNTIME_PYTHON = aws.template()["Globals"]["Function"]["Runtime"].removeprefix("python")
-
-
-def _sam_build(out: Path, lambda_python: str) -> Path:
-    app_dir = out / "sam-app"  # SAM's own config: no telemetry, no update check against PyPI
-    app_dir.mkdir(parents=True)
-    (app_dir / "metadata.json").write_text(json.dumps({"telemetryEnabled": False, "lastVersionCheck": 4e9}))
-    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "__SAM_CLI_APP_DIR": str(app_dir),
-           "PYTHON": sys.executable, "LAMBDA_PYTHON": lambda_python}
-    build_dir = out / "build"
-    # One function: all four share the one make rule (tests/test_template.py checks that).
-    proc = subprocess.run([str(SAM), "build", "WebhookFunction", "--template-file", str(aws.REPO / "template.yaml"),
-                           "--build-dir", str(build_dir)], cwd=out, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return build_dir / "WebhookFunction"
 
 
 def _size(path: Path) -> int:
@@ -55,11 +39,11 @@ def _size(path: Path) -> int:
 
 @pytest.fixture(scope="module")
 def local_bundle(tmp_path_factory) -> Path:
-    return _sam_build(tmp_path_factory.mktemp("sam-local"), LOCAL_PYTHON)
+    return sam_build(Path(SAM), tmp_path_factory.mktemp("sam-local"))
 
 
 def test_deployed_bundle_fits_lambda_and_holds_only_the_control_plane(tmp_path):
-    bundle = _sam_build(tmp_path, RUNTIME_PYTHON)
+    bundle = sam_build(Path(SAM), tmp_path, RUNTIME_PYTHON)
     size = _size(bundle)
     print(f"bundle for python{RUNTIME_PYTHON}: {size / 2**20:.1f} MiB unzipped")
     assert size < LAMBDA_UNZIPPED_LIMIT / 2  # room to grow
@@ -71,16 +55,6 @@ def test_deployed_bundle_fits_lambda_and_holds_only_the_control_plane(tmp_path):
     assert list((bundle / "pydantic_core").glob(f"*{tag}.so")), "pydantic_core built for another runtime"
 
 
-def _invoke(bundle: Path, env: dict[str, str], entry: str, event: dict) -> dict:
-    """One cold start: a fresh interpreter with no site-packages, only the bundle."""
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from handlers import lambda_entry; "
-            "print(json.dumps(getattr(lambda_entry, sys.argv[2])(json.load(sys.stdin))))")
-    proc = subprocess.run([sys.executable, "-S", "-c", code, str(bundle), entry], input=json.dumps(event),
-                          env={**env, "PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.splitlines()[-1])
-
-
 def test_bundle_processes_a_dropped_file(local_bundle, seaweed, bucket, moto_server, tmp_path):
     with VastEmulator(command=STUB, loading_s=0.05, kill_grace_s=0.5) as emu:
         # The callback goes nowhere (best effort in the job): completion comes from the reaper.
@@ -89,20 +63,19 @@ def test_bundle_processes_a_dropped_file(local_bundle, seaweed, bucket, moto_ser
         key = "input/from the bundle.mp4"
         clip = make_clip(tmp_path / "c.mp4", width=64, height=48, fps=12, seconds=0.5)
         seaweed.client().put_object(Bucket=bucket, Key=key, Body=clip.read_bytes())
-        body = json.dumps({"events": [aws.b2_event(bucket, key, clip.stat().st_size)]}).encode()
-        headers = {"X-Bz-Event-Notification-Signature": signing.sign(aws.WEBHOOK_SECRET, body)}
+        body, headers = aws.signed_b2(aws.b2_event(bucket, key, clip.stat().st_size))
 
-        answer = _invoke(local_bundle, stack.env, "webhook", aws.http_event("/webhook", body, headers))
+        (answer,) = invoke(local_bundle, stack.env, "webhook", aws.http_event("/webhook", body, headers))["results"]
         assert answer["statusCode"] == 202
         event = aws.receive(stack, stack.launch_queue_url)
-        assert _invoke(local_bundle, stack.env, "launcher", event) == {"batchItemFailures": []}
+        assert invoke(local_bundle, stack.env, "launcher", event)["results"] == [{"batchItemFailures": []}]
         aws.delete(stack, stack.launch_queue_url, event, [])
 
         ledger = DynamoLedger(stack.table, client=moto_server.client())
         (record,) = ledger.list()
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and ledger.get(record.job_id).state != JobState.SUCCEEDED:
-            _invoke(local_bundle, stack.env, "reaper", aws.scheduled_event())
+            invoke(local_bundle, stack.env, "reaper", aws.scheduled_event())
         assert ledger.get(record.job_id).state == JobState.SUCCEEDED
         assert emu.live_instances() == []
         assert len(emu.create_requests) == 1

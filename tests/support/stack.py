@@ -196,6 +196,14 @@ def scheduled_event() -> dict[str, Any]:
     return event
 
 
+def signed_b2(*events: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """A B2 event-notification delivery of `events` and its signature header, as B2 sends them."""
+    from vastdrop import signing
+
+    body = json.dumps({"events": list(events)}).encode()
+    return body, {"X-Bz-Event-Notification-Signature": signing.sign(WEBHOOK_SECRET, body)}
+
+
 def b2_event(bucket: str, key: str, size: int, *, event_type: str = "b2:ObjectCreated:Upload",
              rule: str = "vastdrop-input") -> dict[str, Any]:
     """One B2 event notification, shaped like tests/events/b2_object_created.json."""
