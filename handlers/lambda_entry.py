@@ -13,8 +13,8 @@ local watcher uses.
     reaper      EventBridge schedule -> reap.
 
 Settings are read once per cold start, in `_rt()`, the one place that touches the environment:
-WATCHER_* variables plus the Secrets Manager secret named by WATCHER_SECRET_ID. Tests call
-`configure()` with dependencies pointed at loopback servers, or let `_rt()` build them.
+WATCHER_* variables plus the Secrets Manager secret named by WATCHER_SECRET_ID. The handlers'
+dependencies are built from them on first use and kept while the container stays warm.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import base64
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,20 +35,61 @@ from handlers.finished import manifest_job_id, on_job_finished, on_manifest_key
 from handlers.reaper import reap
 from vastdrop import signing
 from vastdrop.errors import ConfigError, PermanentError, VastdropError
+from vastdrop.layout import Layout
+from vastdrop.location import Location
+from vastdrop.settings import ControlSettings
 
 logger = logging.getLogger(__name__)
 
 LAMBDA_STATE_DIR = "/tmp/vastdrop"  # the only writable path on Lambda; nothing durable lives here
 
 
+class ColdStartError(ConfigError):
+    """The function cannot configure itself (settings, secret); nothing was processed."""
+
+
+@contextmanager
+def _configuring() -> Iterator[None]:
+    """Configuration failures as ColdStartError, logged with field names and reasons only (values
+    may be secrets)."""
+    from pydantic import ValidationError
+
+    try:
+        yield
+    except ValidationError as exc:
+        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        logger.error("cold start failed: invalid settings: %s", fields)
+        raise ColdStartError(f"invalid settings: {fields}") from None
+    except VastdropError as exc:
+        logger.error("cold start failed: %s", exc)
+        raise ColdStartError(str(exc)) from None
+
+
 @dataclass
 class Runtime:
-    deps: Deps
-    sqs: Any  # boto3 SQS client
-    launch_queue_url: str | None
-    completion_queue_url: str | None
-    webhook_secret: str | None
-    callback_secret: str | None
+    """What a warm container keeps. The handlers' dependencies are built on first use: the webhook
+    never needs them (it classifies keys by the layout alone), and building them (S3 and DynamoDB
+    clients, the Vast SDK) is about half of a cold start; only the webhook needs the SQS client."""
+
+    settings: ControlSettings
+    layout: Layout
+
+    @functools.cached_property
+    def deps(self) -> Deps:
+        from vastdrop.compose import build_deps
+
+        with _configuring():
+            return build_deps(self.settings)
+
+    @functools.cached_property
+    def sqs(self) -> Any:  # boto3 SQS client: the webhook's only
+        import boto3
+
+        return boto3.client("sqs")
+
+    def secret(self, name: str) -> str | None:
+        value = getattr(self.settings, name)
+        return value.get_secret_value() if value is not None else None
 
 
 _runtime: Runtime | None = None
@@ -58,43 +100,20 @@ def configure(runtime: Runtime | None) -> None:
     _runtime = runtime
 
 
-class ColdStartError(ConfigError):
-    """The function cannot configure itself (settings, secret); nothing was processed."""
-
-
 def _rt() -> Runtime:
     global _runtime
     if _runtime is None:  # cold start
-        from pydantic import ValidationError
-
         from vastdrop import logs
+        from vastdrop.compose import register_secrets
+        from vastdrop.settings import load_settings
 
         logs.configure()
-        try:
-            _runtime = _build_runtime()
-        except ValidationError as exc:  # field names and reasons only: values may be secrets
-            fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            logger.error("cold start failed: invalid settings: %s", fields)
-            raise ColdStartError(f"invalid settings: {fields}") from None
-        except VastdropError as exc:
-            logger.error("cold start failed: %s", exc)
-            raise ColdStartError(str(exc)) from None
+        with _configuring():
+            settings = load_settings(state=LAMBDA_STATE_DIR)
+            register_secrets(settings)
+            (_, input_prefix), (_, output_prefix) = map(Location.root_and_prefix, (settings.input, settings.output))
+        _runtime = Runtime(settings=settings, layout=Layout(input_prefix=input_prefix, output_prefix=output_prefix))
     return _runtime
-
-
-def _build_runtime() -> Runtime:
-    import boto3
-
-    from vastdrop.compose import build_deps
-    from vastdrop.settings import load_settings
-
-    s = load_settings(state=LAMBDA_STATE_DIR)
-    return Runtime(
-        deps=build_deps(s), sqs=boto3.client("sqs"),
-        launch_queue_url=s.launch_queue_url, completion_queue_url=s.completion_queue_url,
-        webhook_secret=s.webhook_secret.get_secret_value() if s.webhook_secret else None,
-        callback_secret=s.callback_secret.get_secret_value() if s.callback_secret else None,
-    )
 
 
 def _http(status: int, payload: dict) -> dict:
@@ -135,9 +154,9 @@ def webhook(event: dict) -> dict:
     """HTTP API -> verify B2's signature over the raw body -> enqueue -> 202."""
     rt = _rt()
     body = _raw_body(event)
-    if not signing.verify(rt.webhook_secret or "", body, _header(event, signing.B2_SIGNATURE_HEADER)):
+    if not signing.verify(rt.secret("webhook_secret") or "", body, _header(event, signing.B2_SIGNATURE_HEADER)):
         return _http(401, {"error": "bad or missing signature"})
-    layout = rt.deps.layout
+    layout = rt.layout
     try:
         payload = load_payload(body)
         total = len(parse_events(payload))
@@ -147,7 +166,8 @@ def webhook(event: dict) -> dict:
     except PermanentError as exc:
         return _http(400, {"error": str(exc)})
     try:
-        for queue_url, bodies in ((rt.launch_queue_url, to_launch), (rt.completion_queue_url, to_complete)):
+        for queue_url, bodies in ((rt.settings.launch_queue_url, to_launch),
+                                  (rt.settings.completion_queue_url, to_complete)):
             for message in bodies:
                 rt.sqs.send_message(QueueUrl=queue_url, MessageBody=message)
     except Exception as exc:  # B2 retries a failed delivery; say so rather than crash
@@ -205,7 +225,8 @@ def _callback(event: dict) -> dict:
     """POST /callback: a job's manifest, signed with the callback secret."""
     rt = _rt()
     body = _raw_body(event)
-    if not signing.verify(rt.callback_secret or "", body, _header(event, signing.CALLBACK_SIGNATURE_HEADER)):
+    if not signing.verify(rt.secret("callback_secret") or "", body,
+                          _header(event, signing.CALLBACK_SIGNATURE_HEADER)):
         return _http(401, {"error": "bad or missing signature"})
     job_id = manifest_job_id(body)
     if job_id is None:

@@ -42,11 +42,16 @@ def build_compute(s: ControlSettings, state_dir: Path) -> Compute:
     return VastCompute(api_key=s.vast_api_key.get_secret_value(), server_url=s.vast_server_url, config=config)
 
 
-def build_deps(s: ControlSettings, *, compute: Compute | None = None) -> Deps:
+def register_secrets(s: ControlSettings) -> None:
+    """From now on every log line and error has these values scrubbed."""
     for secret in (s.webhook_secret, s.callback_secret, s.vast_api_key, s.vast_image_login, s.b2_application_key,
                    s.s3_secret_access_key):
         if secret is not None:
             logs.register_secret(secret.get_secret_value())
+
+
+def build_deps(s: ControlSettings, *, compute: Compute | None = None) -> Deps:
+    register_secrets(s)
     state_dir = Path(s.state)
     state_dir.mkdir(parents=True, exist_ok=True)
     session = None

@@ -28,16 +28,23 @@ class Location:
     def parse(cls, url: str, *, s3_session: Any = None) -> Location:
         """`s3://b/input/` -> root s3://b/, prefix input/. `file://./bucket/input/` (relative to the
         working directory) or `file:///abs/bucket/input/` -> root the parent dir, prefix input/."""
+        root, prefix = cls.root_and_prefix(url)
+        return cls(root, prefix, storage_for(root, s3_session=s3_session))
+
+    @staticmethod
+    def root_and_prefix(url: str) -> tuple[str, str]:
+        """What `parse` makes of a URL, without building a storage client (an S3 client costs
+        ~0.1 s to create: the webhook function needs the prefixes only)."""
         if url.startswith("s3://"):
             bucket, _, key = url[len("s3://") :].partition("/")
             if not bucket:
                 raise ConfigError(f"no bucket in {url!r}")
-            return cls(f"s3://{bucket}/", _dir(key), storage_for(url, s3_session=s3_session))
+            return f"s3://{bucket}/", _dir(key)
         if url.startswith("file://"):
             raw = url[len("file://") :]
             path = file_url_to_path(url) if raw.startswith("/") else Path(os.path.abspath(raw))
             path = path.resolve()
-            return cls(path_to_file_url(path.parent) + "/", path.name + "/", storage_for("file:///"))
+            return path_to_file_url(path.parent) + "/", path.name + "/"
         raise ConfigError(f"unsupported location {url!r} (want s3://bucket/prefix/ or file://path/)")
 
     @property
