@@ -1,33 +1,91 @@
 """A local emulator of the Vast.ai REST endpoints the real ``vastai`` SDK (1.9.1) calls.
 
+It agrees with Vast's own API documentation (github.com/vast-ai/docs, mirrored for this project),
+not with our client code: by default ("strict") it enforces every limit the documentation states.
+Unit tests may relax it explicitly: ``VastEmulator(strict=False)``, or pass ``limits=`` (a
+:class:`Limits`; ``Limits.relaxed()``, ``Limits().without_rate_limits()``, ``Limits().scaled(0.01)``).
+
 Point the real SDK at it and drive it exactly as production code would::
 
     from vastai import VastAI
     with VastEmulator(command=[sys.executable, "-c", "print('hi')"]) as emu:
-        vast = VastAI(api_key=emu.api_key, server_url=emu.url)
-        offer = vast.search_offers("gpu_name=RTX_4090 reliability>0.95", order="dph_total")[0]
-        iid = vast.create_instance(offer["id"], image="img:tag", disk=20,
+        vast = VastAI(api_key=emu.api_key, server_url=emu.url, retry=1)
+        offer = vast.search_offers("gpu_name=RTX_4090 reliability>0.95", order="dph_total",
+                                   storage=30)[0]                  # priced for 30 GB of disk
+        iid = vast.create_instance(offer["id"], image="img:tag", disk=30, cancel_unavail=True,
                                    env={"K": "V"}, label="job-1")["new_contract"]
         vast.show_instance(id=iid)["actual_status"]     # None -> "loading" -> "running" -> "exited"
         vast.logs(instance_id=iid)                        # the process's stdout+stderr
         vast.destroy_instance(id=iid)                     # kills the process group; billing stops
+        emu.billing(iid)                                  # GPU, storage and bandwidth, as Vast bills
+
+What strict mode enforces (``Limits()``; every figure from the docs file named)
+---------------------------------------------------------------------------------
+=========================================  =================================  ===============================
+limit (``Limits`` field)                   default                            source (vast-ai/docs)
+=========================================  =================================  ===============================
+env value (``env_value_max``)              256 characters each                create_instance.yaml
+                                                                              x-input-validation ``env``
+env in all (``env_total_max``)             32768, measured as Vast receives   create_instance.yaml ``env``
+                                           it: ``" ".join("-e K=V", ...)``    (``max_total_length``)
+label at create (``label_max``)            256                                create_instance.yaml ``label``
+image (``image_max``)                      1024                               create_instance.yaml ``image``
+args+args_str+onstart (``args_max``)       4096 combined (args joined by " ") create_instance.yaml ``args``
+disk (``disk_min_gb``)                     >= 8.0 GB                          create_instance.yaml ``disk``
+price / bid (``price_min``/``price_max``)  0.001 .. 128 $/h                   create_instance.yaml ``price``
+label via update (``update_label_max``)    1024                               label_instance.yaml
+create (``create_interval_s``/``_penalty``) one per 4.5 s; one sooner is      create_instance.yaml
+                                           refused and blocks creates 12 s    x-rate-limit (threshold, penalty)
+launch_instance (``launch_interval_s``)    one per 5 s                        launch_instance.yaml
+search offers (``search_max_calls``/       10 per 60 s, sliding window;       search_offers.yaml x-rate-limit
+  ``search_period_s``)                     POST /bundles/ + PUT /search/asks/
+instance list (``list_interval_s``)        one per 1.0 s (v0 + v1 together)   show_instances.yaml
+show one instance (``show_interval_s``)    one per 2.0 s                      show_instance.yaml
+destroy (``destroy_interval_s``)           one per 3.0 s                      destroy_instance.yaml
+update: label/start/stop                   one per 1.0 s                      manage_instance.yaml,
+  (``update_interval_s``)                                                     label/start/stop_instance.yaml
+reboot (``reboot_interval_s``)             one per 1.0 s                      reboot_instance.yaml
+logs                                       no limit (none documented)         logs.yaml
+daily search quota                         off (``None``); N per identity,    the SDK's api/client.py
+  (``search_quota_per_day``)               reset at the next UTC midnight     (``search_quota_exceeded``)
+=========================================  =================================  ===============================
+
+* Value limits answer 400 ``{"success": false, "error": "invalid_args", "msg": "<field>: <n>
+  characters; the limit is <max> ..."}`` and create nothing (the msg names env *keys*, never values).
+* Rate limits (rate-limits-and-errors.mdx) are "a minimum interval between requests for a given
+  endpoint and identity"; the identity is bearer token + ``api_key`` query param + client IP (all
+  clients here are 127.0.0.1, so: per key; an instance's ``CONTAINER_API_KEY`` is its own identity).
+  Only requests that pass the limiter count as "previous". A refused request gets **HTTP 429 with a
+  plain-text body** ``API requests too frequent: endpoint threshold=4.5`` (``Content-Type:
+  text/plain``; for the per-minute search window: ``API requests too frequent``) and **no
+  Retry-After** header ("The API does not currently set standard rate-limit headers"). With
+  ``Limits(rate_limit_json=True)`` the body is the JSON form ``{"success": false, "error":
+  "rate_limited", "msg": ...}`` the page also mentions. Every 429 the emulator sends (limits, quota,
+  injected faults) is recorded in :attr:`VastEmulator.rate_limited` (route, method, path, time,
+  monotonic, identity, reason).
+* The search quota answers 429 ``{"success": false, "error": "search_quota_exceeded", "msg": ...}``
+  with ``X-RateLimit-Reset: <unix time of the reset>`` (what the SDK's ``is_search_quota_exceeded``
+  and the CLI's ``with_quota_reset`` read). ``emu.set_search_quota_reset(time.time() + 1)`` makes
+  it reset in a second (then the next reset is the next UTC midnight again).
 
 What the SDK does on the wire (read from ``vastai/api/*.py`` of vastai 1.9.1)
 ----------------------------------------------------------------------------
 Auth is ``Authorization: Bearer <key>`` (the emulator also accepts ``?api_key=``).
 Every SDK call does ``r.raise_for_status()`` and then ``r.json()``: any HTTP error status
-surfaces as ``requests.exceptions.HTTPError`` with ``.response`` (status code, JSON body,
-headers). Nothing is printed; SDK methods return parsed JSON.
+surfaces as ``requests.exceptions.HTTPError`` with ``.response`` (status code, body, headers) --
+so a plain-text 429 surfaces like any other, and ``response.json()`` on it raises ValueError.
 
 =============================  ==========================================  ======================
 SDK method                     request                                     reads
 =============================  ==========================================  ======================
 search_offers(query, order=,   POST /api/v0/bundles/  body = filter dict    ``offers``
-  limit=, type=, no_default=)  ``{field: {op: value}}`` + ``order``,
-                               ``type``, ``limit``, ``allocated_storage``
+  limit=, type=, storage=,     ``{field: {op: value}}`` + ``order``,
+  no_default=)                 ``type``, ``limit``, ``allocated_storage``
+                               (= ``storage``, default 5.0 GB)
 create_instance(id, image=,    PUT /api/v0/asks/<offer_id>/  body has        whole body
   disk=, env=, label=,         ``image env disk label onstart args runtype`` (``new_contract``)
-  onstart_cmd=, args=, ...)    ``price client_id`` ...
+  onstart_cmd=, args=,         ``price client_id cancel_unavail`` (the SDK
+  cancel_unavail=False, ...)   sends ``cancel_unavail: false`` by default)
 show_instance(id)              GET /api/v0/instances/<id>/?owner=me          ``instances`` (a row,
                                                                              or null -> None)
 show_instances()               GET /api/v1/instances/?select_filters=&       ``instances``,
@@ -35,6 +93,8 @@ show_instances()               GET /api/v1/instances/?select_filters=&       ``i
 logs(instance_id, tail=,       PUT /api/v0/instances/request_logs/<id>/      ``result_url``, then
   filter=)                     then GET <result_url> (no auth) until 200     polls it: text
 label_instance(id, label)      PUT /api/v0/instances/<id>/ {"label": ...}    whole body
+start/stop_instance(id)        PUT /api/v0/instances/<id>/ {"state": ...}    whole body
+reboot_instance(id)            PUT /api/v0/instances/reboot/<id>/            whole body
 destroy_instance(id)           DELETE /api/v0/instances/<id>/                whole body
 launch_instance(gpu_name, ...) PUT /api/v0/launch_instance/ {"q": ..., ...}  whole body
 =============================  ==========================================  ======================
@@ -43,7 +103,7 @@ Query strings: ``search_offers("gpu_ram>=20 gpu_name=RTX_4090")`` is parsed *cli
 ``_`` becomes a space, ``cuda_vers`` is aliased to ``cuda_max_good``, ``dph`` to ``dph_total``,
 ``gpu_ram``/``cpu_ram`` are multiplied by 1000 (offers carry MB), values stay strings except
 ``true/false/null`` and multiplied fields; the SDK adds ``verified=true external=false
-rentable=true rented=false`` unless ``no_default=True``. ``order="dph_total"`` -> ascending,
+rentable=true`` unless ``no_default=True``. ``order="dph_total"`` -> ascending,
 ``"dph_total-"`` -> descending; the default is ``"score-"``.
 
 Env: ``env=`` may be a dict or a docker-style string ``"-e K=V -e K2=V2 -p 8080:8080"`` which the
@@ -55,47 +115,83 @@ Retries -- does ``vastai`` retry 429s internally?  **Yes.**  ``VastClient._reque
 ``retry`` attempts in total (``VastAI(retry=3)`` by default, i.e. 2 retries) on HTTP
 429/502/503/504, for every method including the non-idempotent create ``PUT /asks/<id>/``,
 sleeping ``Retry-After`` seconds when the header is a number <= 60 (else 0.15 s, x1.5 per
-retry); a 429 whose body says ``"error": "search_quota_exceeded"`` or a Retry-After > 60 is
-not retried. When attempts run out the *last* response goes through ``raise_for_status()``
--> ``HTTPError`` with status 429. 500 and 404 are never retried. Transport errors
-(``ConnectionError``/``Timeout``) are retried too and re-raised after the last attempt --
-so a create that timed out client-side may have been sent (and billed) more than once, and a
-create answered 502/503/504 after the contract was made is re-sent, making one contract per
-attempt (reproduce with ``create_fails_with_contract=True`` and ``faults.create_fail_status=503``:
-three live instances, one HTTPError 503). Build ``VastAI(retry=1)`` to disable SDK retries.
+retry: so against Vast's header-less 429s its retries come 0.15 s and 0.375 s later, well inside
+any documented interval, and a create retried that way earns the 12 s penalty); a 429 whose body
+says ``"error": "search_quota_exceeded"`` or a Retry-After > 60 is not retried. When attempts run
+out the *last* response goes through ``raise_for_status()`` -> ``HTTPError`` with status 429. 500
+and 404 are never retried. Transport errors (``ConnectionError``/``Timeout``) are retried too and
+re-raised after the last attempt -- so a create that timed out client-side may have been sent
+(and billed) more than once, and a create answered 502/503/504 after the contract was made is
+re-sent, making one contract per attempt (reproduce with ``create_fails_with_contract=True`` and
+``faults.create_fail_status=503``). Build ``VastAI(retry=1)`` to disable SDK retries.
 
-Error shapes the emulator returns (all JSON, surfaced as ``HTTPError``):
+Error shapes the emulator returns (JSON unless said otherwise, surfaced as ``HTTPError``):
 * 401 ``{"success": false, "error": "invalid_api_key", "msg": ...}`` -- wrong/missing key.
 * 403 ``{"success": false, "error": "forbidden", ...}`` -- an instance-scoped key used beyond
-  its own instance.
+  its own instance (it may show, start/stop, reboot and destroy exactly that instance).
 * 404 ``{"success": false, "error": "no_such_instance", "msg": "Instance N not found."}`` --
-  destroy/label/logs of an unknown (or already destroyed) instance. ``show_instance`` of an
-  unknown/destroyed id instead returns 200 ``{"instances": null}`` as the live API does right
-  after a destroy, which the SDK maps to ``None``.
-* 404 ``{"success": false, "error": "invalid_args", "msg": "no_such_ask ..."}`` -- unknown offer.
-* 400 ``{"success": false, "error": "invalid_args", ...}`` -- bad create args (no image, disk
-  larger than the offer's ``disk_space``), bad query; ``"max_instances_exceeded"`` when the
-  ``max_instances`` fault is hit.
-* 429 (+ ``Retry-After``), 500/503 -- injected faults; ``create_fails_with_contract`` gives a
-  500 ``{"success": false, "error": "internal_error"}`` *after* the contract was made.
+  destroy/label/logs of an unknown (or already destroyed) instance. ``show_instance`` of a
+  destroyed id answers its row with ``cur_state: "unloaded"`` for ``unloaded_s`` seconds, then
+  200 ``{"instances": null}`` as the live API does, which the SDK maps to ``None``.
+* 404 ``{"success": false, "error": "invalid_args", "msg": "no_such_ask ..."}`` -- unknown offer
+  (create_instance.yaml 404).
+* 410 ``{"success": false, "error": "no_such_ask", "msg": "no_such_ask Instance type N is no longer
+  available.", "ask_id": N}`` -- ``cancel_unavail`` true and the offer cannot start now
+  (create_instance.yaml 410; mark an offer with ``emu.unavailable_offers.add(offer_id)``). With
+  ``cancel_unavail`` false (the SDK's default) the create *succeeds* and makes a contract that sits
+  ``stopped`` waiting for the GPUs, never runs the job, and bills storage until destroyed.
+* 400 ``{"success": false, "error": "invalid_args", ...}`` -- value limits above, no image, disk
+  larger than the offer's ``disk_space``, bad query.
+* 400 ``{"success": false, "error": "insufficient_balance", "msg": "Insufficient credit: ..."}``
+  -- the ``out_of_credit`` fault. Vast documents no create-time credit error; the code is the one
+  Vast's docs use for a balance too low (transfer_credit.yaml 400 enum ``insufficient_balance``),
+  the msg starts with the text Vast's prepay_instance.yaml gives for it ("Insufficient credit"),
+  and the status is ``faults.out_of_credit_status`` (400, the create endpoint's documented error
+  status; prepay documents 411). No peer (dstack, SkyPilot) handles a specific string: both treat
+  any failed create as "no capacity".
+* 400 ``{"success": false, "error": "max_instances_exceeded", ...}`` -- the ``max_instances`` fault.
+* 429 -- rate limits and quota (above); also the ``rate_limit_next`` fault (JSON + Retry-After,
+  for testing SDK retries). 500/503 -- injected faults; ``create_fails_with_contract`` gives a 500
+  ``{"success": false, "error": "internal_error"}`` *after* the contract was made, carrying
+  ``"new_contract": <id>`` when ``faults.create_fail_includes_id`` is set.
 
 Emulated platform behaviour
 ---------------------------
-* ``actual_status``: ``None`` for ``provisioning_s`` (default 0) -> ``"loading"`` for
-  ``loading_s`` (default 0.2 s) -> ``"running"`` (the job process starts at that moment) ->
-  ``"exited"`` when it ends (``exit_code`` and ``status_msg`` set; a signal-killed process gets
-  the docker-style code 128+signal, e.g. 137 for SIGKILL). ``intended_status`` stays
-  ``"running"``; ``cur_state`` is ``"running"`` until exit, then ``"stopped"``.
+* ``actual_status`` (cli/reference/show-instance.mdx): ``None`` for ``provisioning_s`` (default 0)
+  -> ``"loading"`` for ``loading_s`` (default 0.2 s) -> ``"running"`` (the job process starts at
+  that moment) -> ``"exited"`` when it ends (``status_msg`` says the code; a signal-killed process
+  gets the docker-style code 128+signal, e.g. 137 for SIGKILL). ``intended_status`` stays
+  ``"running"``; ``cur_state`` is ``"running"`` until exit or stop, then ``"stopped"``, and
+  ``"unloaded"`` once destroyed. Fault switches produce the other documented states and the ones
+  peers see (SkyPilot's provisioner handles each): ``set_state(iid, ...)`` / ``state_next(...)``
+  with ``"unknown"`` (no heartbeat; the row says so, the job keeps running), ``"offline"`` (host
+  disconnected: no GPU or storage billing), ``"frozen"`` (SIGSTOP; GPU bills), ``"rebooting"``
+  (the container restarts: job killed, started again after ``duration_s``), ``"created"`` with a
+  daemon error in ``status_msg`` (``"Error response from daemon: OCI runtime create failed: ..."``:
+  the container never starts; storage bills), ``"running"`` (clears them).
+* Rows carry only fields show_instance.yaml documents for an instance (no ``exit_code``, no
+  ``ask_contract_id``; ``bundle_id`` is the offer the instance was created from, the emulator's
+  reading of "the bundle this instance belongs to"). ``instance(iid)`` (the emulator-side view)
+  keeps ``exit_code``, ``offer_id`` and everything else for assertions.
 * The job is a real child process (own session/process group) run with a minimal env
   (PATH, HOME, PYTHONPATH=this process's sys.path, VAST_URL=<emulator url> so an SDK inside
   the job talks to the emulator) + the create ``env`` + ``CONTAINER_ID``, ``CONTAINER_API_KEY``
-  (an instance-scoped key the emulator accepts only for GET/DELETE of that instance) and
-  ``VAST_CONTAINERLABEL=C.<id>``. stdout+stderr go to a per-instance log file served by logs.
-* Billing: ``dph_total/3600`` per second from create until destroy, whatever the status
-  (loading, running, exited, stuck) -- Vast bills until destroyed.
+  and ``VAST_CONTAINERLABEL=C.<id>``, plus ``HTTP_PROXY``/``HTTPS_PROXY``/``http_proxy``/
+  ``https_proxy`` = the instance's own counting forward proxy on 127.0.0.1 (``NO_PROXY``/
+  ``no_proxy`` removed, so requests, urllib and boto3 send everything, local endpoints included,
+  through it). stdout+stderr go to a per-instance log file served by logs.
+* Billing (guides/reference/billing.mdx): GPU at ``dph_base`` $/h for every second
+  ``actual_status`` is ``running`` or ``frozen`` (not while loading, exited, stopped, ...); storage
+  at the offer's ``storage_cost`` ($/GB/month, search_offers.yaml) x disk GB / (30*24*3600 s) for
+  every second the instance exists in any state except ``offline``; bandwidth per byte through the
+  proxy: received at ``inet_down_cost``, sent at ``inet_up_cost`` ($/GB, 1 GB = 1e9 bytes).
+  Search results are priced for the ``allocated_storage`` the search sent: ``dph_total = dph_base
+  + storage_cost * allocated_storage / (30*24)`` (also ``storage_total_cost`` and the ``search``
+  breakdown); an instance row's ``dph_total`` uses its disk. ``billing(iid)`` returns the parts,
+  ``cost(iid)`` the total; ``billed_seconds(iid)`` is how long the instance existed.
 * Destroy: SIGTERM to the process group, SIGKILL after ``kill_grace_s``, before answering.
-* Everything binds 127.0.0.1; ``stop()`` kills every child and the server, and freezes the
-  billing clock (instances still live then are reported by ``live_instances()``).
+* Everything binds 127.0.0.1; ``stop()`` kills every child, the proxies and the server, and freezes
+  the billing clock (instances still live then are reported by ``live_instances()``).
 
 The emulator never logs env values (they may hold secrets); ``create_requests`` records only
 env keys. ``all_instances()`` does contain the env, for assertions.
@@ -104,8 +200,10 @@ env keys. ``all_instances()`` does contain the env, for assertions.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
+import operator
 import os
 import re
 import secrets
@@ -117,6 +215,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -124,9 +223,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.support.counting_proxy import CountingProxy
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_OFFERS", "Faults", "VastEmulator"]
+__all__ = ["DEFAULT_OFFERS", "OCI_START_ERROR", "Faults", "Limits", "VastEmulator"]
 
 _OFFER_DEFAULTS: dict[str, Any] = {
     "num_gpus": 1,
@@ -162,60 +263,86 @@ _OFFER_DEFAULTS: dict[str, Any] = {
 
 # Seven varied offers: two identical GPU models at different prices/reliability, an
 # unverified one, a rented one (hidden by the SDK's default filters), a multi-GPU box.
+# ``dph_base`` is the GPU price; storage ($/GB/month) and bandwidth ($/GB) are priced apart,
+# as on Vast. The cheapest rentable offer (31000005) charges nothing for bandwidth.
 DEFAULT_OFFERS: list[dict[str, Any]] = [
     {"id": 31000001, "machine_id": 5101, "host_id": 901, "gpu_name": "RTX 3090", "num_gpus": 1,
-     "gpu_ram": 24576, "dph_total": 0.18, "reliability2": 0.985, "disk_space": 120.0,
+     "gpu_ram": 24576, "dph_base": 0.18, "storage_cost": 0.15, "inet_up_cost": 0.01,
+     "inet_down_cost": 0.005, "reliability2": 0.985, "disk_space": 120.0,
      "cuda_max_good": 12.8, "verified": True, "inet_down": 800.0, "score": 150.0,
      "geolocation": "Texas, US"},
-    {"id": 31000002, "machine_id": 5102, "host_id": 902, "gpu_name": "RTX 4090", "num_gpus": 1,
-     "gpu_ram": 24564, "dph_total": 0.35, "reliability2": 0.995, "disk_space": 200.0,
+    {"id": 31000002, "compute_cap": 890, "machine_id": 5102, "host_id": 902, "gpu_name": "RTX 4090", "num_gpus": 1,
+     "gpu_ram": 24564, "dph_base": 0.35, "storage_cost": 0.2, "inet_up_cost": 0.02,
+     "inet_down_cost": 0.01, "reliability2": 0.995, "disk_space": 200.0,
      "cuda_max_good": 13.0, "verified": True, "inet_down": 2000.0, "score": 260.0,
      "geolocation": "Quebec, CA"},
-    {"id": 31000003, "machine_id": 5103, "host_id": 903, "gpu_name": "RTX 4090", "num_gpus": 1,
-     "gpu_ram": 24564, "dph_total": 0.29, "reliability2": 0.93, "disk_space": 80.0,
+    {"id": 31000003, "compute_cap": 890, "machine_id": 5103, "host_id": 903, "gpu_name": "RTX 4090", "num_gpus": 1,
+     "gpu_ram": 24564, "dph_base": 0.29, "storage_cost": 0.1, "inet_up_cost": 0.005,
+     "inet_down_cost": 0.005, "reliability2": 0.93, "disk_space": 80.0,
      "cuda_max_good": 12.9, "verified": False, "verification": "unverified",
      "inet_down": 500.0, "score": 120.0, "geolocation": "Ohio, US"},
     {"id": 31000004, "machine_id": 5104, "host_id": 904, "gpu_name": "A100 SXM4", "num_gpus": 1,
-     "gpu_ram": 81920, "dph_total": 0.95, "reliability2": 0.998, "disk_space": 500.0,
+     "gpu_ram": 81920, "dph_base": 0.95, "storage_cost": 0.3, "inet_up_cost": 0.02,
+     "inet_down_cost": 0.02, "reliability2": 0.998, "disk_space": 500.0,
      "cuda_max_good": 12.8, "verified": True, "inet_down": 5000.0, "score": 300.0,
-     "geolocation": "Bavaria, DE", "hosting_type": 1},
+     "geolocation": "Bavaria, DE", "hosting_type": 1, "compute_cap": 800},
     {"id": 31000005, "machine_id": 5105, "host_id": 905, "gpu_name": "RTX A4000", "num_gpus": 1,
-     "gpu_ram": 16376, "dph_total": 0.12, "reliability2": 0.97, "disk_space": 60.0,
+     "gpu_ram": 16376, "dph_base": 0.12, "storage_cost": 0.1, "inet_up_cost": 0.0,
+     "inet_down_cost": 0.0, "reliability2": 0.97, "disk_space": 60.0,
      "cuda_max_good": 12.4, "verified": True, "inet_down": 300.0, "score": 90.0,
      "geolocation": "Ontario, CA"},
-    {"id": 31000006, "machine_id": 5106, "host_id": 906, "gpu_name": "RTX 4090", "num_gpus": 2,
-     "gpu_ram": 24564, "dph_total": 0.70, "reliability2": 0.99, "disk_space": 300.0,
+    {"id": 31000006, "compute_cap": 890, "machine_id": 5106, "host_id": 906, "gpu_name": "RTX 4090", "num_gpus": 2,
+     "gpu_ram": 24564, "dph_base": 0.70, "storage_cost": 0.25, "inet_up_cost": 0.01,
+     "inet_down_cost": 0.01, "reliability2": 0.99, "disk_space": 300.0,
      "cuda_max_good": 13.0, "verified": True, "inet_down": 1500.0, "score": 400.0,
      "geolocation": "Oregon, US"},
     {"id": 31000007, "machine_id": 5107, "host_id": 907, "gpu_name": "RTX 3080", "num_gpus": 1,
-     "gpu_ram": 10240, "dph_total": 0.09, "reliability2": 0.98, "disk_space": 100.0,
-     "cuda_max_good": 12.6, "verified": True, "rentable": False, "rented": True,
-     "inet_down": 700.0, "score": 80.0, "geolocation": "Texas, US"},
+     "gpu_ram": 10240, "dph_base": 0.09, "storage_cost": 0.1, "reliability2": 0.98,
+     "disk_space": 100.0, "cuda_max_good": 12.6, "verified": True, "rentable": False,
+     "rented": True, "inet_down": 700.0, "score": 80.0, "geolocation": "Texas, US"},
 ]
+
+# The daemon error a container that cannot start shows in status_msg (state "created").
+OCI_START_ERROR = (
+    "Error response from daemon: failed to create task for container: failed to create shim "
+    "task: OCI runtime create failed: runc create failed: unable to start container process: "
+    "error during container init: error running hook #0: error running hook: exit status 1, "
+    "stdout: , stderr: nvidia-container-cli: initialization error: nvml error: driver not "
+    "loaded: unknown"
+)
 
 _NON_FILTER_KEYS = {"order", "type", "limit", "allocated_storage", "disable_bundling"}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FIRST_INSTANCE_ID = 9_000_001
+_SDK_DEFAULT_STORAGE_GB = 5.0  # vastai's search_offers(storage=5.0)
+_HOURS_PER_MONTH = 30 * 24.0  # storage_cost is $/GB/month; Vast's month is 30 days
+_BYTES_PER_GB = 1e9
+
+
+def _storage_per_hour(storage_cost: float, disk_gb: float) -> float:
+    return float(storage_cost) * float(disk_gb) / _HOURS_PER_MONTH
 
 
 def _normalise_offer(offer: dict[str, Any]) -> dict[str, Any]:
+    """Fill defaults. An offer given only ``dph_total`` is read as priced for the SDK's default
+    5 GB search (so its GPU price ``dph_base`` is that minus 5 GB of storage)."""
     out = dict(_OFFER_DEFAULTS)
     out.update(copy.deepcopy(offer))
     if "id" not in out:
         raise ValueError("every offer needs an 'id'")
     out["id"] = int(out["id"])
-    out.setdefault("ask_contract_id", out["id"])
     out.setdefault("machine_id", out["id"] % 100000)
     out.setdefault("host_id", out["machine_id"])
     out.setdefault("gpu_name", "RTX 4090")
     out.setdefault("gpu_ram", 24564)
-    out.setdefault("dph_total", 0.3)
+    default_storage = _storage_per_hour(out["storage_cost"], _SDK_DEFAULT_STORAGE_GB)
+    if "dph_base" not in out:
+        out["dph_base"] = max(0.0, float(out.get("dph_total", 0.3)) - default_storage)
+    out["dph_base"] = float(out["dph_base"])
+    out["dph_total"] = out["dph_base"] + default_storage  # as a default search prices it
     out.setdefault("reliability", out["reliability2"])
-    out.setdefault("dph_base", out["dph_total"])
     out.setdefault("gpu_total_ram", out["gpu_ram"] * out["num_gpus"])
-    out.setdefault("min_bid", round(out["dph_total"] * 0.6, 4))
-    out.setdefault("dlperf_per_dphtotal", out["dlperf"] / out["dph_total"] if out["dph_total"] else 0)
-    out.setdefault("flops_per_dphtotal", out["total_flops"] / out["dph_total"] if out["dph_total"] else 0)
+    out.setdefault("min_bid", round(out["dph_base"] * 0.6, 4))
     return out
 
 
@@ -310,7 +437,7 @@ def _sort_rows(rows: list[dict[str, Any]], order: Sequence[Any]) -> list[dict[st
     for name, desc in reversed(keys):
         present = [r for r in out if r.get(name) is not None]
         missing = [r for r in out if r.get(name) is None]
-        present.sort(key=lambda r, n=name: r[n], reverse=desc)
+        present.sort(key=operator.itemgetter(name), reverse=desc)
         out = present + missing  # rows without the column go last either way
     return out
 
@@ -335,24 +462,124 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+
+def _parse_env_lenient(env: Any) -> dict[str, str]:
+    try:
+        return _parse_env(env)
+    except _BadQuery:
+        return {}
+
+
 # ---------------------------------------------------------------------------
-# state
+# limits, faults, state
 # ---------------------------------------------------------------------------
+
+@dataclass
+class Limits:
+    """What the emulator enforces; the defaults are Vast's documented figures (module doc).
+
+    ``None`` switches a limit off. ``Limits.relaxed()`` switches every one off (what
+    ``VastEmulator(strict=False)`` uses); ``without_rate_limits()`` keeps the value limits;
+    ``scaled(f)`` keeps every limit but multiplies the intervals, penalty and window by ``f``.
+    """
+
+    # create_instance.yaml x-input-validation
+    env_value_max: int | None = 256
+    env_total_max: int | None = 32768
+    label_max: int | None = 256
+    image_max: int | None = 1024
+    args_max: int | None = 4096
+    disk_min_gb: float | None = 8.0
+    price_min: float | None = 0.001
+    price_max: float | None = 128.0
+    # label_instance.yaml x-input-validation
+    update_label_max: int | None = 1024
+    # x-rate-limit of each endpoint's yaml (seconds between requests of one identity)
+    create_interval_s: float | None = 4.5
+    create_penalty_s: float | None = 12.0
+    launch_interval_s: float | None = 5.0
+    search_max_calls: int | None = 10
+    search_period_s: float = 60.0
+    list_interval_s: float | None = 1.0
+    show_interval_s: float | None = 2.0
+    destroy_interval_s: float | None = 3.0
+    update_interval_s: float | None = 1.0
+    reboot_interval_s: float | None = 1.0
+    rate_limit_json: bool = False  # 429 body: plain text (default) or {"success", "error", "msg"}
+    # the SDK's search_quota_exceeded (api/client.py); searches per identity per UTC day
+    search_quota_per_day: int | None = None
+
+    _VALUE_FIELDS = ("env_value_max", "env_total_max", "label_max", "image_max", "args_max",
+                     "disk_min_gb", "price_min", "price_max", "update_label_max")
+    _RATE_FIELDS = ("create_interval_s", "create_penalty_s", "launch_interval_s",
+                    "search_max_calls", "list_interval_s", "show_interval_s",
+                    "destroy_interval_s", "update_interval_s", "reboot_interval_s")
+    _TIME_FIELDS = ("create_interval_s", "create_penalty_s", "launch_interval_s",
+                    "search_period_s", "list_interval_s", "show_interval_s",
+                    "destroy_interval_s", "update_interval_s", "reboot_interval_s")
+
+    @classmethod
+    def relaxed(cls) -> Limits:
+        """Nothing enforced: no value limits, no rate limits, no quota."""
+        return cls().without_rate_limits().without_value_limits()
+
+    def _with(self, changes: dict[str, Any]) -> Limits:
+        return dataclasses.replace(self, **changes)
+
+    def without_rate_limits(self) -> Limits:
+        return self._with({f: None for f in self._RATE_FIELDS})
+
+    def without_value_limits(self) -> Limits:
+        return self._with({f: None for f in self._VALUE_FIELDS})
+
+    def scaled(self, factor: float) -> Limits:
+        """The same limits with every interval, penalty and window multiplied by ``factor``."""
+        return self._with({
+            f: None if getattr(self, f) is None else getattr(self, f) * factor
+            for f in self._TIME_FIELDS
+        })
+
+
+# route -> (rate-limit bucket, interval field, penalty field); routes absent here are unlimited
+_RATE_BUCKETS: dict[str, tuple[str, str, str | None]] = {
+    "create": ("create", "create_interval_s", "create_penalty_s"),
+    "launch": ("launch", "launch_interval_s", None),
+    "list_v0": ("list", "list_interval_s", None),
+    "list_v1": ("list", "list_interval_s", None),
+    "show": ("show", "show_interval_s", None),
+    "destroy": ("destroy", "destroy_interval_s", None),
+    "update": ("update", "update_interval_s", None),
+    "reboot": ("reboot", "reboot_interval_s", None),
+}
+_SEARCH_ROUTES = {"search", "search_new"}
+
+
+@dataclass
+class _Throttle:
+    last: float | None = None  # monotonic time of the last request that passed
+    blocked_until: float = 0.0  # penalty
+    window: deque[float] = field(default_factory=deque)
+
 
 @dataclass
 class Faults:
     """Fault switches; change them at any time (the emulator reads them per request)."""
 
-    rate_limit_remaining: int = 0  # next N API requests get 429
-    retry_after_s: float | None = 0.1  # Retry-After sent with a 429 (None: no header)
+    rate_limit_remaining: int = 0  # next N API requests get 429 (JSON, with Retry-After)
+    retry_after_s: float | None = 0.1  # Retry-After sent with those (None: no header)
     server_error_remaining: int = 0  # next N API requests get server_error_status
     server_error_status: int = 500  # 500 is not retried by the SDK, 502/503/504 are
     stuck_loading: bool = False  # new instances never leave "loading" nor start a process
     create_fails_with_contract: bool = False  # create answers an error but the contract exists
     create_fail_status: int = 500
+    create_fail_includes_id: bool = False  # ... and that error body carries "new_contract": <id>
     die_next: bool = False  # the next created instance's job gets SIGKILLed mid-run
     die_delay_s: float = 0.3  # ... this long after its process started
     max_instances: int | None = None  # creates beyond this many live instances fail
+    out_of_credit: bool = False  # every create is refused: insufficient_balance
+    out_of_credit_status: int = 400
+    # the next created instance enters this state (see VastEmulator.state_next)
+    next_state: dict[str, Any] | None = None
 
 
 @dataclass
@@ -367,7 +594,10 @@ class _Instance:
     args: Any
     runtype: str | None
     disk: float
-    dph_total: float
+    dph_base: float
+    storage_cost: float  # $/GB/month
+    inet_down_cost: float  # $/GB received
+    inet_up_cost: float  # $/GB sent
     api_key: str
     workdir: Path
     log_path: Path
@@ -376,44 +606,101 @@ class _Instance:
     provision_until: float
     loading_until: float
     stuck: bool
+    cancel_unavail: bool | None = None
     status: str | None = None
     intended_status: str = "running"
     status_msg: str | None = "Provisioning"
+    override_status: str | None = None  # "unknown" / "offline": shown instead of status
+    override_msg: str | None = None
+    override_until: float | None = None
+    start_error: str | None = None  # the container will not start: state "created" + this msg
+    waiting: bool = False  # cancel_unavail false on an offer that cannot start: stopped, waits
+    reboot_until: float | None = None
+    kill_at: float | None = None  # SIGKILL the rebooting job's group at this time
+    thaw_at: float | None = None  # a timed "frozen" ends
+    pending: dict[str, Any] | None = None  # a state to enter after the job starts
+    pending_at: float | None = None
     proc: subprocess.Popen[bytes] | None = None
     pid: int | None = None
+    proxy: CountingProxy | None = None
+    bytes_in: int = 0  # counted by proxies already closed
+    bytes_out: int = 0
     started_wall: float | None = None
     started_mono: float | None = None
     exited_wall: float | None = None
     exit_code: int | None = None
     destroyed_wall: float | None = None
     destroyed_mono: float | None = None
+    final_status: str | None = None  # actual_status shown after destroy
     die_delay_s: float | None = None
     die_at_mono: float | None = None
     died_by_fault: bool = False
     run_count: int = 0
+    gpu_s: float = 0.0
+    storage_s: float = 0.0
+    accrued_mono: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def destroyed(self) -> bool:
         return self.destroyed_mono is not None
 
+    @property
+    def shown_status(self) -> str | None:
+        if self.destroyed:
+            return self.final_status
+        return self.override_status if self.override_status is not None else self.status
+
+    @property
+    def shown_msg(self) -> str | None:
+        return self.override_msg if self.override_status is not None else self.status_msg
+
+    @property
+    def cur_state(self) -> str:
+        if self.destroyed:
+            return "unloaded"
+        return "stopped" if self.status in ("exited", "stopped") else "running"
+
+    def billing_class(self) -> tuple[bool, bool]:
+        """(GPU billed, storage billed) right now, per guides/reference/billing.mdx."""
+        status = self.shown_status
+        if self.destroyed or status == "offline":
+            return False, False
+        return status in ("running", "frozen"), True
+
 
 class _Reply(Exception):
-    """Raised inside handlers to answer with a status + JSON body."""
+    """Raised inside handlers to answer with a status + JSON body (or plain ``text``)."""
 
-    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None,
+                 *, text: str | None = None, reason: str = "") -> None:
         super().__init__(status)
         self.status = status
         self.body = body
         self.headers = headers or {}
+        self.text = text
+        self.reason = reason
 
 
 def _err(status: int, error: str, msg: str) -> _Reply:
     return _Reply(status, {"success": False, "error": error, "msg": msg})
 
 
+def _invalid(msg: str) -> _Reply:
+    return _err(400, "invalid_args", msg)
+
+
 def _no_such_instance(iid: int) -> _Reply:
     return _err(404, "no_such_instance", f"Instance {iid} not found.")
+
+
+def _next_utc_midnight(now: float) -> float:
+    return (int(now // 86400) + 1) * 86400.0
+
+
+def _env_flag_form(env: dict[str, str]) -> str:
+    """The env as Vast receives it: docker flags (create_instance.yaml: "in Docker flag format")."""
+    return " ".join(f"-e {k}={v}" if _ENV_NAME.match(k) else k for k, v in env.items())
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -446,11 +733,14 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/api/v1/instances/?$"), "list_v1"),
     ("GET", re.compile(r"^/api/v0/instances/(\d+)/?$"), "show"),
     ("PUT", re.compile(r"^/api/v0/instances/(\d+)/?$"), "update"),
+    ("PUT", re.compile(r"^/api/v0/instances/reboot/(\d+)/?$"), "reboot"),
     ("DELETE", re.compile(r"^/api/v0/instances/(\d+)/?$"), "destroy"),
     ("DELETE", re.compile(r"^/api/v0/instances/?$"), "destroy_bulk"),
     ("PUT", re.compile(r"^/api/v0/instances/request_logs/(\d+)/?$"), "logs"),
 ]
+_SCOPED_ROUTES = {"show", "destroy", "update", "reboot"}  # what a CONTAINER_API_KEY may do
 _RESULT_PREFIX = "/_emulator/results/"
+_STATES = ("unknown", "offline", "frozen", "rebooting", "created", "running")
 
 
 class VastEmulator:
@@ -463,14 +753,22 @@ class VastEmulator:
         command: the job's argv, or a callable ``f(info) -> argv`` where ``info`` holds
             ``id, image, env, onstart, args, runtype, label, workdir``. Default
             ``[sys.executable, "-m", "gpu_job"]``.
+        strict: enforce Vast's documented limits (default). ``False`` = ``Limits.relaxed()``
+            and ``unloaded_s=0``.
+        limits: explicit :class:`Limits` (overrides ``strict``'s choice); ``emu.limits`` may
+            also be changed at any time.
+        unloaded_s: how long ``show_instance`` answers a destroyed instance's row (``cur_state``
+            ``"unloaded"``) before ``{"instances": null}``; default 2.0 strict, 0 relaxed.
         loading_s / provisioning_s: how long an instance stays ``loading`` / ``None``.
-        kill_grace_s: SIGTERM -> SIGKILL grace on destroy and stop.
+        kill_grace_s: SIGTERM -> SIGKILL grace on destroy, stop and reboot.
         logs_delay_s: how long a logs ``result_url`` answers 404 before the text is ready.
         offers_single_use: if True an offer is rented by a create (hidden from search and not
             creatable) until that instance is destroyed, as on Vast.
         base_env: replaces the minimal base env given to jobs (PATH, HOME, PYTHONPATH).
         inject_vast_url: put ``VAST_URL=<emulator url>`` in the job env (the SDK's
             server-url default), so an SDK in the job talks to the emulator.
+        meter_bandwidth: give each job its own counting proxy (``HTTP(S)_PROXY``) and bill
+            the bytes through it; False leaves the job's network alone (bandwidth bills 0).
         workdir: where per-instance dirs/logs go; a temp dir (removed by stop()) if omitted.
         destroy_unknown_status: status for destroying an unknown/destroyed instance; 404
             (default) or 200 -- both answer ``{"success": false, "error": "no_such_instance"}``,
@@ -485,6 +783,9 @@ class VastEmulator:
         api_key: str | None = None,
         offers: Sequence[dict[str, Any]] | None = None,
         command: Sequence[str] | Callable[[dict[str, Any]], Sequence[str]] | None = None,
+        strict: bool = True,
+        limits: Limits | None = None,
+        unloaded_s: float | None = None,
         loading_s: float = 0.2,
         provisioning_s: float = 0.0,
         kill_grace_s: float = 2.0,
@@ -492,6 +793,7 @@ class VastEmulator:
         offers_single_use: bool = False,
         base_env: dict[str, str] | None = None,
         inject_vast_url: bool = True,
+        meter_bandwidth: bool = True,
         workdir: str | os.PathLike[str] | None = None,
         faults: Faults | None = None,
         destroy_unknown_status: int = 404,
@@ -499,6 +801,9 @@ class VastEmulator:
     ) -> None:
         self.api_key = api_key or "emu-" + secrets.token_hex(16)
         self.command = command if command is not None else [sys.executable, "-m", "gpu_job"]
+        self.strict = strict
+        self.limits = limits if limits is not None else (Limits() if strict else Limits.relaxed())
+        self.unloaded_s = unloaded_s if unloaded_s is not None else (2.0 if strict else 0.0)
         self.loading_s = loading_s
         self.provisioning_s = provisioning_s
         self.kill_grace_s = kill_grace_s
@@ -506,9 +811,11 @@ class VastEmulator:
         self.offers_single_use = offers_single_use
         self.base_env = base_env
         self.inject_vast_url = inject_vast_url
+        self.meter_bandwidth = meter_bandwidth
         self.faults = faults or Faults()
         self.destroy_unknown_status = destroy_unknown_status
         self.show_unknown_status = show_unknown_status
+        self.unavailable_offers: set[int] = set()  # offers that cannot start now (cancel_unavail)
 
         self._lock = threading.RLock()
         self._offers: dict[int, dict[str, Any]] = {}
@@ -520,6 +827,10 @@ class VastEmulator:
         self._create_requests: list[dict[str, Any]] = []
         self._destroy_requests: list[dict[str, Any]] = []
         self._request_log: list[dict[str, Any]] = []
+        self._rate_limited: list[dict[str, Any]] = []
+        self._throttles: dict[tuple[Any, str], _Throttle] = {}
+        self._quota_used: dict[Any, int] = {}
+        self._quota_reset_at: float | None = None
         self._stopped_mono: float | None = None
         self._tls = threading.local()
 
@@ -561,7 +872,7 @@ class VastEmulator:
         return self
 
     def stop(self) -> None:
-        """Stop the server, kill every job process (SIGTERM, then SIGKILL), freeze billing."""
+        """Stop the server, kill every job process and proxy, freeze billing."""
         self._stop_event.set()
         server, self._server = self._server, None
         if server is not None:
@@ -572,12 +883,17 @@ class VastEmulator:
         self._threads = []
         with self._lock:
             if self._stopped_mono is None:
-                self._stopped_mono = time.monotonic()
+                now = time.monotonic()
+                for inst in self._instances.values():
+                    self._accrue(inst, now)
+                self._stopped_mono = now
             procs = [(i, i.proc) for i in self._instances.values() if i.proc is not None]
         for inst, proc in procs:
             self._kill(proc, grace=min(self.kill_grace_s, 1.0))
             with self._lock:
                 self._note_exit(inst, proc)
+        for inst in list(self._instances.values()):
+            self._close_proxy(inst)
         if self._own_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -620,6 +936,48 @@ class VastEmulator:
                 if inst.started_mono is not None:
                     inst.die_at_mono = time.monotonic() + delay
 
+    def set_state(self, instance_id: int, state: str, *, duration_s: float | None = None,
+                  status_msg: str | None = None) -> None:
+        """Put a live instance into a documented state (cli/reference/show-instance.mdx).
+
+        * ``"unknown"``: no heartbeat -- the row shows it, the job keeps running underneath.
+        * ``"offline"``: host disconnected -- likewise, and neither GPU nor storage bills.
+        * ``"frozen"``: the job is paused (SIGSTOP); the GPU bills.
+        * ``"rebooting"``: the container restarts: the job is killed (SIGTERM, SIGKILL after
+          ``kill_grace_s``) and started afresh ``duration_s`` (default 0.5 s) later.
+        * ``"created"``: the container failed to start (``status_msg``, default
+          :data:`OCI_START_ERROR`); only before its job started.
+        * ``"running"``: ends unknown/offline/frozen.
+
+        ``duration_s`` ends unknown/offline/frozen by itself after that long.
+        """
+        with self._lock:
+            self._apply_state(self._live(int(instance_id)), state, duration_s, status_msg)
+
+    def state_next(self, state: str, *, after_s: float = 0.0, duration_s: float | None = None,
+                   status_msg: str | None = None) -> None:
+        """The next created instance enters ``state`` (as :meth:`set_state`) ``after_s`` seconds
+        after its job starts; ``"created"`` instead of starting it."""
+        if state not in _STATES:
+            raise ValueError(f"unknown state {state!r}; one of {_STATES}")
+        with self._lock:
+            self.faults.next_state = {"state": state, "after_s": after_s,
+                                      "duration_s": duration_s, "status_msg": status_msg}
+
+    def fail_container_start(self, instance_id: int | None = None, *,
+                             status_msg: str = OCI_START_ERROR) -> None:
+        """The container of ``instance_id`` (or of the next created instance) never starts:
+        ``actual_status`` ``"created"`` with ``status_msg``; storage bills until destroyed."""
+        if instance_id is None:
+            self.state_next("created", status_msg=status_msg)
+        else:
+            self.set_state(instance_id, "created", status_msg=status_msg)
+
+    def set_search_quota_reset(self, at: float) -> None:
+        """When (unix time) the daily search quota resets next; afterwards: each UTC midnight."""
+        with self._lock:
+            self._quota_reset_at = float(at)
+
     @property
     def stuck_loading(self) -> bool:
         return self.faults.stuck_loading
@@ -644,6 +1002,14 @@ class VastEmulator:
     def max_instances(self, value: int | None) -> None:
         self.faults.max_instances = value
 
+    @property
+    def out_of_credit(self) -> bool:
+        return self.faults.out_of_credit
+
+    @out_of_credit.setter
+    def out_of_credit(self, value: bool) -> None:
+        self.faults.out_of_credit = value
+
     # -- inspection --------------------------------------------------------
 
     def set_offers(self, offers: Sequence[dict[str, Any]]) -> None:
@@ -653,32 +1019,58 @@ class VastEmulator:
 
     @property
     def offers(self) -> list[dict[str, Any]]:
+        """The offers as stored (``dph_total`` priced for the SDK's default 5 GB search)."""
         with self._lock:
             return copy.deepcopy(list(self._offers.values()))
+
+    def _now_mono(self) -> float:
+        return self._stopped_mono if self._stopped_mono is not None else time.monotonic()
 
     def _end_mono(self, inst: _Instance) -> float:
         if inst.destroyed_mono is not None:
             return inst.destroyed_mono
-        if self._stopped_mono is not None:
-            return self._stopped_mono
-        return time.monotonic()
+        return self._now_mono()
 
     def billed_seconds(self, instance_id: int) -> float:
+        """Seconds the instance existed: from create until destroy (or stop() of the emulator)."""
         with self._lock:
             inst = self._instances[int(instance_id)]
             return max(0.0, self._end_mono(inst) - inst.created_mono)
 
-    def cost(self, instance_id: int) -> float:
+    def billing(self, instance_id: int) -> dict[str, float]:
+        """What Vast would bill for one instance so far (guides/reference/billing.mdx)."""
         with self._lock:
-            inst = self._instances[int(instance_id)]
-            return self.billed_seconds(instance_id) * inst.dph_total / 3600.0
+            return self._billing(self._instances[int(instance_id)])
+
+    def cost(self, instance_id: int) -> float:
+        return self.billing(instance_id)["total"]
 
     def total_cost(self) -> float:
         with self._lock:
-            return sum(self.cost(i) for i in self._instances)
+            return sum(self._billing(i)["total"] for i in self._instances.values())
+
+    def _bytes(self, inst: _Instance) -> tuple[int, int]:
+        proxy = inst.proxy
+        if proxy is None:
+            return inst.bytes_in, inst.bytes_out
+        return inst.bytes_in + proxy.bytes_in, inst.bytes_out + proxy.bytes_out
+
+    def _billing(self, inst: _Instance) -> dict[str, float]:
+        self._accrue(inst)
+        bytes_in, bytes_out = self._bytes(inst)
+        gpu_cost = inst.gpu_s * inst.dph_base / 3600.0
+        storage_cost = inst.storage_s * _storage_per_hour(inst.storage_cost, inst.disk) / 3600.0
+        bandwidth_cost = (bytes_in * inst.inet_down_cost + bytes_out * inst.inet_up_cost) / _BYTES_PER_GB
+        return {
+            "existed_s": max(0.0, self._end_mono(inst) - inst.created_mono),
+            "gpu_s": inst.gpu_s, "storage_s": inst.storage_s,
+            "bytes_in": bytes_in, "bytes_out": bytes_out,
+            "gpu_cost": gpu_cost, "storage_cost": storage_cost, "bandwidth_cost": bandwidth_cost,
+            "total": gpu_cost + storage_cost + bandwidth_cost,
+        }
 
     def _snapshot(self, inst: _Instance) -> dict[str, Any]:
-        billed = max(0.0, self._end_mono(inst) - inst.created_mono)
+        bill = self._billing(inst)
         return {
             "id": inst.id,
             "offer_id": inst.offer["id"],
@@ -690,13 +1082,19 @@ class VastEmulator:
             "args": inst.args,
             "disk": inst.disk,
             "price": inst.extra.get("price"),
+            "cancel_unavail": inst.cancel_unavail,
             "runtype": inst.runtype,
-            "dph_total": inst.dph_total,
-            "actual_status": inst.status,
+            "dph_base": inst.dph_base,
+            "dph_total": inst.dph_base + _storage_per_hour(inst.storage_cost, inst.disk),
+            "actual_status": inst.shown_status,
             "intended_status": inst.intended_status,
-            "status_msg": inst.status_msg,
+            "cur_state": inst.cur_state,
+            "status_msg": inst.shown_msg,
             "exit_code": inst.exit_code,
+            "waiting": inst.waiting,
             "pid": inst.pid,
+            "run_count": inst.run_count,
+            "proxy_url": inst.proxy.url if inst.proxy is not None else None,
             "created_at": inst.created_wall,
             "started_at": inst.started_wall,
             "exited_at": inst.exited_wall,
@@ -704,8 +1102,9 @@ class VastEmulator:
             "destroyed": inst.destroyed,
             "stuck_loading": inst.stuck,
             "died_by_fault": inst.died_by_fault,
-            "billed_seconds": billed,
-            "cost": billed * inst.dph_total / 3600.0,
+            "billed_seconds": bill["existed_s"],
+            "cost": bill["total"],
+            "billing": bill,
             "log_path": str(inst.log_path),
             "workdir": str(inst.workdir),
         }
@@ -752,9 +1151,16 @@ class VastEmulator:
 
     @property
     def request_log(self) -> list[dict[str, Any]]:
-        """Every HTTP request: method, path (no query string), status, time."""
+        """Every HTTP request: method, path (no query string), route, status, time."""
         with self._lock:
             return copy.deepcopy(self._request_log)
+
+    @property
+    def rate_limited(self) -> list[dict[str, Any]]:
+        """Every 429 answered: route, method, path, time, monotonic, identity, reason
+        (``"interval"``, ``"penalty"``, ``"window"``, ``"quota"`` or ``"injected"``)."""
+        with self._lock:
+            return copy.deepcopy(self._rate_limited)
 
     def wait_for_status(self, instance_id: int, status: str | None, timeout: float = 5.0) -> dict[str, Any]:
         """Block until the instance's actual_status is ``status``; return its snapshot."""
@@ -768,6 +1174,32 @@ class VastEmulator:
                     f"instance {instance_id} is {snap['actual_status']!r}, not {status!r}"
                 )
             time.sleep(0.01)
+
+    # -- billing clock -----------------------------------------------------
+
+    def _accrue(self, inst: _Instance, now: float | None = None) -> None:
+        """Bill the time since the last accrual at the instance's current rate (lock held).
+
+        Called before every change of what the instance is billed for."""
+        now = self._now_mono() if now is None else now
+        elapsed = now - inst.accrued_mono
+        if elapsed > 0:
+            gpu, storage = inst.billing_class()
+            if gpu:
+                inst.gpu_s += elapsed
+            if storage:
+                inst.storage_s += elapsed
+            inst.accrued_mono = now
+
+    def _set_status(self, inst: _Instance, status: str | None, msg: str | None) -> None:
+        self._accrue(inst)
+        inst.status = status
+        inst.status_msg = msg
+
+    def _set_override(self, inst: _Instance, status: str | None, msg: str | None = None,
+                      until: float | None = None) -> None:
+        self._accrue(inst)
+        inst.override_status, inst.override_msg, inst.override_until = status, msg, until
 
     # -- state machine -----------------------------------------------------
 
@@ -787,17 +1219,80 @@ class VastEmulator:
         for inst in self._instances.values():
             if inst.destroyed:
                 continue
+            if inst.override_until is not None and now >= inst.override_until:
+                self._set_override(inst, None)
+            if inst.thaw_at is not None and now >= inst.thaw_at:
+                self._apply_state(inst, "running", None, None)
             if inst.status is None and now >= inst.provision_until:
-                inst.status = "loading"
-                inst.status_msg = f"Pulling image {inst.image}"
+                self._set_status(inst, "loading", f"Pulling image {inst.image}")
             if inst.status == "loading" and not inst.stuck and now >= inst.loading_until:
-                self._start_process(inst)
-            if inst.status == "running" and inst.proc is not None:
+                if inst.start_error is not None:
+                    self._set_status(inst, "created", inst.start_error)
+                else:
+                    self._start_process(inst)
+            if inst.status == "rebooting":
+                self._tick_reboot(inst, now)
+            if inst.proc is not None and inst.status in ("running", "frozen"):
                 if inst.die_at_mono is not None and now >= inst.die_at_mono and not inst.died_by_fault:
                     inst.died_by_fault = True
                     self._signal_group(inst.proc, signal.SIGKILL)
-                if inst.proc.poll() is not None:
+                if inst.pending is not None and inst.pending_at is not None and now >= inst.pending_at:
+                    pending, inst.pending = inst.pending, None
+                    self._apply_state(inst, pending["state"], pending["duration_s"], pending["status_msg"])
+                if inst.proc is not None and inst.proc.poll() is not None:
                     self._note_exit(inst, inst.proc)
+
+    def _tick_reboot(self, inst: _Instance, now: float) -> None:
+        if inst.proc is not None:
+            if inst.kill_at is not None and now >= inst.kill_at:
+                self._signal_group(inst.proc, signal.SIGKILL)
+                inst.kill_at = None
+            if inst.proc.poll() is not None:
+                self._note_exit(inst, inst.proc)
+        if inst.proc is None and inst.reboot_until is not None and now >= inst.reboot_until:
+            inst.reboot_until = None
+            self._start_process(inst)
+
+    def _apply_state(self, inst: _Instance, state: str, duration_s: float | None,
+                     status_msg: str | None) -> None:
+        """Enter a fault state (lock held; never blocks)."""
+        now = time.monotonic()
+        until = None if duration_s is None else now + duration_s
+        if state == "unknown":
+            self._set_override(inst, "unknown", status_msg or "No recent heartbeat from the host", until)
+        elif state == "offline":
+            self._set_override(
+                inst, "offline", status_msg or "Host machine disconnected from Vast servers", until)
+        elif state == "frozen":
+            if inst.status != "running" or inst.proc is None:
+                raise ValueError(f"instance {inst.id} is {inst.status!r}; only a running one can freeze")
+            self._signal_group(inst.proc, signal.SIGSTOP)
+            self._set_status(inst, "frozen", status_msg or "Container paused (frozen), memory preserved")
+            inst.thaw_at = until
+        elif state == "rebooting":
+            self._set_override(inst, None)
+            inst.thaw_at = None
+            if inst.proc is not None:
+                self._signal_group(inst.proc, signal.SIGTERM)
+                self._signal_group(inst.proc, signal.SIGCONT)
+                inst.kill_at = now + self.kill_grace_s
+            inst.reboot_until = now + (0.5 if duration_s is None else duration_s)
+            self._set_status(inst, "rebooting", status_msg or "Rebooting: docker stop/start")
+        elif state == "created":
+            if inst.run_count:
+                raise ValueError(f"instance {inst.id} already started its container")
+            inst.start_error = status_msg or OCI_START_ERROR
+            if inst.status == "created":
+                self._set_status(inst, "created", inst.start_error)
+        elif state == "running":
+            self._set_override(inst, None)
+            inst.thaw_at = None
+            if inst.status == "frozen":
+                if inst.proc is not None:
+                    self._signal_group(inst.proc, signal.SIGCONT)
+                self._set_status(inst, "running", status_msg or "Container running")
+        else:
+            raise ValueError(f"unknown state {state!r}; one of {_STATES}")
 
     def _start_process(self, inst: _Instance) -> None:
         info = {
@@ -806,11 +1301,12 @@ class VastEmulator:
             "workdir": str(inst.workdir),
         }
         argv = list(self.command(info) if callable(self.command) else self.command)
+        if self.meter_bandwidth and inst.proxy is None:
+            inst.proxy = CountingProxy(name=f"instance-{inst.id}").start()
         env = self._child_env(inst)
         inst.run_count += 1
         now_wall, now_mono = time.time(), time.monotonic()
-        inst.status = "running"
-        inst.status_msg = "Container running"
+        self._set_status(inst, "running", "Container running")
         inst.started_wall, inst.started_mono = now_wall, now_mono
         inst.exit_code = inst.exited_wall = None
         with open(inst.log_path, "ab") as log:
@@ -821,15 +1317,16 @@ class VastEmulator:
                 )
             except OSError as exc:
                 log.write(f"vast-emulator: cannot start job: {exc}\n".encode())
-                inst.status = "exited"
+                self._set_status(inst, "exited", f"Error starting container: {exc}")
                 inst.exit_code = 127
                 inst.exited_wall = now_wall
-                inst.status_msg = f"Error starting container: {exc}"
                 return
         inst.proc = proc
         inst.pid = proc.pid
         if inst.die_delay_s is not None:
             inst.die_at_mono = now_mono + inst.die_delay_s
+        if inst.pending is not None and inst.pending_at is None:
+            inst.pending_at = now_mono + float(inst.pending.get("after_s") or 0.0)
         logger.debug("instance %s started pid %s (env keys: %s)", inst.id, proc.pid, sorted(inst.env))
 
     def _child_env(self, inst: _Instance) -> dict[str, str]:
@@ -848,6 +1345,12 @@ class VastEmulator:
         if self.inject_vast_url and self.url:
             env["VAST_URL"] = self.url
         env.update(inst.env)
+        if inst.proxy is not None:
+            # Every byte the job moves goes through its meter: local endpoints too.
+            for name in ("NO_PROXY", "no_proxy"):
+                env.pop(name, None)
+            for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+                env[name] = inst.proxy.url
         env["CONTAINER_ID"] = str(inst.id)
         env["CONTAINER_API_KEY"] = inst.api_key
         env["VAST_CONTAINERLABEL"] = f"C.{inst.id}"
@@ -860,9 +1363,18 @@ class VastEmulator:
         inst.proc = None
         inst.exit_code = _exit_code(rc)
         inst.exited_wall = time.time()
-        if not inst.destroyed and inst.status == "running":
-            inst.status = "exited"
-            inst.status_msg = f"Container exited with code {inst.exit_code}"
+        if not inst.destroyed and inst.status in ("running", "frozen"):
+            self._set_status(inst, "exited", f"Container exited with code {inst.exit_code}")
+
+    def _close_proxy(self, inst: _Instance) -> None:
+        with self._lock:
+            proxy, inst.proxy = inst.proxy, None
+        if proxy is None:
+            return
+        proxy.close()
+        with self._lock:
+            inst.bytes_in += proxy.bytes_in
+            inst.bytes_out += proxy.bytes_out
 
     @staticmethod
     def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -876,6 +1388,7 @@ class VastEmulator:
         grace = self.kill_grace_s if grace is None else grace
         if proc.poll() is None:
             self._signal_group(proc, signal.SIGTERM)
+            self._signal_group(proc, signal.SIGCONT)  # a frozen (SIGSTOPped) job must see it
             try:
                 proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
@@ -891,23 +1404,28 @@ class VastEmulator:
     def _handle(self, req: BaseHTTPRequestHandler, method: str) -> None:
         parts = urlsplit(req.path)
         path = parts.path
-        status, body, headers, raw = 500, {}, {}, None
+        status: int = 500
+        body: dict[str, Any] | str = {}
+        headers: dict[str, str] = {}
+        route: str | None = None
         try:
             if method == "GET" and path.startswith(_RESULT_PREFIX):
-                status, raw = self._serve_result(path[len(_RESULT_PREFIX):])
+                status, body = self._serve_result(path[len(_RESULT_PREFIX):])
             else:
-                status, body, headers = self._dispatch(req, method, path, parts.query)
+                status, body, headers, route = self._dispatch(req, method, path, parts.query)
         except Exception as exc:  # a bug in the emulator: answer 500, keep serving
             logger.exception("vast emulator: %s %s", method, path)
             status, body, headers = 500, {"success": False, "error": "emulator_bug", "msg": str(exc)}, {}
         with self._lock:
             self._request_log.append(
-                {"time": time.time(), "method": method, "path": path, "status": status}
+                {"time": time.time(), "monotonic": time.monotonic(), "method": method,
+                 "path": path, "route": route, "status": status}
             )
-        payload = raw.encode() if raw is not None else json.dumps(body).encode()
+        text = isinstance(body, str)
+        payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         try:
             req.send_response(status)
-            req.send_header("Content-Type", "text/plain; charset=utf-8" if raw is not None else "application/json")
+            req.send_header("Content-Type", "text/plain; charset=utf-8" if text else "application/json")
             req.send_header("Content-Length", str(len(payload)))
             for k, v in headers.items():
                 req.send_header(k, v)
@@ -925,11 +1443,12 @@ class VastEmulator:
 
     def _dispatch(
         self, req: BaseHTTPRequestHandler, method: str, path: str, query: str
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    ) -> tuple[int, dict[str, Any] | str, dict[str, str], str | None]:
         length = int(req.headers.get("Content-Length") or 0)
         raw = req.rfile.read(length) if length else b""
         qs = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
-        route, groups = None, ()
+        route: str | None = None
+        groups: tuple[str, ...] = ()
         for m, pattern, name in _ROUTES:
             match = pattern.match(path)
             if match and m == method:
@@ -941,27 +1460,110 @@ class VastEmulator:
         except ValueError:
             pass
         self._tls.created_iid = None
+        auth = req.headers.get("Authorization") or ""
+        bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        identity = (bearer, qs.get("api_key", ""), req.client_address[0])
         scope: int | None = None
+        out: dict[str, Any] | str
         try:
             with self._lock:
                 self._tick()
                 self._inject_faults()
-            scope = self._authenticate(req, qs)
+                if route is not None:
+                    self._throttle(route, identity)
+            scope = self._authenticate(bearer or qs.get("api_key", ""))
             if route is None:
                 raise _err(404, "not_found", f"no such endpoint: {method} {path}")
-            if scope is not None and not (route in ("show", "destroy") and int(groups[0]) == scope):
+            if scope is not None and not (route in _SCOPED_ROUTES and int(groups[0]) == scope):
                 raise _err(403, "forbidden", "this key is scoped to a single instance")
             if not isinstance(body, dict):
-                raise _err(400, "invalid_args", "request body must be a JSON object")
+                raise _invalid("request body must be a JSON object")
             handler = getattr(self, f"_route_{route}")
             result = handler(*[int(g) for g in groups], body=body, qs=qs)
             status, out, headers = (*result, {}) if isinstance(result, tuple) else (200, result, {})
         except _Reply as reply:
-            status, out, headers = reply.status, reply.body, reply.headers
+            status, headers = reply.status, reply.headers
+            out = reply.text if reply.text is not None else reply.body
+            if status == 429:
+                self._note_429(route, method, path, identity, reply.reason or "injected")
         except _BadQuery as exc:
             status, out, headers = 400, {"success": False, "error": "invalid_args", "msg": str(exc)}, {}
-        self._record(route, groups, body if isinstance(body, dict) else {}, status, scope)
-        return status, out, headers
+        self._record(route, groups, body if isinstance(body, dict) else {}, status, scope, out)
+        return status, out, headers, route
+
+    def _identity_label(self, identity: tuple[str, str, str]) -> str:
+        key = identity[0] or identity[1]
+        if key and secrets.compare_digest(key, self.api_key):
+            return "account"
+        iid = self._keys.get(key) if key else None
+        return f"instance:{iid}" if iid is not None else "unknown"
+
+    def _note_429(self, route: str | None, method: str, path: str,
+                  identity: tuple[str, str, str], reason: str) -> None:
+        with self._lock:
+            self._rate_limited.append({
+                "time": time.time(), "monotonic": time.monotonic(), "route": route,
+                "method": method, "path": path, "identity": self._identity_label(identity),
+                "reason": reason,
+            })
+
+    def _too_frequent(self, text: str, reason: str) -> _Reply:
+        if self.limits.rate_limit_json:
+            return _Reply(429, {"success": False, "error": "rate_limited", "msg": text}, reason=reason)
+        return _Reply(429, {}, text=text, reason=reason)
+
+    def _throttle(self, route: str, identity: tuple[str, str, str]) -> None:
+        """Apply the documented per-endpoint, per-identity limits (lock held)."""
+        lim = self.limits
+        now = time.monotonic()
+        if route in _SEARCH_ROUTES:
+            self._throttle_search(identity, now)
+            return
+        if route not in _RATE_BUCKETS:
+            return
+        bucket, interval_field, penalty_field = _RATE_BUCKETS[route]
+        interval = getattr(lim, interval_field)
+        if interval is None:
+            return
+        penalty = getattr(lim, penalty_field) if penalty_field else None
+        th = self._throttles.setdefault((identity, bucket), _Throttle())
+        message = f"API requests too frequent: endpoint threshold={interval:g}"
+        if now < th.blocked_until:
+            raise self._too_frequent(message, "penalty")
+        if th.last is not None and now - th.last < interval:
+            if penalty:
+                th.blocked_until = now + penalty
+            raise self._too_frequent(message, "interval")
+        th.last = now
+
+    def _throttle_search(self, identity: tuple[str, str, str], now: float) -> None:
+        lim = self.limits
+        if lim.search_max_calls is not None:
+            th = self._throttles.setdefault((identity, "search"), _Throttle())
+            while th.window and now - th.window[0] >= lim.search_period_s:
+                th.window.popleft()
+            if len(th.window) >= lim.search_max_calls:
+                raise self._too_frequent("API requests too frequent", "window")
+            th.window.append(now)
+        quota = lim.search_quota_per_day
+        if quota is None:
+            return
+        wall = time.time()
+        if self._quota_reset_at is None:
+            self._quota_reset_at = _next_utc_midnight(wall)
+        elif wall >= self._quota_reset_at:
+            self._quota_used.clear()
+            self._quota_reset_at = _next_utc_midnight(wall)
+        used = self._quota_used.get(identity, 0)
+        if used >= quota:
+            raise _Reply(
+                429,
+                {"success": False, "error": "search_quota_exceeded",
+                 "msg": f"Daily search quota of {quota} searches exceeded."},
+                {"X-RateLimit-Reset": str(int(self._quota_reset_at))},
+                reason="quota",
+            )
+        self._quota_used[identity] = used + 1
 
     def _inject_faults(self) -> None:
         f = self.faults
@@ -972,16 +1574,14 @@ class VastEmulator:
                 429,
                 {"success": False, "error": "rate_limited",
                  "msg": "API requests too frequent endpoint threshold=3.0"},
-                headers,
+                headers, reason="injected",
             )
         if f.server_error_remaining > 0:
             f.server_error_remaining -= 1
             raise _err(f.server_error_status, "server_error", "injected server error")
 
-    def _authenticate(self, req: BaseHTTPRequestHandler, qs: dict[str, str]) -> int | None:
+    def _authenticate(self, key: str) -> int | None:
         """Return None for the account key, the instance id for a scoped key; else 401."""
-        auth = req.headers.get("Authorization") or ""
-        key = auth[7:].strip() if auth.lower().startswith("bearer ") else qs.get("api_key", "")
         if key and secrets.compare_digest(key, self.api_key):
             return None
         with self._lock:
@@ -991,8 +1591,9 @@ class VastEmulator:
         raise _err(401, "invalid_api_key", "Invalid or missing API key")
 
     def _record(self, route: str | None, groups: Sequence[str], body: dict[str, Any],
-                status: int, scope: int | None) -> None:
+                status: int, scope: int | None, out: dict[str, Any] | str) -> None:
         now_wall, now_mono = time.time(), time.monotonic()
+        error = out.get("error") if isinstance(out, dict) else ("rate_limited" if status == 429 else None)
         with self._lock:
             if route in ("create", "launch"):
                 env = body.get("env")
@@ -1002,9 +1603,9 @@ class VastEmulator:
                     "offer_id": int(groups[0]) if groups else (
                         self._instances[created].offer["id"] if created else None),
                     "label": body.get("label"), "image": body.get("image"),
-                    "disk": body.get("disk"),
-                    "env_keys": sorted(env) if isinstance(env, dict) else [],
-                    "status": status,
+                    "disk": body.get("disk"), "cancel_unavail": body.get("cancel_unavail"),
+                    "env_keys": sorted(_parse_env_lenient(env)),
+                    "status": status, "error": error,
                     "instance_id": created,  # set whenever a contract was made
                 })
             elif route == "destroy":
@@ -1015,14 +1616,33 @@ class VastEmulator:
 
     # -- routes ------------------------------------------------------------
 
+    @staticmethod
+    def _priced(offer: dict[str, Any], storage_gb: float) -> dict[str, Any]:
+        """An offer as a search for ``storage_gb`` of disk shows it."""
+        row = copy.deepcopy(offer)
+        disk_h = _storage_per_hour(offer["storage_cost"], storage_gb)
+        total = offer["dph_base"] + disk_h
+        row["dph_total"] = total
+        row["storage_total_cost"] = disk_h
+        row["search"] = {"gpuCostPerHour": offer["dph_base"], "diskHour": disk_h, "totalHour": total,
+                         "discountTotalHour": 0, "discountedTotalPerHour": total}
+        row["dlperf_per_dphtotal"] = row["dlperf"] / total if total else 0
+        row["flops_per_dphtotal"] = row["total_flops"] / total if total else 0
+        return row
+
     def _search(self, q: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            storage = float(q.get("allocated_storage") or _SDK_DEFAULT_STORAGE_GB)
+        except (TypeError, ValueError):
+            raise _BadQuery("allocated_storage must be a number") from None
         with self._lock:
-            rows = [o for o in self._offers.values() if _matches(o, q)]
-            rows = _sort_rows(rows, q.get("order") or [["score", "desc"]])
-            limit = q.get("limit")
-            if limit:
-                rows = rows[: int(limit)]
-            return copy.deepcopy(rows)
+            priced = [self._priced(o, storage) for o in self._offers.values()]
+        rows = [o for o in priced if _matches(o, q)]
+        rows = _sort_rows(rows, q.get("order") or [["score", "desc"]])
+        limit = q.get("limit")
+        if limit:
+            rows = rows[: int(limit)]
+        return rows
 
     def _route_search(self, *, body: dict[str, Any], **_: Any) -> dict[str, Any]:
         return {"offers": self._search(body)}
@@ -1034,94 +1654,181 @@ class VastEmulator:
         return self._create(offer_id, body)
 
     def _route_launch(self, *, body: dict[str, Any], **_: Any) -> tuple[int, dict[str, Any]]:
+        self._validate_create(body)
         found = self._search(body.get("q") or {})
         if not found:
             raise _err(404, "no_such_ask", "No offers found matching the query.")
         return self._create(found[0]["id"], body)
 
+    def _validate_create(self, body: dict[str, Any]) -> None:
+        """create_instance.yaml x-input-validation (strict mode); 400 invalid_args."""
+        lim = self.limits
+        source = "(create_instance x-input-validation)"
+        try:
+            env = _parse_env(body.get("env"))
+        except _BadQuery as exc:
+            raise _invalid(str(exc)) from None
+        if lim.env_value_max is not None:
+            for key, value in env.items():
+                if _ENV_NAME.match(key) and len(value) > lim.env_value_max:
+                    raise _invalid(f"env {key}: value is {len(value)} characters; the limit is "
+                                   f"{lim.env_value_max} per value {source}")
+        flags = _env_flag_form(env)
+        if lim.env_total_max is not None and len(flags) > lim.env_total_max:
+            raise _invalid(f"env: {len(flags)} characters in all (as docker flags); the limit is "
+                           f"{lim.env_total_max} {source}")
+        for name, limit in (("label", lim.label_max), ("image", lim.image_max)):
+            text = body.get(name)
+            if limit is not None and text is not None and len(str(text)) > limit:
+                raise _invalid(f"{name}: {len(str(text))} characters; the limit is {limit} {source}")
+        if lim.args_max is not None:
+            args = body.get("args")
+            args_text = " ".join(map(str, args)) if isinstance(args, list) else str(args or "")
+            combined = len(args_text) + len(str(body.get("args_str") or "")) + len(str(body.get("onstart") or ""))
+            if combined > lim.args_max:
+                raise _invalid(f"args + args_str + onstart: {combined} characters combined; the limit "
+                               f"is {lim.args_max} {source}")
+        disk = body.get("disk")
+        if lim.disk_min_gb is not None and isinstance(disk, (int, float)) and disk < lim.disk_min_gb:
+            raise _invalid(f"disk: {disk:g} GB is below the minimum of {lim.disk_min_gb:g} GB {source}")
+        price = body.get("price")
+        if price is not None and isinstance(price, (int, float)):
+            low, high = lim.price_min, lim.price_max
+            if (low is not None and price < low) or (high is not None and price > high):
+                raise _invalid(f"price: {price:g} $/h is outside [{low:g}, {high:g}] {source}")
+
     def _create(self, offer_id: int, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        self._validate_create(body)
         image = body.get("image")
         if not image and not body.get("template_hash_id"):
-            raise _err(400, "invalid_args", "image or template_hash_id is required")
+            raise _invalid("image or template_hash_id is required")
         env_all = _parse_env(body.get("env"))
         env = {k: v for k, v in env_all.items() if _ENV_NAME.match(k)}
         docker_opts = {k: v for k, v in env_all.items() if not _ENV_NAME.match(k)}
         try:
-            disk = float(body.get("disk") if body.get("disk") is not None else 10)
+            raw_disk: Any = body.get("disk")
+            disk = float(10 if raw_disk is None else raw_disk)
         except (TypeError, ValueError):
-            raise _err(400, "invalid_args", "disk must be a number") from None
+            raise _invalid("disk must be a number") from None
+        target = body.get("target_state") or "running"
+        cancel_unavail = body.get("cancel_unavail")
+        if cancel_unavail is None:  # documented default: true for on-demand with target running
+            cancel_unavail = body.get("price") is None and target == "running"
         with self._lock:
             offer = self._offers.get(offer_id)
             if offer is None or (self.offers_single_use and offer.get("rented")):
                 raise _err(404, "invalid_args",
                            f"no_such_ask Instance type by id {offer_id} is not available.")
             if disk > float(offer["disk_space"]):
-                raise _err(400, "invalid_args", f"disk {disk:g} > {float(offer['disk_space']):g}")
+                raise _invalid(f"disk {disk:g} > {float(offer['disk_space']):g}")
+            if self.faults.out_of_credit:
+                raise _err(self.faults.out_of_credit_status, "insufficient_balance",
+                           "Insufficient credit: your account balance is too low to rent this "
+                           "instance. Add credit to continue.")
             live = sum(1 for i in self._instances.values() if not i.destroyed)
             if self.faults.max_instances is not None and live >= self.faults.max_instances:
                 raise _err(400, "max_instances_exceeded",
                            f"You may have at most {self.faults.max_instances} instances.")
-            iid = self._next_id
-            self._next_id += 1
-            assert self.workdir is not None
-            workdir = self.workdir / f"instance-{iid}"
-            workdir.mkdir(parents=True, exist_ok=True)
-            now_wall, now_mono = time.time(), time.monotonic()
-            inst = _Instance(
-                id=iid, offer=copy.deepcopy(offer), label=body.get("label"), image=image,
-                env=env, docker_opts=docker_opts, onstart=body.get("onstart"),
-                args=body.get("args"), runtype=body.get("runtype"), disk=disk,
-                dph_total=float(offer["dph_total"]), api_key="inst-" + secrets.token_hex(16),
-                workdir=workdir, log_path=workdir / "container.log",
-                created_wall=now_wall, created_mono=now_mono,
-                provision_until=now_mono + self.provisioning_s,
-                loading_until=now_mono + self.provisioning_s + self.loading_s,
-                stuck=self.faults.stuck_loading,
-                extra={"price": body.get("price")},
-            )
-            if self.faults.die_next:
-                self.faults.die_next = False
-                inst.die_delay_s = self.faults.die_delay_s
-            self._instances[iid] = inst
-            self._keys[inst.api_key] = iid
-            if self.offers_single_use:
-                offer["rented"], offer["rentable"] = True, False
+            unavailable = offer_id in self.unavailable_offers
+            if unavailable and cancel_unavail:
+                raise _Reply(410, {"success": False, "error": "no_such_ask",
+                                   "msg": f"no_such_ask Instance type {offer_id} is no longer available.",
+                                   "ask_id": offer_id})
+            inst = self._new_instance(offer, body, image, env, docker_opts, disk, bool(cancel_unavail))
+            if unavailable:
+                inst.waiting = True
+                self._set_status(inst, "stopped", "Waiting for the machine's GPUs to become free: the "
+                                 "instance is stopped until they are (cancel_unavail=false)")
+            elif target == "stopped":
+                inst.intended_status = "stopped"
+                self._set_status(inst, "stopped", "Created stopped (target_state=stopped)")
             self._tick()
             logger.debug("created instance %s from offer %s label=%r env keys=%s",
-                         iid, offer_id, inst.label, sorted(env))
-            self._tls.created_iid = iid
+                         inst.id, offer_id, inst.label, sorted(env))
+            self._tls.created_iid = inst.id
             if self.faults.create_fails_with_contract:
-                return self.faults.create_fail_status, {
+                failure: dict[str, Any] = {
                     "success": False, "error": "internal_error",
                     "msg": "Internal server error while creating the instance.",
                 }
-            return 200, {"success": True, "new_contract": iid}
+                if self.faults.create_fail_includes_id:
+                    failure["new_contract"] = inst.id
+                return self.faults.create_fail_status, failure
+            return 200, {"success": True, "new_contract": inst.id}
+
+    def _new_instance(self, offer: dict[str, Any], body: dict[str, Any], image: str | None,
+                      env: dict[str, str], docker_opts: dict[str, str], disk: float,
+                      cancel_unavail: bool) -> _Instance:
+        """Make and register a contract (lock held)."""
+        iid = self._next_id
+        self._next_id += 1
+        assert self.workdir is not None
+        workdir = self.workdir / f"instance-{iid}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        now_wall, now_mono = time.time(), time.monotonic()
+        inst = _Instance(
+            id=iid, offer=copy.deepcopy(offer), label=body.get("label"), image=image,
+            env=env, docker_opts=docker_opts, onstart=body.get("onstart"),
+            args=body.get("args"), runtype=body.get("runtype"), disk=disk,
+            dph_base=float(offer["dph_base"]), storage_cost=float(offer["storage_cost"]),
+            inet_down_cost=float(offer["inet_down_cost"]), inet_up_cost=float(offer["inet_up_cost"]),
+            api_key="inst-" + secrets.token_hex(16),
+            workdir=workdir, log_path=workdir / "container.log",
+            created_wall=now_wall, created_mono=now_mono, accrued_mono=now_mono,
+            provision_until=now_mono + self.provisioning_s,
+            loading_until=now_mono + self.provisioning_s + self.loading_s,
+            stuck=self.faults.stuck_loading, cancel_unavail=cancel_unavail,
+            extra={"price": body.get("price")},
+        )
+        if self.faults.die_next:
+            self.faults.die_next = False
+            inst.die_delay_s = self.faults.die_delay_s
+        pending, self.faults.next_state = self.faults.next_state, None
+        if pending is not None and pending["state"] == "created":
+            inst.start_error = pending["status_msg"] or OCI_START_ERROR
+        elif pending is not None:
+            inst.pending = pending
+        self._instances[iid] = inst
+        self._keys[inst.api_key] = iid
+        if self.offers_single_use:
+            offer["rented"], offer["rentable"] = True, False
+        return inst
 
     def _row(self, inst: _Instance) -> dict[str, Any]:
+        """An instance as show_instance(s) answers it: only fields show_instance.yaml documents."""
         o = inst.offer
-        status = inst.status
-        cur_state = "stopped" if status in ("exited", "stopped") else "running"
+        status = inst.shown_status
         started = inst.started_wall
-        end = inst.exited_wall if status in ("exited", "stopped") else None
+        end = inst.exited_wall if inst.status in ("exited", "stopped") else None
+        disk_h = _storage_per_hour(inst.storage_cost, inst.disk)
+        gpu_h = inst.dph_base if status in ("running", "frozen") else 0.0
         return {
             "id": inst.id,
             "label": inst.label,
             "actual_status": status,
             "intended_status": inst.intended_status,
-            "cur_state": cur_state,
-            "next_state": cur_state,
-            "status_msg": inst.status_msg,
-            "exit_code": inst.exit_code,  # emulator extra
+            "cur_state": inst.cur_state,
+            "next_state": inst.cur_state,
+            "status_msg": inst.shown_msg,
             "image_uuid": inst.image,
-            "image": inst.image,  # emulator extra; the API's own field is image_uuid
             "image_args": inst.args or [],
             "image_runtype": inst.runtype,
-            "onstart": inst.onstart,
             "extra_env": [[k, v] for k, v in inst.env.items()],
+            "onstart": inst.onstart,
+            "jupyter_token": None,
+            "template_id": None,
+            "template_hash_id": None,
+            "template_name": None,
             "disk_space": inst.disk,
-            "dph_total": inst.dph_total,
-            "dph_base": o.get("dph_base"),
-            "storage_cost": o.get("storage_cost"),
+            "dph_base": inst.dph_base,
+            "dph_total": inst.dph_base + disk_h,
+            "storage_cost": inst.storage_cost,
+            "storage_total_cost": disk_h,
+            "search": {"gpuCostPerHour": inst.dph_base, "diskHour": disk_h,
+                       "totalHour": inst.dph_base + disk_h, "discountTotalHour": 0,
+                       "discountedTotalPerHour": inst.dph_base + disk_h},
+            "instance": {"gpuCostPerHour": gpu_h, "diskHour": disk_h, "totalHour": gpu_h + disk_h,
+                         "discountTotalHour": 0, "discountedTotalPerHour": gpu_h + disk_h},
             "min_bid": o.get("min_bid"),
             "is_bid": False,
             "gpu_name": o.get("gpu_name"),
@@ -1129,27 +1836,31 @@ class VastEmulator:
             "gpu_ram": o.get("gpu_ram"),
             "gpu_totalram": o.get("gpu_total_ram"),
             "cpu_cores": o.get("cpu_cores"),
+            "cpu_cores_effective": o.get("cpu_cores_effective"),
             "cpu_ram": o.get("cpu_ram"),
-            "cuda_max_good": o.get("cuda_max_good"),
-            "driver_version": o.get("driver_version"),
+            "dlperf": o.get("dlperf"),
+            "total_flops": o.get("total_flops"),
+            "score": o.get("score"),
             "reliability2": o.get("reliability2"),
             "verification": o.get("verification"),
-            "inet_up": o.get("inet_up"),
-            "inet_down": o.get("inet_down"),
+            "external": o.get("external"),
+            "hosting_type": o.get("hosting_type"),
+            "static_ip": o.get("static_ip"),
+            "direct_port_count": o.get("direct_port_count"),
             "geolocation": o.get("geolocation"),
             "machine_id": o.get("machine_id"),
             "host_id": o.get("host_id"),
-            "ask_contract_id": o.get("id"),
+            "bundle_id": o.get("id"),
             "start_date": inst.created_wall,
             "end_date": None,
+            "duration": o.get("duration"),
             "uptime_mins": ((end or time.time()) - started) / 60.0 if started else None,
             "public_ipaddr": "127.0.0.1",
             "local_ipaddrs": "127.0.0.1",
             "ssh_host": "127.0.0.1",
             "ssh_port": None,
             "ports": {},
-            "template_id": None,
-            "template_hash_id": None,
+            "time_remaining": "",
         }
 
     def _live(self, iid: int) -> _Instance:
@@ -1161,12 +1872,14 @@ class VastEmulator:
     def _route_show(self, iid: int, **_: Any) -> dict[str, Any]:
         with self._lock:
             inst = self._instances.get(iid)
-            if inst is None or inst.destroyed:
+            gone = inst is None or (
+                inst.destroyed and time.monotonic() - inst.destroyed_mono >= self.unloaded_s)  # type: ignore[operator]
+            if gone:
                 if self.show_unknown_status != 200:
                     raise _err(self.show_unknown_status, "no_such_instance",
                                f"Instance {iid} not found.")
                 return {"instances": None}
-            return {"instances": self._row(inst)}
+            return {"instances": self._row(inst)}  # type: ignore[arg-type]
 
     def _rows(self) -> list[dict[str, Any]]:
         return [self._row(i) for i in self._instances.values() if not i.destroyed]
@@ -1205,6 +1918,10 @@ class VastEmulator:
 
     def _route_update(self, iid: int, *, body: dict[str, Any], **_: Any) -> dict[str, Any]:
         to_kill = None
+        label_max = self.limits.update_label_max
+        if "label" in body and label_max is not None and len(str(body["label"] or "")) > label_max:
+            raise _invalid(f"label: {len(str(body['label']))} characters; the limit is {label_max} "
+                           "(label_instance x-input-validation)")
         with self._lock:
             inst = self._live(iid)
             if "label" in body:
@@ -1213,15 +1930,14 @@ class VastEmulator:
             if state == "stopped":
                 inst.intended_status = "stopped"
                 to_kill = inst.proc
-                inst.status = "stopped"
-                inst.status_msg = "Stopped by user"
+                self._set_status(inst, "stopped", "Stopped by user")
             elif state == "running" and inst.status in ("stopped", "exited"):
-                now = time.monotonic()
                 inst.intended_status = "running"
-                inst.proc = None
-                inst.status = "loading"
-                inst.status_msg = f"Pulling image {inst.image}"
-                inst.loading_until = now + self.loading_s
+                if not inst.waiting or inst.offer["id"] not in self.unavailable_offers:
+                    inst.waiting = False
+                    inst.proc = None
+                    inst.loading_until = time.monotonic() + self.loading_s
+                    self._set_status(inst, "loading", f"Pulling image {inst.image}")
         if to_kill is not None:
             self._kill(to_kill)
             with self._lock:
@@ -1232,11 +1948,22 @@ class VastEmulator:
                     inst.exited_wall = time.time()
         return {"success": True}
 
+    def _route_reboot(self, iid: int, **_: Any) -> dict[str, Any]:
+        with self._lock:
+            inst = self._live(iid)
+            if inst.status in ("running", "frozen", "exited"):
+                self._apply_state(inst, "rebooting", None, None)
+        return {"success": True}
+
     def _destroy(self, iid: int) -> None:
         with self._lock:
             inst = self._live(iid)
+            self._accrue(inst)
+            running = inst.proc is not None and inst.proc.poll() is None
+            inst.final_status = "exited" if running else inst.shown_status
             inst.destroyed_wall, inst.destroyed_mono = time.time(), time.monotonic()
             inst.status_msg = "Destroyed"
+            inst.override_status = inst.override_msg = None
             proc = inst.proc
             self._keys.pop(inst.api_key, None)
             offer = self._offers.get(inst.offer["id"])
@@ -1251,6 +1978,7 @@ class VastEmulator:
                     if rc is not None:
                         inst.exit_code = _exit_code(rc)
                         inst.exited_wall = time.time()
+        self._close_proxy(inst)
         logger.debug("destroyed instance %s", iid)
 
     def _route_destroy(self, iid: int, **_: Any) -> tuple[int, dict[str, Any]]:
