@@ -4,10 +4,15 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
+
+from vastdrop.envparts import join_parts
 
 URL_SCHEMES = ("s3://", "file://", "https://", "http://")
 
@@ -93,7 +98,22 @@ class JobSpec(BaseModel):
         return env
 
 
+class _JoinedEnvSource(EnvSettingsSource):
+    """The process environment with long values joined from their parts (JOB_INPUT_URL__1, ...)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(join_parts(os.environ), self.case_sensitive, self.env_ignore_empty,
+                              self.env_parse_none_str)
+
+
 class JobSettings(BaseSettings, JobSpec):
-    """JobSpec read from the process environment: JOB_ID, JOB_INPUT_URL, ..."""
+    """JobSpec read from the process environment: JOB_ID, JOB_INPUT_URL, ... Each may also arrive in
+    numbered parts (JOB_INPUT_URL__1, JOB_INPUT_URL__2, ...; vastdrop.envparts), joined here; a
+    malformed set of parts raises ValueError naming the variable."""
 
     model_config = SettingsConfigDict(env_prefix="JOB_", extra="ignore", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):  # noqa: ANN001, ANN206 (pydantic-settings' hook)
+        return init_settings, _JoinedEnvSource(settings_cls), dotenv_settings, file_secret_settings
