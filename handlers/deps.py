@@ -31,6 +31,7 @@ class ControlConfig:
     job_timeout_s: float = 3600.0  # an attempt's deadline, from its launch
     deadline_grace_s: float = 60.0  # the job writes its own failure manifest first
     loading_timeout_s: float = 900.0  # a stuck image pull
+    unhealthy_timeout_s: float = 120.0  # a host seen unknown/offline/frozen this long is replaced
     launch_timeout_s: float = 300.0  # launching without a known instance
     # Verification of a success manifest against the stored result.
     verify_attempts: int = 3

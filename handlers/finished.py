@@ -78,7 +78,8 @@ def on_job_finished(job_id: str, deps: Deps) -> str:
         jobs.stop_instance(verifying, verifying.instance_id, deps, f"job failed ({kind})")
         jobs.end_attempt(verifying, deps, S.VERIFYING, kind, error.message if error else "failed without an error")
         return f"failed ({kind})"
-    jobs.stop_instance(verifying, verifying.instance_id, deps, "manifest written")
+    jobs.stop_instance(verifying, verifying.instance_id, deps, "manifest written",
+                       bytes_up=manifest.result.size if manifest.result else 0)
     return continue_verification(deps.ledger.get(job_id) or verifying, deps, manifest)
 
 

@@ -12,9 +12,10 @@ import random
 
 from handlers.deps import Deps
 from vastdrop import logs
-from vastdrop.errors import CapacityError, PermanentError, TransientError
+from vastdrop.errors import AccountError, CapacityError, PermanentError, TransientError
 from vastdrop.jobspec import JobSpec
 from vastdrop.ledger.base import JobRecord
+from vastdrop.pricing import Rates, cost
 from vastdrop.states import JobState
 
 logger = logging.getLogger(__name__)
@@ -70,10 +71,13 @@ def launch(record: JobRecord, deps: Deps, expected: JobState) -> JobRecord | Non
     spec = build_spec(claimed, deps, deadline)
     try:
         instance = deps.compute.launch(spec, spec.to_env())
-    except CapacityError as exc:  # not the job's fault: back in the queue, the attempt is not used up
-        log.info("waiting for capacity: %s", exc)
-        return deps.ledger.transition(claimed.job_id, S.LAUNCHING, S.QUEUED,
-                                      next_attempt_at=now + _jittered(deps.config.capacity_wait_s))
+    except CapacityError as exc:
+        # Not the job's fault (our caps, the API's pace, the account): back in the queue, attempt kept.
+        # `status` shows why it waits.
+        wait = exc.retry_after_s if exc.retry_after_s is not None else deps.config.capacity_wait_s
+        log.log(logging.WARNING if isinstance(exc, AccountError) else logging.INFO, "waiting: %s", exc)
+        return deps.ledger.transition(claimed.job_id, S.LAUNCHING, S.QUEUED, error_kind="waiting",
+                                      error=str(exc)[:500], next_attempt_at=now + _jittered(max(wait, 0.1)))
     except TransientError as exc:
         log.warning("launch failed, will retry: %s", exc)
         return end_attempt(claimed, deps, S.LAUNCHING, "transient", f"launch failed: {exc}")
@@ -82,7 +86,8 @@ def launch(record: JobRecord, deps: Deps, expected: JobState) -> JobRecord | Non
         return end_attempt(claimed, deps, S.LAUNCHING, "bad_input", f"launch failed: {exc}")
     running = deps.ledger.transition(
         claimed.job_id, S.LAUNCHING, S.RUNNING, instance_id=instance.id, offer_id=instance.offer_id,
-        gpu_name=instance.gpu_name, dph=instance.dph,
+        gpu_name=instance.gpu_name, dph=instance.dph, rates=instance.rates, running_at=None,
+        unhealthy_since=None, **_no_wait(claimed),
     )
     if running is None:  # cancelled meanwhile: don't leave the new instance billing
         stop_instance(claimed, instance.id, deps, "job changed state during launch")
@@ -92,8 +97,31 @@ def launch(record: JobRecord, deps: Deps, expected: JobState) -> JobRecord | Non
     return running
 
 
+def _no_wait(record: JobRecord) -> dict:
+    """Clear a 'waiting' note once the job stops waiting (a failure's message stays)."""
+    return {"error": None, "error_kind": None} if record.error_kind == "waiting" else {}
+
+
+def attempt_cost(record: JobRecord, now: float, bytes_up: int = 0) -> float:
+    """What the current attempt's instance billed by now, as Vast bills (vastdrop.pricing): storage
+    for its whole life, GPU from when it was seen running (its whole life when never seen, which
+    never under-counts), bandwidth for the input down and the result up."""
+    if not record.launched_at:
+        return 0.0
+    if record.rates:
+        rates = Rates.from_dict(record.rates)
+    elif record.dph:
+        rates = Rates(gpu_dph=record.dph, storage_dph=0.0, down_per_gb=0.0, up_per_gb=0.0)
+    else:
+        return 0.0
+    exists_s = max(0.0, now - record.launched_at)
+    running_s = exists_s if record.running_at is None else max(0.0, now - record.running_at)
+    return cost(rates, running_s=min(running_s, exists_s), exists_s=exists_s,
+                bytes_down=record.input_size, bytes_up=bytes_up).total
+
+
 def stop_instance(record: JobRecord | None, instance_id: str | None, deps: Deps, reason: str,
-                  job_id: str | None = None) -> None:
+                  job_id: str | None = None, bytes_up: int = 0) -> None:
     """Destroy, log the line operators grep for, and add what it cost to the job (when there is one;
     an orphan or a user's destroy may have no record: `job_id` then names it from the label)."""
     if not instance_id:
@@ -104,11 +132,11 @@ def stop_instance(record: JobRecord | None, instance_id: str | None, deps: Deps,
     log.info("STOPPING INSTANCE %s job=%s reason=%s at=%s", instance_id, job, reason, when,
              extra={"instance_id": instance_id, "reason": reason})
     deps.compute.destroy(instance_id)
-    if record and record.dph and record.launched_at:
-        cost = record.cost + record.dph * max(0.0, deps.clock() - record.launched_at) / 3600
+    spent = attempt_cost(record, deps.clock(), bytes_up) if record and record.instance_id == instance_id else 0.0
+    if record and spent:
         current = deps.ledger.get(record.job_id)
         if current is not None:
-            deps.ledger.update(record.job_id, current.version, cost=round(cost, 6))
+            deps.ledger.update(record.job_id, current.version, cost=round(record.cost + spent, 6))
 
 
 def backoff_s(attempt: int, deps: Deps) -> float:

@@ -70,6 +70,7 @@ def _check_running(record: JobRecord, deps: Deps, live: dict[str, Instance], now
     if instance is None and record.instance_id:
         instance = deps.compute.get(record.instance_id)
     state = instance.state if instance else InstanceState.GONE
+    record = _note_health(record, state, deps, now)
     # The instance's state is read before the manifest: a job writes its manifest, then exits.
     if read_manifest(record, deps) is not None:
         result = on_job_finished(record.job_id, deps)
@@ -78,10 +79,39 @@ def _check_running(record: JobRecord, deps: Deps, live: dict[str, Instance], now
         return _fail_attempt(record, deps, "deadline passed without a manifest")
     if state in (InstanceState.PENDING, InstanceState.LOADING) and now - (record.launched_at or now) > cfg.loading_timeout_s:
         return _fail_attempt(record, deps, f"stuck in {state.value} for over {cfg.loading_timeout_s:.0f}s")
+    if state is InstanceState.UNHEALTHY and record.unhealthy_since is not None \
+            and now - record.unhealthy_since > cfg.unhealthy_timeout_s:
+        return _fail_attempt(record, deps, f"instance {_says(instance)} for over {cfg.unhealthy_timeout_s:.0f}s")
     if state in (InstanceState.EXITED, InstanceState.GONE):
         code = instance.exit_code if instance else None
-        return _fail_attempt(record, deps, f"instance {state.value} without a manifest (exit code {code})")
+        return _fail_attempt(record, deps, f"instance {state.value} without a manifest (exit code {code}"
+                                           f"{'; ' + _says(instance) if instance else ''})")
     return None
+
+
+def _note_health(record: JobRecord, state: InstanceState, deps: Deps, now: float) -> JobRecord:
+    """Remember when the instance was first seen running (GPU billing starts) and since when its host
+    has been unhealthy (replaced after unhealthy_timeout_s); both survive restarts in the ledger."""
+    changes: dict = {}
+    if state is InstanceState.RUNNING and record.running_at is None:
+        changes["running_at"] = now
+    if state is InstanceState.UNHEALTHY and record.unhealthy_since is None:
+        changes["unhealthy_since"] = now
+    elif state is not InstanceState.UNHEALTHY and record.unhealthy_since is not None:
+        changes["unhealthy_since"] = None
+    if not changes:
+        return record
+    return deps.ledger.update(record.job_id, record.version, **changes) or record
+
+
+def _says(instance: Instance | None) -> str:
+    """What Vast says of an instance, bounded and printable (status_msg carries the host's daemon text)."""
+    if instance is None:
+        return "gone"
+    status = str(instance.extra.get("actual_status") or instance.state.value)
+    msg = str(instance.extra.get("status_msg") or "")
+    text = "".join(ch if ch.isprintable() else " " for ch in f"{status}: {msg}" if msg else status)
+    return text[:200]
 
 
 def _fail_attempt(record: JobRecord, deps: Deps, reason: str) -> str:

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from vastai import VastAI
 
-from tests.support.vast_emulator import VastEmulator
+from tests.support.vast_emulator import Limits, VastEmulator
 from vastdrop.compute.base import Instance, InstanceState, label_for
-from vastdrop.compute.vast import VastCompute, VastConfig
-from vastdrop.errors import ConfigError, PermanentError, TransientError
+from vastdrop.compute.vast import VastCompute, VastConfig, state_of
+from vastdrop.errors import AccountError, ApiBusyError, PermanentError, TransientError
 from vastdrop.jobspec import JobSpec
 
 STUB_JOB = textwrap.dedent(
@@ -39,8 +39,10 @@ STUB_JOB = textwrap.dedent(
 )
 STUB = [sys.executable, "-c", STUB_JOB]
 SECRET = "cb-s3cr3t-value-5f2a9c"
+# Vast's documented limits at 1/20 of their waits, on both sides: pacing and collisions stay real.
+SCALE = 0.05
 FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05, "reconcile_interval_s": 0.05,
-        "image": "vastdrop/gpu-job:test", "disk_gb": 20}
+        "image": "vastdrop/gpu-job:test", "disk_gb": 20, "pace_scale": SCALE, "api_margin_s": 0.01}
 
 
 def _spec(job_id: str = "job-vast-1", attempt: int = 1) -> JobSpec:
@@ -54,7 +56,7 @@ def _env(spec: JobSpec, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def emu() -> Iterator[VastEmulator]:
-    with VastEmulator(command=STUB, loading_s=0.05, kill_grace_s=0.5) as e:
+    with VastEmulator(command=STUB, loading_s=0.05, kill_grace_s=0.5, limits=Limits().scaled(SCALE)) as e:
         yield e
 
 
@@ -105,18 +107,24 @@ def test_cheapest_matching_offer_runs_the_job_with_env_and_label(emu: VastEmulat
     spec = _spec()
     inst = compute.launch(spec, _env(spec, OUT_PATH=str(out), JOB_SECONDS="0.3", JOB_CODE="0"))
 
-    # RTX A4000 ($0.12) fails the CUDA/RAM floor, RTX 3080 is rented: the RTX 3090 at $0.18 wins.
-    assert (inst.offer_id, inst.gpu_name, inst.dph) == ("31000001", "RTX 3090", 0.18)
+    # RTX A4000 ($0.12) fails the CUDA/RAM floor, RTX 3080 is rented: the RTX 3090 wins, priced for
+    # the 20 GB we rent (dph_total includes the storage: the search sent allocated_storage).
+    offer = next(o for o in emu.offers if o["id"] == 31000001)
+    storage_dph = offer["storage_cost"] * 20 / 720
+    assert (inst.offer_id, inst.gpu_name) == ("31000001", "RTX 3090")
+    assert inst.dph == pytest.approx(offer["dph_base"] + storage_dph)
+    assert inst.rates == pytest.approx({"gpu_dph": offer["dph_base"], "storage_dph": storage_dph,
+                                        "down_per_gb": offer["inet_down_cost"], "up_per_gb": offer["inet_up_cost"]})
     assert inst.state in (InstanceState.PENDING, InstanceState.LOADING)
     assert inst.label == label_for(spec.id) and inst.job_id == spec.id
     snap = emu.instance(int(inst.id))
     assert snap["label"] == label_for(spec.id) and snap["image"] == "vastdrop/gpu-job:test"
     assert snap["disk"] == 20 and snap["runtype"] == "args"
     (req,) = emu.create_requests
-    assert req["status"] == 200 and set(spec.to_env()) <= set(req["env_keys"])
+    assert req["status"] == 200 and set(spec.to_env()) <= set(req["env_keys"]) and req["cancel_unavail"] is True
 
     running = _wait_state(compute, inst.id, InstanceState.RUNNING, InstanceState.EXITED)
-    assert running.gpu_name == "RTX 3090" and running.offer_id == "31000001"
+    assert running.gpu_name == "RTX 3090"
     done = _wait_state(compute, inst.id, InstanceState.EXITED)
     assert done.exit_code == 0
     assert out.read_text() == f"{SECRET}|{inst.id}|{spec.id}"  # env reached the job, + Vast's own
@@ -171,21 +179,45 @@ def test_throttling_and_server_errors_are_retried(emu: VastEmulator) -> None:
     emu.server_error_next(0)
 
 
-@pytest.mark.parametrize("fault", ["throttle", "server_error"])
-def test_a_create_rejected_before_any_contract_is_retried_once_it_is_known_safe(
-    emu: VastEmulator, fault: str
-) -> None:
+def test_a_create_answered_503_before_any_contract_is_retried_once_it_is_known_safe(emu: VastEmulator) -> None:
     client = _hooked(emu)
-    if fault == "throttle":
-        client.after_search = lambda offers: emu.rate_limit_next(1, retry_after=0.01)
-    else:
-        client.after_search = lambda offers: emu.server_error_next(1, status=503)
+    client.after_search = lambda offers: emu.server_error_next(1, status=503)
     compute = _compute(emu, client)
     inst = compute.launch(_spec(), _env(_spec()))
     assert _live_ids(emu) == [inst.id]
     creates = emu.create_requests
-    assert [c["status"] for c in creates] == [429 if fault == "throttle" else 503, 200]
+    assert [c["status"] for c in creates] == [503, 200]
     assert creates[0]["instance_id"] is None
+
+
+def test_a_throttled_create_waits_for_the_penalty_and_uses_no_attempt(emu: VastEmulator) -> None:
+    """Another process on the same key creates first: our create gets Vast's plain-text 429. The job
+    waits (ApiBusyError, a capacity wait: the handler keeps its attempt), the pacer holds every create
+    of this process back for the documented 12 s penalty, and the next try goes through."""
+    other = VastAI(api_key=emu.api_key, server_url=emu.url, retry=1)
+    client = _hooked(emu)
+    client.after_search = lambda offers: other.create_instance(31000002, image="img", disk=20, label="someone-else")
+    compute = _compute(emu, client, max_create_wait_s=0.1)
+    with pytest.raises(ApiBusyError, match="waiting for the Vast API") as err:
+        compute.launch(_spec(), _env(_spec()))
+    assert err.value.retry_after_s == pytest.approx(12.0 * SCALE, abs=0.1)
+    assert [c["status"] for c in emu.create_requests] == [200, 429]
+    assert compute.pacer("create").delay() > 0.3  # within the penalty: no create is sent
+    with pytest.raises(ApiBusyError):
+        compute.launch(_spec(), _env(_spec()))
+    assert len(emu.create_requests) == 2
+    inst = _launch_when_allowed(compute, _spec())
+    assert [c["status"] for c in emu.create_requests] == [200, 429, 200]
+    assert inst.id in _live_ids(emu)
+
+
+def _launch_when_allowed(compute: VastCompute, spec: JobSpec) -> Instance:
+    for _ in range(20):
+        try:
+            return compute.launch(spec, _env(spec))
+        except ApiBusyError as exc:
+            time.sleep(exc.retry_after_s or 0.1)
+    raise AssertionError("never allowed to create")
 
 
 @pytest.mark.parametrize("status", [500, 503])
@@ -197,7 +229,7 @@ def test_a_failed_create_that_made_a_contract_is_adopted_not_duplicated(emu: Vas
     inst = compute.launch(spec, _env(spec))
     (live,) = emu.live_instances()  # exactly one contract, and it is the one we return
     assert str(live["id"]) == inst.id and live["label"] == label_for(spec.id)
-    assert inst.extra.get("adopted") is True and inst.offer_id == "31000001"
+    assert inst.extra.get("adopted") is True and inst.rates is not None
     assert len(emu.create_requests) == 1  # never re-sent (the SDK's own retry is off)
     compute.destroy(inst.id)
     assert emu.live_instances() == []
@@ -216,7 +248,7 @@ def test_an_existing_instance_of_the_same_job_attempt_is_adopted(emu: VastEmulat
     assert len(emu.create_requests) == 1
 
     retry = _spec(attempt=2)  # a new attempt of the same job is a new instance
-    other = compute.launch(retry, _env(retry))
+    other = _launch_when_allowed(compute, retry)  # our raw create above counts against the create pace
     assert other.id != iid and sorted(_live_ids(emu)) == sorted([iid, other.id])
 
 
@@ -242,20 +274,36 @@ def test_max_instances_cap(emu: VastEmulator) -> None:
 
 
 def test_max_total_dph_cap(emu: VastEmulator) -> None:
-    compute = _compute(emu, gpu_names=["RTX 4090"], max_total_dph=0.5)
+    compute = _compute(emu, max_total_dph=0.3)
     a = compute.launch(_spec("job-a"), _env(_spec("job-a")))
-    assert a.dph == 0.35
-    with pytest.raises(TransientError, match="capacity"):
-        compute.launch(_spec("job-b"), _env(_spec("job-b")))  # 0.35 + 0.35 > 0.5
+    assert a.gpu_name == "RTX 3090"
+    with pytest.raises(TransientError, match="capacity"):  # the 3090 is ours now; the 4090 would exceed
+        compute.launch(_spec("job-b"), _env(_spec("job-b")))
     assert _live_ids(emu) == [a.id]
-    assert _compute(emu, max_total_dph=0.6).launch(_spec("job-c"), _env(_spec("job-c"))).dph == 0.18
+    c = _launch_when_allowed(_compute(emu, max_total_dph=0.6), _spec("job-c"))
+    assert sorted(_live_ids(emu)) == sorted([a.id, c.id])
 
 
-def test_the_accounts_own_instance_limit_is_transient(emu: VastEmulator) -> None:
-    emu.max_instances = 0
-    with pytest.raises(TransientError, match="capacity"):
-        _compute(emu).launch(_spec(), _env(_spec()))
-    assert emu.live_instances() == []
+@pytest.mark.parametrize("refusal", ["instance limit", "out of credit"])
+def test_an_account_refusal_pauses_launches_until_it_clears(emu: VastEmulator, refusal: str) -> None:
+    """Not the job's fault: AccountError (a capacity wait, no attempt used), and no further create is
+    sent by any launch of the process until the pause is over; then launches resume."""
+    if refusal == "instance limit":
+        emu.max_instances = 0
+    else:
+        emu.out_of_credit = True
+    compute = _compute(emu, account_backoff_s=0.5)
+    with pytest.raises(AccountError, match="account refuses") as err:
+        compute.launch(_spec(), _env(_spec()))
+    assert err.value.retry_after_s == 0.5
+    sent = len(emu.create_requests)
+    with pytest.raises(AccountError, match="launches paused"):
+        _compute(emu, account_backoff_s=0.5).launch(_spec("job-b"), _env(_spec("job-b")))
+    assert len(emu.create_requests) == sent and emu.live_instances() == []
+    emu.max_instances, emu.out_of_credit = None, False
+    time.sleep(0.6)
+    inst = _launch_when_allowed(compute, _spec("job-b"))
+    assert _live_ids(emu) == [inst.id]
 
 
 def test_stuck_loading_is_reported_as_loading(emu: VastEmulator) -> None:
@@ -297,11 +345,11 @@ def test_destroy_is_idempotent_and_unknown_ids_are_fine(emu: VastEmulator) -> No
     assert compute.get("4242").state is InstanceState.GONE
 
 
-def test_a_rejected_api_key_is_a_config_error(emu: VastEmulator) -> None:
+def test_a_rejected_api_key_pauses_launches_and_fails_no_job(emu: VastEmulator) -> None:
     bad = VastCompute(api_key="wrong-key-0123456789", server_url=emu.url, config=VastConfig(**FAST))
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(AccountError) as err:
         bad.launch(_spec(), _env(_spec()))
-    assert isinstance(err.value, PermanentError)
+    assert not isinstance(err.value, PermanentError)
     assert "HTTP 401" in str(err.value) and "wrong-key-0123456789" not in str(err.value)
 
 
@@ -338,3 +386,120 @@ def test_no_secret_in_any_log_record_or_exception(emu: VastEmulator, caplog: pyt
     for text in texts:
         for secret in (emu.api_key, SECRET, token, "wrong-key-abcdef123456"):
             assert secret not in text
+
+
+# -- Vast's documented limits and semantics ------------------------------------------------------------
+
+
+def test_long_env_values_go_as_parts_within_vasts_limits(emu: VastEmulator) -> None:
+    """A presigned URL is 340+ characters; Vast takes 256 per value. It goes as NAME__1, NAME__2, ..."""
+    url = "https://bucket.s3.example.com/input/a.mp4?" + "X-Amz-Signature=" + "ab" * 200
+    spec = JobSpec(id="job-parts", input_url=url, output_url=url.replace("input", "output"),
+                   manifest_url="file:///out/a.json")
+    compute = _compute(emu)
+    inst = compute.launch(spec, _env(spec))
+    env = emu.instance(int(inst.id))["env"]
+    assert "JOB_INPUT_URL" not in env and all(len(v) <= 256 for v in env.values())
+    parts = sorted((k for k in env if k.startswith("JOB_INPUT_URL__")), key=lambda k: int(k.rsplit("__", 1)[1]))
+    assert len(parts) == 2 and "".join(env[k] for k in parts) == url
+    assert emu.create_requests[0]["status"] == 200
+
+
+def test_a_spec_that_cannot_fit_is_refused_before_any_create(emu: VastEmulator) -> None:
+    spec = _spec()
+    with pytest.raises(PermanentError, match=r"cannot fit Vast's limits: env is \d+ characters"):
+        _compute(emu).launch(spec, _env(spec, BIG="x" * 40_000))
+    with pytest.raises(PermanentError, match="image name is 1100 characters"):
+        _compute(emu, image="i" * 1100).launch(spec, _env(spec))
+    with pytest.raises(PermanentError, match="args and onstart"):
+        _compute(emu, onstart="echo " * 1000).launch(spec, _env(spec))
+    assert emu.create_requests == [] and emu.all_instances() == []
+
+
+def test_an_offer_that_cannot_start_now_is_refused_not_rented_stopped(emu: VastEmulator) -> None:
+    """cancel_unavail=true (the SDK sends false): Vast answers 410 instead of making a stopped contract
+    that bills storage; we move on to the next offer."""
+    emu.unavailable_offers.add(31000001)
+    inst = _compute(emu).launch(_spec(), _env(_spec()))
+    assert [(c["offer_id"], c["status"], c["cancel_unavail"]) for c in emu.create_requests] == [
+        (31000001, 410, True), (31000002, 200, True)]
+    assert _live_ids(emu) == [inst.id] and inst.gpu_name == "RTX 4090"
+
+
+@pytest.mark.parametrize("status", [400, 500])
+def test_a_failed_create_that_names_its_contract_has_it_destroyed_at_once(emu: VastEmulator, status: int) -> None:
+    emu.create_fails_with_contract = True
+    emu.faults.create_fail_includes_id = True
+    emu.faults.create_fail_status = status
+    compute = _compute(emu, create_attempts=1, max_offers_tried=1)
+    with pytest.raises((TransientError, PermanentError)):
+        compute.launch(_spec(), _env(_spec()))
+    made = [c["instance_id"] for c in emu.create_requests if c["instance_id"]]
+    assert made and emu.live_instances() == []
+    assert [d["instance_id"] for d in emu.destroy_requests] == made
+
+
+def test_one_offer_search_serves_several_launches(emu: VastEmulator) -> None:
+    compute = _compute(emu, max_instances=5, max_total_dph=5.0, max_dph=1.0)
+    launched = [_launch_when_allowed(compute, _spec(f"job-{i}")) for i in range(3)]
+    searches = [r for r in emu.request_log if r["path"].startswith("/api/v0/bundles")]
+    assert len(searches) == 1
+    assert len({i.offer_id for i in launched}) == 3  # an offer we rented is not offered to the next launch
+
+
+def test_at_the_documented_pace_nothing_collides() -> None:
+    """The strict emulator at Vast's real intervals: launches, lists, shows and destroys of several
+    jobs, back to back, get no 429, and creates are >= 4.5 s apart."""
+    with VastEmulator(command=STUB, loading_s=0.05, kill_grace_s=0.5) as emu:
+        compute = VastCompute(api_key=emu.api_key, server_url=emu.url,
+                              config=VastConfig(image="img:1", max_instances=5, max_total_dph=5.0,
+                                                max_dph=1.0))
+        launched = [compute.launch(_spec(f"job-{i}"), _env(_spec(f"job-{i}"))) for i in range(3)]
+        for inst in launched:
+            compute.get(inst.id)
+        compute.list_ours()
+        for inst in launched:
+            compute.destroy(inst.id)
+        assert emu.rate_limited == [] and emu.live_instances() == []
+        times = [c["monotonic"] for c in emu.create_requests]
+        assert len(times) == 3 and min(b - a for a, b in zip(times, times[1:], strict=False)) >= 4.5
+
+
+def test_the_daily_search_quota_waits_for_its_reset(emu: VastEmulator) -> None:
+    emu.limits = Limits(search_quota_per_day=1).scaled(SCALE)
+    compute = _compute(emu, offer_cache_s=0, max_instances=5, max_total_dph=5.0)
+    _launch_when_allowed(compute, _spec("job-a"))
+    emu.set_search_quota_reset(time.time() + 3600)
+    with pytest.raises(ApiBusyError, match="daily offer-search quota") as err:
+        compute.launch(_spec("job-b"), _env(_spec("job-b")))
+    assert err.value.retry_after_s == pytest.approx(3600, abs=5)
+    searches = len([r for r in emu.request_log if r["path"].startswith("/api/v0/bundles")])
+    with pytest.raises(ApiBusyError):  # no search is sent before the reset
+        compute.launch(_spec("job-b"), _env(_spec("job-b")))
+    assert len([r for r in emu.request_log if r["path"].startswith("/api/v0/bundles")]) == searches
+
+
+@pytest.mark.parametrize(("state", "expected"), [
+    ("unknown", InstanceState.UNHEALTHY), ("offline", InstanceState.UNHEALTHY),
+    ("frozen", InstanceState.UNHEALTHY), ("rebooting", InstanceState.LOADING),
+])
+def test_documented_states_map_to_what_the_reaper_acts_on(emu: VastEmulator, state: str,
+                                                          expected: InstanceState) -> None:
+    compute = _compute(emu)
+    inst = compute.launch(_spec(), _env(_spec()))
+    _wait_state(compute, inst.id, InstanceState.RUNNING)
+    emu.set_state(int(inst.id), state, duration_s=5.0)
+    assert _wait_state(compute, inst.id, expected).state is expected
+    assert [i.state for i in compute.list_ours()] == [expected]
+
+
+def test_a_container_that_cannot_start_is_exited_and_a_destroyed_one_gone(emu: VastEmulator) -> None:
+    compute = _compute(emu)
+    emu.fail_container_start()  # the next instance's container
+    inst = compute.launch(_spec(), _env(_spec()))
+    failed = _wait_state(compute, inst.id, InstanceState.EXITED)
+    assert "OCI runtime" in failed.extra["status_msg"]
+    compute.destroy(inst.id)
+    assert compute.get(inst.id).state is InstanceState.GONE  # cur_state "unloaded" first, then null
+    assert state_of({"id": 1, "actual_status": "running", "cur_state": "unloaded"}) is InstanceState.GONE
+    assert state_of({"id": 1, "actual_status": "created", "status_msg": "pulling"}) is InstanceState.LOADING

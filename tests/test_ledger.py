@@ -116,6 +116,9 @@ def test_roundtrip_every_field(ledger: Ledger) -> None:
         offer_id="o-9",
         gpu_name="RTX 4090",
         dph=0.1 + 0.2,  # 0.30000000000000004: must come back bit for bit
+        rates={"gpu_dph": 0.3, "storage_dph": 0.004, "down_per_gb": 2.0, "up_per_gb": 0.0},
+        running_at=1_700_000_020.5,
+        unhealthy_since=1_700_000_030.5,
         error_kind="transient",
         error="network blip",
         result_etag="r-etag",
@@ -425,3 +428,26 @@ def test_sqlite_survives_sigkill_mid_transaction(tmp_path: Path) -> None:
         conn.close()
     restarted.close()
     ledger.close()
+
+
+def test_a_version_1_sqlite_ledger_gains_the_new_columns_and_keeps_its_rows(tmp_path) -> None:
+    import sqlite3
+
+    from vastdrop.ledger import sqlite as sqlite_ledger
+
+    path = tmp_path / "old.sqlite"
+    old_schema = sqlite_ledger.SCHEMA
+    for name in sqlite_ledger.ADDED_COLUMNS:
+        old_schema = "\n".join(line for line in old_schema.splitlines() if not line.strip().startswith(name + " "))
+    conn = sqlite3.connect(path)
+    conn.executescript(old_schema + "PRAGMA user_version = 1;")
+    conn.execute("INSERT INTO jobs (job_id, bucket, key, input_url, input_etag, input_size, params, state, attempt,"
+                 " created_at, updated_at, cost, version) VALUES ('old', 'b', 'input/a.mp4', 'file:///a', '\"e\"', 5,"
+                 " '{}', 'running', 1, 1.0, 1.0, 0.5, 3)")
+    conn.commit()
+    conn.close()
+    ledger = sqlite_ledger.SqliteLedger(path)
+    record = ledger.get("old")
+    assert record is not None and record.cost == 0.5 and record.rates is None and record.running_at is None
+    updated = ledger.update("old", record.version, rates={"gpu_dph": 0.2}, running_at=2.0)
+    assert updated is not None and updated.rates == {"gpu_dph": 0.2} and updated.running_at == 2.0

@@ -37,7 +37,9 @@ def build_compute(s: ControlSettings, state_dir: Path) -> Compute:
     config = VastConfig(
         image=s.vast_image, image_login=s.vast_image_login, gpu_names=s.vast_gpu_names,
         min_gpu_ram_gb=s.vast_min_gpu_ram_gb, max_dph=s.vast_max_dph, max_instances=s.vast_max_instances,
-        max_total_dph=s.vast_max_total_dph,
+        max_total_dph=s.vast_max_total_dph, disk_gb=s.vast_disk_gb, min_inet_down=s.vast_min_inet_down,
+        max_bandwidth_per_gb=s.vast_max_bandwidth_per_gb, api_share=s.vast_api_share,
+        max_create_wait_s=s.vast_max_create_wait_s,
     )
     return VastCompute(api_key=s.vast_api_key.get_secret_value(), server_url=s.vast_server_url, config=config)
 

@@ -10,7 +10,21 @@ class TransientError(VastdropError):
 
 
 class CapacityError(TransientError):
-    """Our own caps (instances, $/h) or the provider's limits are full: wait, without using up an attempt."""
+    """Our own caps (instances, $/h) or the provider's limits are full: wait, without using up an attempt.
+    `retry_after_s`, when known, is how long to wait before asking again."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ApiBusyError(CapacityError):
+    """The provider's API is paced or throttled (rate limit, daily quota): the job waits its turn."""
+
+
+class AccountError(CapacityError):
+    """The provider account refuses launches (out of credit, account limits, key refused): not the job's
+    fault, so no job fails; launches stop until it clears."""
 
 
 class PermanentError(VastdropError):

@@ -30,6 +30,10 @@ DEFAULT_MIN_GPU_RAM_GB = 16.0
 DEFAULT_MAX_DPH = 0.60  # USD per hour, one instance
 DEFAULT_MAX_TOTAL_DPH = 1.50  # USD per hour, all our live instances together
 DEFAULT_MAX_INSTANCES = 3
+DEFAULT_DISK_GB = 30.0  # the image, the input and the result fit; storage bills for all of it
+# The image (several GB) and the input come down this pipe: a slow host spends paid minutes on them.
+DEFAULT_MIN_INET_DOWN = 200.0  # the offer's inet_down, in Vast's unit (Mbit/s)
+DEFAULT_MAX_BANDWIDTH_PER_GB = 0.02  # USD per GB, each direction (hosts set inet_down_cost, inet_up_cost)
 
 # What a Secrets Manager secret may hold: credentials only, so a secret can never change behaviour.
 SECRET_FIELDS = frozenset({
@@ -100,6 +104,15 @@ class ControlSettings(BaseSettings):
     vast_max_instances: int = Field(DEFAULT_MAX_INSTANCES, ge=1, description="most instances of ours alive at once")
     vast_max_total_dph: float = Field(
         DEFAULT_MAX_TOTAL_DPH, gt=0, description="most USD per hour for all our instances together")
+    vast_disk_gb: float = Field(DEFAULT_DISK_GB, ge=8, description="disk rented with each instance, GB (billed while it exists)")
+    vast_min_inet_down: float = Field(
+        DEFAULT_MIN_INET_DOWN, ge=0, description="slowest host download accepted, Mbit/s as Vast reports inet_down (image pull, input)")
+    vast_max_bandwidth_per_gb: float = Field(
+        DEFAULT_MAX_BANDWIDTH_PER_GB, ge=0, description="most USD per GB a host may charge for bandwidth, each direction")
+    vast_api_share: int = Field(
+        1, ge=1, description="processes sharing the Vast key at once: each paces its calls this many times slower")
+    vast_max_create_wait_s: float = Field(
+        6.0, ge=0, description="longest wait for a create slot in one launch; beyond it the job waits queued")
     # The bucket's S3 key, when it is not the ambient AWS identity (B2 from Lambda): used to list,
     # read manifests and presign job URLs. Absent: boto3's usual credential chain.
     s3_access_key_id: str | None = Field(None, description="the bucket's S3 key id (default: boto3's credential chain)")

@@ -25,7 +25,8 @@ def _key(key: str) -> str:
 def render(records: list[JobRecord], now: float | None = None) -> str:
     now = time.time() if now is None else now
     rows = [COLUMNS] + [
-        (_key(r.key), r.state.value + (f" ({r.error_kind})" if r.error_kind and r.state.is_terminal() else ""),
+        (_key(r.key), r.state.value + (f" ({r.error_kind})" if r.error_kind and (r.state.is_terminal()
+                                                                          or r.error_kind == "waiting") else ""),
          str(r.attempt), r.instance_id or "-", r.gpu_name or "-", f"{r.dph:.3f}" if r.dph else "-",
          _elapsed(r, now), f"${r.cost:.4f}")
         for r in records
@@ -34,6 +35,13 @@ def render(records: list[JobRecord], now: float | None = None) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     if not records:
         lines.append("(no jobs yet)")
+    # Why a queued job waits (our caps, the Vast API's pace, the account) and when it asks again.
+    waiting = [r for r in records if r.error_kind == "waiting" and not r.state.is_terminal() and r.error]
+    if waiting:
+        lines += ["", "waiting:"] + [
+            f"  {r.key}: {r.error}" + (f" (next try in {max(0, int(r.next_attempt_at - now))}s)"
+                                       if r.next_attempt_at else "")
+            for r in waiting]
     # Why each failed job failed, in the words its manifest or the control plane recorded.
     failed = [r for r in records if r.state is JobState.FAILED and r.error]
     if failed:

@@ -23,7 +23,8 @@ class InstanceState(StrEnum):
     PENDING = "pending"  # requested, not yet loading (provisioning)
     LOADING = "loading"  # pulling the image / starting
     RUNNING = "running"
-    EXITED = "exited"  # the container stopped; still billed until destroyed
+    EXITED = "exited"  # the container stopped (or could not start); still billed until destroyed
+    UNHEALTHY = "unhealthy"  # the host lost contact (unknown, offline) or the container is frozen
     GONE = "gone"  # destroyed or never existed
 
 
@@ -37,6 +38,7 @@ class Instance:
     dph: float | None = None
     offer_id: str | None = None
     started_at: float | None = None  # unix seconds the instance was created
+    rates: dict | None = None  # vastdrop.pricing.Rates.to_dict() of what it bills; None: free (local)
     extra: dict = field(default_factory=dict)
 
     @property

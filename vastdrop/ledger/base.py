@@ -28,7 +28,10 @@ class JobRecord:
     instance_id: str | None = None
     offer_id: str | None = None
     gpu_name: str | None = None
-    dph: float | None = None  # $/hour of the instance
+    dph: float | None = None  # $/hour of the instance, storage included (what the offer showed)
+    rates: dict[str, float] | None = None  # the instance's prices (vastdrop.pricing.Rates.to_dict())
+    running_at: float | None = None  # when the current instance was first seen running (GPU billing)
+    unhealthy_since: float | None = None  # when its host was first seen unknown/offline/frozen
     error_kind: str | None = None
     error: str | None = None
     result_etag: str | None = None
@@ -38,7 +41,7 @@ class JobRecord:
     finished_at: float | None = None
     next_attempt_at: float | None = None  # earliest relaunch time while retrying
     deadline: float | None = None  # unix seconds the current attempt must finish by
-    cost: float = 0.0  # $ billed so far over all attempts (estimated from dph and time)
+    cost: float = 0.0  # $ billed so far over all attempts (vastdrop.pricing: GPU, storage, bandwidth)
     version: int = 0  # bumped by every write: the optimistic-concurrency token
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,6 +56,9 @@ class JobRecord:
         values["state"] = JobState(values["state"])
         return cls(**values)
 
+
+# Stored as JSON text by both ledgers (a DynamoDB map would turn 2.0 into 2).
+JSON_FIELDS = frozenset({"params", "rates"})
 
 # Managed by the ledger itself; callers change them only through transition()/version guards.
 PROTECTED_FIELDS = frozenset({"job_id", "state", "version"})

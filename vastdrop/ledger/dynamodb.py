@@ -30,7 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from vastdrop.errors import PermanentError, TransientError
-from vastdrop.ledger.base import JobRecord, check_changes, check_transition
+from vastdrop.ledger.base import JSON_FIELDS, JobRecord, check_changes, check_transition
 from vastdrop.states import JobState
 
 TTL_ATTRIBUTE = "expires_at"  # epoch seconds; DynamoDB deletes the item some time after it
@@ -226,7 +226,7 @@ def _key(job_id: str) -> dict[str, Any]:
 
 
 def _to_attr(name: str, value: Any) -> dict[str, Any]:
-    if name == "params":
+    if name in JSON_FIELDS and (value is not None or name == "params"):
         return {"S": json.dumps(value)}
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -241,4 +241,6 @@ def _decode(item: dict[str, Any]) -> JobRecord:
         if isinstance(value, Decimal):
             data[name] = int(value) if name in INT_FIELDS else float(value)
     data["params"] = json.loads(data.get("params", "{}"))
+    if isinstance(data.get("rates"), str):
+        data["rates"] = json.loads(data["rates"])
     return JobRecord.from_dict(data)

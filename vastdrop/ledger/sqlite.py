@@ -26,11 +26,11 @@ from typing import Any
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from vastdrop.errors import PermanentError, TransientError
-from vastdrop.ledger.base import JobRecord, check_changes, check_transition
+from vastdrop.ledger.base import JSON_FIELDS, JobRecord, check_changes, check_transition
 from vastdrop.states import JobState
 
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction before giving up
-SCHEMA_VERSION = 1  # PRAGMA user_version; bump with a migration when the table changes
+SCHEMA_VERSION = 2  # PRAGMA user_version; bump with a migration when the table changes
 
 COLUMNS = tuple(f.name for f in fields(JobRecord))
 
@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     offer_id        TEXT,
     gpu_name        TEXT,
     dph             REAL,
+    rates           TEXT,  -- JSON object
+    running_at      REAL,
+    unhealthy_since REAL,
     error_kind      TEXT,
     error           TEXT,
     result_etag     TEXT,
@@ -64,6 +67,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE INDEX IF NOT EXISTS jobs_instance ON jobs (instance_id);
 """
+# Columns added since version 1, for ledgers made before them (ALTER TABLE ADD COLUMN keeps the rows).
+ADDED_COLUMNS = {"rates": "TEXT", "running_at": "REAL", "unhealthy_since": "REAL"}
 
 # Messages SQLite uses when a lock could not be had in time, or the disk hiccupped: worth retrying.
 TRANSIENT_MESSAGES = ("locked", "busy", "disk i/o error")
@@ -74,8 +79,8 @@ def _is_locked(exc: BaseException) -> bool:
 
 
 def _encode(name: str, value: Any) -> Any:
-    if name == "params":
-        return json.dumps(value)
+    if name in JSON_FIELDS:
+        return None if value is None and name != "params" else json.dumps(value)
     if name == "state":
         return JobState(value).value
     return value
@@ -143,6 +148,10 @@ class SqliteLedger:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            have = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+            for name, kind in ADDED_COLUMNS.items():
+                if name not in have:
+                    conn.execute(f'ALTER TABLE jobs ADD COLUMN "{name}" {kind}')
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -214,5 +223,7 @@ class SqliteLedger:
 
 def _decode(row: sqlite3.Row) -> JobRecord:
     data = dict(row)
-    data["params"] = json.loads(data["params"])
+    for name in JSON_FIELDS:
+        if data.get(name) is not None:
+            data[name] = json.loads(data[name])
     return JobRecord.from_dict(data)
