@@ -36,4 +36,4 @@ def _timed_storage_for(url: str, **kwargs):
 
 if __name__ == "__main__":
     stub.storage_for = _timed_storage_for
-    sys.exit(stub.main())
+    sys.exit(stub.run())

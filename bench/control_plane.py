@@ -95,13 +95,23 @@ def proc_cpu_s(pid: int) -> float | None:
 # ---- the emulator, in its own process -----------------------------------------------------------------
 
 
-def _emulator_main(conn: Any, command: list[str], loading_s: float, kill_grace_s: float) -> None:
+def market(n: int) -> list[dict[str, Any]]:
+    """n single-GPU offers, prices a little apart; a rental takes one off the market (offers_single_use)."""
+    return [{"id": 33_000_000 + i, "gpu_name": "RTX 4090", "gpu_ram": 24564, "dph_base": 0.30 + 0.001 * i,
+             "storage_cost": 0.15, "inet_down_cost": 0.004, "inet_up_cost": 0.008, "reliability2": 0.99,
+             "cuda_max_good": 12.8, "compute_cap": 890, "inet_down": 900.0, "disk_space": 120.0}
+            for i in range(n)]
+
+
+def _emulator_main(conn: Any, command: list[str], loading_s: float, kill_grace_s: float, offers: int) -> None:
     """Child process: run a VastEmulator until told to stop; answer report requests."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the `with` below still kills the jobs
     logging.basicConfig(level=logging.ERROR)
     from tests.support.vast_emulator import VastEmulator
 
-    with VastEmulator(command=command, loading_s=loading_s, kill_grace_s=kill_grace_s) as emu:
+    # The strict emulator: Vast's documented value limits and per-endpoint rate limits, plain-text 429s.
+    with VastEmulator(command=command, loading_s=loading_s, kill_grace_s=kill_grace_s, offers=market(offers),
+                      offers_single_use=True) as emu:
         conn.send({"url": emu.url, "api_key": emu.api_key, "pid": os.getpid()})
         while True:
             msg = conn.recv()
@@ -118,7 +128,8 @@ def _emulator_main(conn: Any, command: list[str], loading_s: float, kill_grace_s
                     s.pop("env", None)  # presigned URLs: not needed by the parent
                 calls = Counter(f"{r['method']} {re.sub(r'[0-9]+', 'N', r['path'])}" for r in emu.request_log)
                 conn.send({"instances": slim, "creates": emu.create_requests, "destroys": emu.destroy_requests,
-                           "calls": dict(calls),
+                           "calls": dict(calls), "rate_limited": emu.rate_limited,
+                           "billing": {i["id"]: emu.billing(i["id"]) for i in instances},
                            "marks": marks, "live": [i["id"] for i in emu.live_instances()]})
             elif msg == "stop":
                 break
@@ -129,10 +140,10 @@ def _emulator_main(conn: Any, command: list[str], loading_s: float, kill_grace_s
 
 
 class EmulatorProcess:
-    def __init__(self, command: list[str], loading_s: float, kill_grace_s: float) -> None:
+    def __init__(self, command: list[str], loading_s: float, kill_grace_s: float, offers: int) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_emulator_main, args=(child, command, loading_s, kill_grace_s),
+        self.proc = ctx.Process(target=_emulator_main, args=(child, command, loading_s, kill_grace_s, offers),
                                 name="vast-emulator")
         self.proc.start()
         child.close()
@@ -317,7 +328,8 @@ def part1(args: argparse.Namespace, sw: Any, tmp: Path, log: LevelCounter) -> di
     max_instances = args.max_instances or n
     command = ["env", "STUB_MODE=ok", f"STUB_SLEEP_S={args.job_s}", sys.executable, str(TIMED_STUB)]
     progress(f"part 1: starting the Vast emulator (separate process; jobs: stub, {args.job_s}s each)")
-    emu = EmulatorProcess(command, loading_s=args.loading_s, kill_grace_s=args.kill_grace_s)
+    emu = EmulatorProcess(command, loading_s=args.loading_s, kill_grace_s=args.kill_grace_s,
+                          offers=max_instances + 5)
     try:
         bucket = sw.create_bucket()
         s3 = sw.client()
@@ -354,10 +366,10 @@ def part1(args: argparse.Namespace, sw: Any, tmp: Path, log: LevelCounter) -> di
         stops: list[tuple[str | None, str, float]] = []  # (instance id, reason, when) of every stop_instance
         real_stop = jobs.stop_instance
 
-        def recording_stop(record, instance_id, d, reason):
+        def recording_stop(record, instance_id, d, reason, **kw):
             if instance_id:
                 stops.append((instance_id, reason, time.time()))
-            return real_stop(record, instance_id, d, reason)
+            return real_stop(record, instance_id, d, reason, **kw)
 
         jobs.stop_instance = recording_stop
         weed_cpu0 = proc_cpu_s(sw.proc.pid)
@@ -460,6 +472,8 @@ def part1(args: argparse.Namespace, sw: Any, tmp: Path, log: LevelCounter) -> di
         "states": states, "retried": retried, "failed": failed, "unseen": unseen,
         "emu": emu.final, "weed_cpu": (weed_cpu1 - weed_cpu0) if None not in (weed_cpu0, weed_cpu1) else None,
         "prices": sorted({i["dph_total"] for i in rep["instances"]}),
+        "rate_limited": rep["rate_limited"], "create_times": create_times,
+        "billing": rep["billing"],
     }
 
 
@@ -618,6 +632,16 @@ def print_part1(r: dict[str, Any], args: argparse.Namespace) -> None:
       f"(billed per instance: {dist(r['billed'], digits=2)})")
     p(f"  the ledger's recorded cost (sum of JobRecord.cost): ${r['ledger_cost']:.6f} vs ${r['billed_usd']:.6f} "
       f"billed by the emulator (x{r['ledger_cost'] / r['billed_usd'] if r['billed_usd'] else math.nan:.2f})")
+    ct = r["create_times"]
+    rate = (len(ct) - 1) / (ct[-1] - ct[0]) * 60 if len(ct) > 1 and ct[-1] > ct[0] else math.nan
+    p(f"launch rate: {rate:.1f} creates/min over {len(ct)} creates, against Vast's documented ceiling of "
+      f"{60 / 4.5:.1f}/min (one create per 4.5 s per key, create_instance.yaml x-rate-limit); 429s answered "
+      f"by the strict emulator: {len(r['rate_limited'])} "
+      f"({dict(Counter(x['route'] for x in r['rate_limited']))})")
+    b = r["billing"].values()
+    p(f"as Vast bills (emulator): GPU ${sum(x['gpu_cost'] for x in b):.6f} + storage "
+      f"${sum(x['storage_cost'] for x in b):.6f} + bandwidth ${sum(x['bandwidth_cost'] for x in b):.6f} "
+      f"({sum(x['bytes_in'] + x['bytes_out'] for x in b) / 1e6:.2f} MB through the instances)")
     p(f"create requests: {r['creates']} ({dict(r['create_statuses'])} by HTTP status), instances made: "
       f"{r['instances']}")
     p(f"Vast API requests the emulator answered (all of run_once): "

@@ -79,8 +79,13 @@ def on_job_finished(job_id: str, deps: Deps) -> str:
         jobs.end_attempt(verifying, deps, S.VERIFYING, kind, error.message if error else "failed without an error")
         return f"failed ({kind})"
     jobs.stop_instance(verifying, verifying.instance_id, deps, "manifest written",
-                       bytes_up=manifest.result.size if manifest.result else 0)
+                       bytes_up=manifest.result.size if manifest.result else 0,
+                       job_s=_number(manifest.timings_s.get("total")))
     return continue_verification(deps.ledger.get(job_id) or verifying, deps, manifest)
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def continue_verification(record: JobRecord, deps: Deps, manifest: Manifest | None = None) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import random
 
 from handlers.deps import Deps
@@ -87,6 +88,7 @@ def launch(record: JobRecord, deps: Deps, expected: JobState) -> JobRecord | Non
     running = deps.ledger.transition(
         claimed.job_id, S.LAUNCHING, S.RUNNING, instance_id=instance.id, offer_id=instance.offer_id,
         gpu_name=instance.gpu_name, dph=instance.dph, rates=instance.rates, running_at=None,
+        launched_at=deps.clock(),  # storage bills from the create, not from our request (paced, it may wait)
         unhealthy_since=None, **_no_wait(claimed),
     )
     if running is None:  # cancelled meanwhile: don't leave the new instance billing
@@ -102,10 +104,12 @@ def _no_wait(record: JobRecord) -> dict:
     return {"error": None, "error_kind": None} if record.error_kind == "waiting" else {}
 
 
-def attempt_cost(record: JobRecord, now: float, bytes_up: int = 0) -> float:
+def attempt_cost(record: JobRecord, now: float, bytes_up: int = 0, job_s: float | None = None) -> float:
     """What the current attempt's instance billed by now, as Vast bills (vastdrop.pricing): storage
-    for its whole life, GPU from when it was seen running (its whole life when never seen, which
-    never under-counts), bandwidth for the input down and the result up."""
+    for its whole life (from its create), GPU while it ran, bandwidth for the input down and the
+    result up. GPU time is the job's own run time when its manifest gave one (the host's word, only
+    ever used for this estimate, bounded by the instance's life), else from when the instance was
+    first seen running, else its whole life (never an under-count)."""
     if not record.launched_at:
         return 0.0
     if record.rates:
@@ -115,13 +119,18 @@ def attempt_cost(record: JobRecord, now: float, bytes_up: int = 0) -> float:
     else:
         return 0.0
     exists_s = max(0.0, now - record.launched_at)
-    running_s = exists_s if record.running_at is None else max(0.0, now - record.running_at)
+    if job_s is not None and math.isfinite(job_s):
+        running_s = max(0.0, job_s)
+    elif record.running_at is not None:
+        running_s = max(0.0, now - record.running_at)
+    else:
+        running_s = exists_s
     return cost(rates, running_s=min(running_s, exists_s), exists_s=exists_s,
                 bytes_down=record.input_size, bytes_up=bytes_up).total
 
 
 def stop_instance(record: JobRecord | None, instance_id: str | None, deps: Deps, reason: str,
-                  job_id: str | None = None, bytes_up: int = 0) -> None:
+                  job_id: str | None = None, bytes_up: int = 0, job_s: float | None = None) -> None:
     """Destroy, log the line operators grep for, and add what it cost to the job (when there is one;
     an orphan or a user's destroy may have no record: `job_id` then names it from the label)."""
     if not instance_id:
@@ -132,11 +141,12 @@ def stop_instance(record: JobRecord | None, instance_id: str | None, deps: Deps,
     log.info("STOPPING INSTANCE %s job=%s reason=%s at=%s", instance_id, job, reason, when,
              extra={"instance_id": instance_id, "reason": reason})
     deps.compute.destroy(instance_id)
-    spent = attempt_cost(record, deps.clock(), bytes_up) if record and record.instance_id == instance_id else 0.0
+    mine = record is not None and record.instance_id == instance_id
+    spent = attempt_cost(record, deps.clock(), bytes_up, job_s) if record and mine else 0.0
     if record and spent:
         current = deps.ledger.get(record.job_id)
         if current is not None:
-            deps.ledger.update(record.job_id, current.version, cost=round(record.cost + spent, 6))
+            deps.ledger.update(record.job_id, current.version, cost=round(record.cost + spent, 9))
 
 
 def backoff_s(attempt: int, deps: Deps) -> float:

@@ -110,7 +110,8 @@ def _says(instance: Instance | None) -> str:
         return "gone"
     status = str(instance.extra.get("actual_status") or instance.state.value)
     msg = str(instance.extra.get("status_msg") or "")
-    text = "".join(ch if ch.isprintable() else " " for ch in f"{status}: {msg}" if msg else status)
+    said = f"{status}: {msg}" if msg else status
+    text = "".join(ch if ch.isprintable() else " " for ch in said)
     return text[:200]
 
 

@@ -19,7 +19,13 @@ from vastai import VastAI
 from tests.support.vast_emulator import Limits, VastEmulator
 from vastdrop.compute.base import Instance, InstanceState, label_for
 from vastdrop.compute.vast import VastCompute, VastConfig, state_of
-from vastdrop.errors import AccountError, ApiBusyError, PermanentError, TransientError
+from vastdrop.errors import (
+    AccountError,
+    ApiBusyError,
+    CapacityError,
+    PermanentError,
+    TransientError,
+)
 from vastdrop.jobspec import JobSpec
 
 STUB_JOB = textwrap.dedent(
@@ -154,8 +160,8 @@ def test_filters_are_honoured(emu: VastEmulator, config: dict[str, Any], offer: 
 
 
 @pytest.mark.parametrize("config", [{"gpu_names": ["H100"]}, {"max_dph": 0.15}, {"min_reliability": 0.999}])
-def test_no_matching_offer_is_transient_with_a_clear_message(emu: VastEmulator, config: dict[str, Any]) -> None:
-    with pytest.raises(TransientError, match="no offer matches"):
+def test_no_matching_offer_is_a_wait_with_a_clear_message(emu: VastEmulator, config: dict[str, Any]) -> None:
+    with pytest.raises(CapacityError, match="no offer matches"):
         _compute(emu, **config).launch(_spec(), _env(_spec()))
     assert emu.all_instances() == []
 

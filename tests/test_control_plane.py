@@ -209,6 +209,7 @@ def test_orphan_instance_with_our_label_is_destroyed_by_the_reaper(seaweed, buck
     offer = client.search_offers(query="rentable=true", order="dph_total")[0]
     orphan = client.create_instance(id=offer["id"], image="vastdrop/gpu-job:test", disk=10,
                                     label="vastdrop:vd-ghost", env={"JOB_ID": "vd-ghost"})["new_contract"]
+    time.sleep(4.6)  # Vast's create pace: one per 4.5 s per key
     other = client.create_instance(id=offer["id"], image="someone/else", disk=10, label="not-ours")["new_contract"]
     deps = make_deps(seaweed, bucket, emu, tmp_path)
     actions = reap(deps)
@@ -281,3 +282,49 @@ def test_a_backlog_larger_than_the_instance_cap_waits_for_capacity_without_faili
         assert len(emu.create_requests) == 5 and emu.live_instances() == []
         spans = [(i["created_at"], i["destroyed_at"]) for i in emu.all_instances()]
         assert max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans) <= 2
+
+
+def _offers(n: int) -> list[dict]:
+    """n single-GPU hosts of one model, prices a little apart, as a market has them."""
+    return [{"id": 32_000_000 + i, "gpu_name": "RTX 4090", "gpu_ram": 24564, "dph_base": 0.30 + 0.002 * i,
+             "storage_cost": 0.15, "inet_down_cost": 0.004, "inet_up_cost": 0.008, "reliability2": 0.99,
+             "cuda_max_good": 12.8, "compute_cap": 890, "inet_down": 900.0, "disk_space": 120.0}
+            for i in range(n)]
+
+
+def test_a_backlog_of_20_files_at_vasts_documented_limits(seaweed, bucket, clip, tmp_path):
+    """GIVEN 20 inputs (spaces, unicode, deep paths) and the strict emulator: Vast's documented value
+    limits and rate limits, plain-text 429s, offers that a rental takes off the market, billing of GPU,
+    storage and bandwidth
+    WHEN the watcher runs once through the real SDK
+    THEN every file is verified; one create per file, paced at the documented ceiling (>= 4.5 s
+    apart); not a single 429, so no attempt used by one; nothing left billing; and each job's cost in
+    the ledger is what the emulator billed."""
+    keys = [f"input/batch {i:02d}/clip ü {i}.mp4" if i % 3 else f"input/a/b/c/d/{i:02d}.mp4" for i in range(20)]
+    with VastEmulator(command=stub("ok", sleep_s=1.5), offers=_offers(24), offers_single_use=True,
+                      loading_s=0.3, kill_grace_s=0.5) as emu:
+        deps = make_deps(seaweed, bucket, emu, tmp_path, vast={"max_instances": 20, "max_total_dph": 20.0})
+        for key in keys:
+            drop(seaweed, bucket, key, clip)
+        assert driver.run_once(deps, 0.5)
+        records = deps.ledger.list()
+        assert len(records) == 20 and {r.state for r in records} == {JobState.SUCCEEDED}
+        assert {r.attempt for r in records} == {1}
+        assert emu.rate_limited == []
+        creates = emu.create_requests
+        assert len(creates) == 20 and {c["status"] for c in creates} == {200}
+        assert sorted(c["label"] for c in creates) == sorted(f"vastdrop:{r.job_id}" for r in records)
+        times = sorted(c["monotonic"] for c in creates)
+        assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 4.5
+        assert emu.live_instances() == []
+        s3 = seaweed.client()
+        for key in keys:
+            s3.head_object(Bucket=bucket, Key="output/" + key[len("input/"):] + ".manifest.json")
+        billed = {r.job_id: emu.billing(int(r.instance_id)) for r in records}
+        assert all(b["storage_cost"] > 0 and b["gpu_cost"] > 0 and b["bytes_in"] > 0 for b in billed.values())
+        # The ledger's cost follows Vast's model (GPU while the job ran, storage while the instance
+        # existed, bandwidth per byte): each job within a third of what was billed, the sum within 15 %
+        # (the job's own run time excludes its interpreter's start-up, a second here, nothing at minutes).
+        for record in records:
+            assert record.cost == pytest.approx(billed[record.job_id]["total"], rel=0.35)
+        assert sum(r.cost for r in records) == pytest.approx(sum(b["total"] for b in billed.values()), rel=0.15)

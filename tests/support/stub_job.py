@@ -4,20 +4,25 @@ reads JOB_* env, downloads the input, uploads a result, writes the manifest last
 STUB_MODE: ok (default) | crash (exit 3, no manifest) | bad_input (failure manifest, exit 65)
            | transient (failure manifest, exit 75) | hang (sleeps past any deadline)
 STUB_SLEEP_S: seconds to "process" (default 0).
+STUB_SELF_DESTROY: 1 (default) destroys its own Vast instance at the end, as the real job does; 0 leaves
+           that to the control plane.
 Used by control-plane tests and bench/control_plane.py, where the job's own work is not the point.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-from vastdrop.jobspec import JobSettings, redact_url
-from vastdrop.manifest import ErrorInfo, Manifest, ObjectRef, ResultRef
-from vastdrop.storage import storage_for
+STARTED = time.monotonic()  # before the imports below: the job's own run time, as the real job counts it
+
+import os  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from vastdrop.jobspec import JobSettings, redact_url  # noqa: E402
+from vastdrop.manifest import ErrorInfo, Manifest, ObjectRef, ResultRef  # noqa: E402
+from vastdrop.storage import storage_for  # noqa: E402
 
 
 def main() -> int:
@@ -44,6 +49,7 @@ def main() -> int:
                                 result=ResultRef(url=redact_url(spec.output_url), etag=up.etag, size=up.size),
                                 params=spec.params())
             code = 0
+        manifest = manifest.model_copy(update={"timings_s": {"total": round(time.monotonic() - STARTED, 3)}})
         storage_for(spec.manifest_url).put_bytes(manifest.to_json(), spec.manifest_url, "application/json")
         if spec.callback_url:
             from gpu_job import callback  # the job's own signed callback (no torch involved)
@@ -54,5 +60,17 @@ def main() -> int:
     return code
 
 
+def run() -> int:
+    """main(), then the container contract's last act: on Vast, destroy its own instance."""
+    from gpu_job.selfdestroy import own_instance
+
+    own = own_instance(os.environ)
+    code = main()
+    if own is not None and os.environ.get("STUB_SELF_DESTROY", "1") == "1":
+        own.announce("done")
+        own.destroy()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -67,11 +67,11 @@ from vastdrop.ratelimit import Limit, Pacer, pacer_for
 from vastdrop.settings import (  # the defaults users see in the settings reference
     DEFAULT_DISK_GB,
     DEFAULT_MAX_BANDWIDTH_PER_GB,
-    DEFAULT_MIN_INET_DOWN,
     DEFAULT_MAX_DPH,
     DEFAULT_MAX_INSTANCES,
     DEFAULT_MAX_TOTAL_DPH,
     DEFAULT_MIN_GPU_RAM_GB,
+    DEFAULT_MIN_INET_DOWN,
     DEFAULT_VAST_IMAGE,
 )
 
@@ -405,18 +405,20 @@ class VastCompute:
     def offers(self) -> list[dict[str, Any]]:
         """Offers matching the filters, cheapest first, priced for the disk we rent (dph_total includes
         its storage). One search serves the launches of `offer_cache_s`; offers we rented or found gone
-        meanwhile are left out. TransientError when none matches."""
+        meanwhile are left out. CapacityError when none matches."""
         with self._offers_lock:
             now = time.monotonic()
             cached = self._offers_cache
-            if cached is None or now - cached[0] > self.config.offer_cache_s:
-                cached = self._offers_cache = (now, self._search())
+            fresh = cached is None or now - cached[0] > self.config.offer_cache_s
+            offers = [] if fresh else [dict(o) for o in cached[1] if o["id"] not in self._offers_taken]
+            if not offers:  # stale, or every cached offer is taken: ask again
+                self._offers_cache = (now, self._search())
                 self._offers_taken.clear()
-            offers = [dict(o) for o in cached[1] if o["id"] not in self._offers_taken]
+                offers = [dict(o) for o in self._offers_cache[1]]
         if not offers:
             cfg = self.config
             gpus = ",".join(cfg.gpu_names) or "any GPU"
-            raise TransientError(
+            raise CapacityError(  # not the job's fault: it waits for an offer, its attempt kept
                 f"no offer matches: {gpus}, {cfg.num_gpus} GPU, >= {cfg.min_gpu_ram_gb:g} GB, "
                 f"<= ${cfg.max_dph:g}/h with {cfg.disk_gb:g} GB disk, reliability >= {cfg.min_reliability:g}, "
                 f"CUDA >= {cfg.min_cuda:g}, compute capability >= {cfg.min_compute_cap / 100:g}, "
