@@ -328,3 +328,39 @@ def test_a_backlog_of_20_files_at_vasts_documented_limits(seaweed, bucket, clip,
         for record in records:
             assert record.cost == pytest.approx(billed[record.job_id]["total"], rel=0.35)
         assert sum(r.cost for r in records) == pytest.approx(sum(b["total"] for b in billed.values()), rel=0.15)
+
+
+def test_a_host_that_goes_offline_is_replaced_and_the_job_succeeds(seaweed, bucket, clip, tmp_path):
+    """Vast's docs: an instance seen `offline` (host disconnected) or `unknown` (no heartbeat) may never
+    come back. After unhealthy_timeout_s it is destroyed and the job runs again elsewhere."""
+    with VastEmulator(command=stub("ok", sleep_s=6.0), loading_s=0.05, kill_grace_s=0.5) as emu:
+        deps = make_deps(seaweed, bucket, emu, tmp_path, vast={"max_dph": 1.0}, unhealthy_timeout_s=0.5)
+        drop(seaweed, bucket, "input/offline.mp4", clip)
+        outcome = on_object_created(ObjectEvent("input/offline.mp4"), deps)
+        first_id = int(deps.ledger.get(outcome.job_id).instance_id)
+        emu.wait_for_status(first_id, "running")
+        emu.set_state(first_id, "offline", duration_s=60)
+        states = driver.wait_for([outcome.job_id], deps, 0.3, show_progress=False, timeout_s=90)
+        record = deps.ledger.get(outcome.job_id)
+        assert states[outcome.job_id] == JobState.SUCCEEDED and record.attempt == 2
+        assert emu.instance(first_id)["destroyed"] and emu.live_instances() == []
+        assert len(emu.create_requests) == 2 and emu.rate_limited == []
+
+
+def test_a_throttled_launch_waits_in_the_queue_and_status_says_so(seaweed, bucket, clip, tmp_path, emu):
+    """Another process on the key creates first: our create gets a plain-text 429. The job is queued,
+    waiting for the Vast API, its attempt kept; `status` says why; it launches after the penalty."""
+    from watcher.status import render
+
+    deps = make_deps(seaweed, bucket, emu, tmp_path)
+    drop(seaweed, bucket, "input/busy.mp4", clip)
+    other = VastAI(api_key=emu.api_key, server_url=emu.url, retry=1)
+    other.create_instance(31000002, image="someone/else", disk=10, label="not-ours")
+    outcome = on_object_created(ObjectEvent("input/busy.mp4"), deps)
+    record = deps.ledger.get(outcome.job_id)
+    assert record.state == JobState.QUEUED and record.attempt == 1 and record.error_kind == "waiting"
+    table = render([record])
+    assert "queued (waiting)" in table and "waiting for the Vast API" in table
+    states = driver.wait_for([outcome.job_id], deps, TICK_S, show_progress=False, timeout_s=60)
+    assert states[outcome.job_id] == JobState.SUCCEEDED and deps.ledger.get(outcome.job_id).attempt == 1
+    assert [c["status"] for c in emu.create_requests] == [200, 429, 200]
