@@ -1,4 +1,4 @@
-"""`python -m watcher`: run, replay, status, serve, logs, destroy, setup-b2.
+"""`python -m watcher`: run, replay, status, plan, serve, logs, destroy, setup-b2.
 
 Every flag also reads from WATCHER_<FLAG> (e.g. WATCHER_COMPUTE=vast); with nothing set, the
 embedded default processes ./bucket/input/ into ./bucket/output/ with local compute and SQLite.
@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--force", action="store_true", help="even if already succeeded")
     replay.add_argument("--no-wait", action="store_true", help="launch and return")
     sub.add_parser("status", parents=[common], help="table of jobs")
+    plan = sub.add_parser("plan", parents=[common],
+                          help="dry run: what run would launch for each pending input, its time and cost; launches nothing")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     sub.add_parser("serve", parents=[common], help="serve the B2 webhook and job callbacks")
     logs_cmd = sub.add_parser("logs", parents=[common], help="a job's own log (or its instance's while running)")
     logs_cmd.add_argument("job", help="job id (or an input key)")

@@ -62,6 +62,17 @@ def status(args, settings: ControlSettings) -> int:
     return 0
 
 
+def plan(args, settings: ControlSettings) -> int:
+    """A dry run: launches nothing, writes nothing to the ledger (watcher/plan.py)."""
+    import json
+
+    from watcher import plan as planner
+
+    result = planner.estimate(build_deps(settings))
+    print(json.dumps(planner.to_json(result), indent=2) if args.json else planner.render(result))
+    return 0
+
+
 def serve(args, settings: ControlSettings) -> int:
     deps = build_deps(settings)
     server = _start_server(deps, settings)

@@ -1,0 +1,440 @@
+"""`plan`: a dry run. For each pending input, what `run` would launch and what it would cost.
+
+Launches nothing and writes nothing to the ledger: it lists the input prefix, reads the ledger, probes
+each pending input with PyAV (a presigned GET for s3://, the file itself for file://), asks the compute
+adapter for its offers (one search, shared by every input), and prices each job with vastdrop.pricing
+from the stage throughputs of vastdrop.throughput.
+
+The estimate of one job on Vast (every constant below is a planning figure, not a setting):
+- loading: the image pull and the container start, billed for storage only (no GPU while loading);
+- running (GPU billed): job setup, the input's download, the stages (frames / fps each), the upload;
+- storage: for the whole life of the instance, loading included;
+- bandwidth: the image and the input down, the result (estimated from its pixels) and logs up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from handlers.deps import Deps
+from vastdrop import logs
+from vastdrop.jobid import job_id_for
+from vastdrop.pricing import FREE, Cost, Rates, cost
+from vastdrop.states import JobState
+from vastdrop.throughput import CPU, Task, fps_for
+
+# Created -> container running on a host that has none of our layers: the image pull and the start. The
+# README's "a few minutes"; a slow host's pull (IMAGE_BYTES at its inet_down) takes longer, and counts so.
+START_ALLOWANCE_S = 180.0
+# What a host pulls for our image: the pytorch/pytorch 2.7.1 CUDA 12.8 runtime base (about 3.5 GB
+# compressed on Docker Hub) plus our layers (weights 94 MB, Python packages). A host that has the base
+# layers cached pulls far less; we plan on the full pull.
+IMAGE_BYTES = 4.5e9
+JOB_SETUP_S = 20.0  # in the container before the first frame: imports, CUDA init, model loading
+LOCAL_SETUP_S = 5.0  # the local child process: interpreter and torch import
+TEARDOWN_S = 3.0  # manifest written -> instance destroyed (the job destroys itself; bench target <= 3 s)
+# H.264 at CRF/CQ 18 spends roughly 0.1-0.2 bits per pixel of typical footage; planned at 0.15.
+RESULT_BITS_PER_PIXEL = 0.15
+AUDIO_BYTES_PER_S = 24_000.0  # audio copied or re-encoded to AAC: up to about 192 kbit/s
+LOG_AND_MANIFEST_BYTES = 1e6  # the manifest and the job's log, uploaded after the result
+# Vast's inet_down/inet_up: the offer search reference (search_offers.yaml) says MB/s, its instance
+# and volume schemas and the CLI's field list say Mbit/s. We read Mbit/s, the slower reading (8x).
+INET_BITS_PER_UNIT = 1e6
+DEFAULT_INET = 100.0  # an offer that does not say its speed: assumed 100 Mbit/s
+PROBE_URL_EXPIRY_S = 900
+
+
+@dataclass
+class Media:
+    width: int
+    height: int
+    fps: Fraction
+    frames: int
+    duration_s: float
+    audio: bool
+    frames_estimated: bool = False  # the container did not say: duration x frame rate
+
+
+@dataclass
+class Stage:
+    task: Task
+    frames: float  # frames of work, in the figure's unit (interpolation: x2-equivalent output frames)
+    fps: float
+    source: str
+    guess: bool
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.fps if self.frames else 0.0
+
+
+@dataclass
+class Offer:
+    id: Any
+    gpu: str
+    rates: Rates
+    inet_down: float  # Mbit/s
+    inet_up: float
+    local: bool = False
+
+
+@dataclass
+class Row:
+    key: str
+    state: str  # "new", or the ledger state of an unfinished job
+    size: int
+    media: Media | None = None
+    error: str | None = None
+    offer: Offer | None = None
+    frames_out: int = 0
+    stages: list[Stage] = field(default_factory=list)
+    loading_s: float = 0.0
+    setup_s: float = 0.0
+    download_s: float = 0.0
+    upload_s: float = 0.0
+    teardown_s: float = 0.0
+    bytes_down: float = 0.0
+    bytes_up: float = 0.0
+    cost: Cost = field(default_factory=Cost)
+
+    @property
+    def process_s(self) -> float:
+        return sum(stage.seconds for stage in self.stages)
+
+    @property
+    def running_s(self) -> float:
+        return self.setup_s + self.download_s + self.process_s + self.upload_s + self.teardown_s
+
+    @property
+    def total_s(self) -> float:
+        return self.loading_s + self.running_s
+
+
+@dataclass
+class Plan:
+    compute: str
+    input_url: str
+    params: dict[str, Any]
+    disk_gb: float | None
+    rows: list[Row]
+    offer_error: str | None = None
+
+    @property
+    def priced(self) -> list[Row]:
+        return [r for r in self.rows if r.media is not None and r.offer is not None]
+
+    @property
+    def total_cost(self) -> Cost:
+        total = Cost()
+        for row in self.priced:
+            total = total + row.cost
+        return total
+
+    @property
+    def total_s(self) -> float:
+        return sum(r.total_s for r in self.priced)
+
+
+# -- probing --------------------------------------------------------------------------------------------
+
+
+def probe(source: str, key: str, *, count_packets: bool) -> Media:
+    """Size, rate, frames and duration from the container; ValueError with the reason in words."""
+    import av
+
+    try:
+        container = av.open(source, "r", timeout=30.0)
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"not a readable media file ({_reason(exc, source, key)})") from None
+    with container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if not rate or rate <= 0:
+            raise ValueError("the video stream has no frame rate")
+        duration_s = 0.0
+        if stream.duration and stream.time_base:
+            duration_s = float(stream.duration * stream.time_base)
+        elif container.duration:
+            duration_s = container.duration / 1_000_000
+        try:
+            first = next(container.decode(stream), None)
+        except av.error.FFmpegError as exc:
+            raise ValueError(f"the video stream cannot be decoded ({_reason(exc, source, key)})") from None
+        if first is None:
+            raise ValueError("the video stream has no decodable frame")
+        frames, estimated = int(stream.frames or 0), False
+        if frames <= 0 and count_packets:
+            container.seek(0)
+            frames = sum(1 for p in container.demux(stream) if p.size)
+        if frames <= 0:
+            frames, estimated = max(1, round(duration_s * float(rate))), True
+        if duration_s <= 0:
+            duration_s = frames / float(rate)
+        return Media(width=first.width, height=first.height, fps=Fraction(rate), frames=frames,
+                     duration_s=duration_s, audio=bool(container.streams.audio), frames_estimated=estimated)
+
+
+def _reason(exc: Exception, source: str, key: str) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return logs.scrub(str(text).replace(source, key))
+
+
+# -- the estimate ---------------------------------------------------------------------------------------
+
+
+def _output_frames(media: Media, target_fps: float | None) -> int:
+    if target_fps is None:
+        return media.frames
+    return max(1, round(media.duration_s * target_fps))
+
+
+def _synthesized_share(source_fps: Fraction, target_fps: float) -> float:
+    """Of the output frames, the share the model makes: output frame k sits on a source frame when
+    k x source/target is a whole number, i.e. for one in q when source/target = p/q (those are copied)."""
+    ratio = (source_fps / Fraction(target_fps)).limit_denominator(1001)
+    return 1.0 - 1.0 / ratio.denominator
+
+
+def stages(media: Media, gpu: str, frames_out: int, *, target_fps: float | None, upscale: int,
+           interpolation_learned: bool, upscale_learned: bool, upscale_model_factor: int | None) -> list[Stage]:
+    out: list[Stage] = []
+    if target_fps is not None:
+        task = Task("interpolate", media.width, media.height, 2, interpolation_learned)
+        # The figures are for x2 (half the output synthesized): count the work in x2 frames.
+        work = frames_out * _synthesized_share(media.fps, target_fps) * 2
+        estimate = fps_for(gpu, task)
+        out.append(Stage(task, work, estimate.fps, estimate.source, estimate.guess))
+    if upscale > 1:
+        factor = upscale_model_factor if upscale_learned and upscale_model_factor else upscale
+        task = Task("upscale", media.width, media.height, factor, upscale_learned)
+        estimate = fps_for(gpu, task)
+        out.append(Stage(task, frames_out, estimate.fps, estimate.source, estimate.guess))
+    task = Task("transcode", media.width * upscale, media.height * upscale, 1)
+    estimate = fps_for(gpu, task)
+    out.append(Stage(task, frames_out, estimate.fps, estimate.source, estimate.guess))
+    return out
+
+
+def _float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _offers(deps: Deps) -> tuple[list[Offer], float | None]:
+    compute = deps.compute
+    if compute.name != "vast":
+        return [Offer(id=None, gpu=CPU, rates=FREE, inet_down=0.0, inet_up=0.0, local=True)], None
+    disk_gb = float(compute.config.disk_gb)
+    offers = []
+    for raw in compute.offers():
+        offers.append(Offer(id=raw.get("id"), gpu=str(raw.get("gpu_name") or "?"),
+                            rates=Rates.from_offer(raw, disk_gb),
+                            inet_down=_float(raw.get("inet_down")) or DEFAULT_INET,
+                            inet_up=_float(raw.get("inet_up")) or DEFAULT_INET))
+    return offers, disk_gb
+
+
+def _transfer_s(nbytes: float, speed: float) -> float:
+    return nbytes * 8 / (max(speed, 1e-3) * INET_BITS_PER_UNIT)
+
+
+def price(row: Row, offer: Offer, deps: Deps) -> None:
+    """Fill in the row's time, bytes and cost for this offer."""
+    cfg, media = deps.config, row.media
+    assert media is not None
+    row.offer = offer
+    row.frames_out = _output_frames(media, cfg.target_fps)
+    local = offer.local
+    learned_interp = not local or cfg.interpolation_model is not None
+    learned_up = not local or cfg.upscale_model is not None
+    # The image's default upscaler, realesr-animevideov3, is x4: the job runs it and resizes (x2, x3).
+    model_factor = 4 if not local and cfg.upscale_model is None else None
+    row.stages = stages(media, offer.gpu, row.frames_out, target_fps=cfg.target_fps, upscale=cfg.upscale,
+                        interpolation_learned=learned_interp, upscale_learned=learned_up,
+                        upscale_model_factor=model_factor)
+    out_pixels = media.width * media.height * cfg.upscale ** 2
+    result_bytes = row.frames_out * out_pixels * RESULT_BITS_PER_PIXEL / 8 \
+        + (AUDIO_BYTES_PER_S * media.duration_s if media.audio else 0.0)
+    if local:  # the local machine: nothing pulled, nothing billed; the job reads and writes the store
+        row.setup_s = LOCAL_SETUP_S
+        return
+    row.loading_s = max(START_ALLOWANCE_S, _transfer_s(IMAGE_BYTES, offer.inet_down))
+    row.setup_s = JOB_SETUP_S
+    row.download_s = _transfer_s(row.size, offer.inet_down)
+    row.bytes_up = result_bytes + LOG_AND_MANIFEST_BYTES
+    row.upload_s = _transfer_s(row.bytes_up, offer.inet_up)
+    row.teardown_s = TEARDOWN_S
+    row.bytes_down = IMAGE_BYTES + row.size
+    row.cost = cost(offer.rates, running_s=row.running_s, exists_s=row.total_s, bytes_down=row.bytes_down,
+                    bytes_up=row.bytes_up)
+
+
+def pending(deps: Deps) -> list[Row]:
+    """Inputs under the prefix without a succeeded job for their current ETag and parameters."""
+    layout, params, rows = deps.layout, deps.config.params(), []
+    for key, info in deps.inputs.list():
+        if not layout.is_input(key, info.size):
+            continue
+        record = deps.ledger.get(job_id_for(deps.inputs.bucket, key, info.etag, params))
+        if record is not None and record.state is JobState.SUCCEEDED:
+            continue
+        rows.append(Row(key=key, state="new" if record is None else record.state.value, size=info.size))
+    return rows
+
+
+def estimate(deps: Deps) -> Plan:
+    rows = pending(deps)
+    plan = Plan(compute=deps.compute.name, input_url=deps.inputs.url(deps.inputs.prefix),
+                params=deps.config.params(), disk_gb=None, rows=rows)
+    for row in rows:
+        try:
+            if deps.inputs.is_local:
+                from vastdrop.storage.local import file_url_to_path
+
+                source, count = str(file_url_to_path(deps.inputs.url(row.key))), True
+            else:
+                source, count = deps.inputs.job_get_url(row.key, PROBE_URL_EXPIRY_S), False
+            row.media = probe(source, row.key, count_packets=count)
+        except Exception as exc:  # noqa: BLE001 -- any failure is this input's, listed with its reason
+            row.error = str(exc) if isinstance(exc, ValueError) else \
+                f"cannot read it: {logs.scrub(str(exc)) or type(exc).__name__}"
+    probed = [r for r in rows if r.media is not None]
+    if not probed:
+        return plan
+    from vastdrop.errors import VastdropError
+
+    try:
+        offers, plan.disk_gb = _offers(deps)
+    except VastdropError as exc:
+        plan.offer_error = logs.scrub(str(exc))
+        return plan
+    # The launcher rents the cheapest free offer for each job, at most max_instances at once: jobs
+    # beyond that run after an earlier one, on the offers freed (approximated by cycling).
+    limit = getattr(getattr(deps.compute, "config", None), "max_instances", None) or len(offers)
+    cycle = offers[: max(1, min(len(offers), limit))]
+    for i, row in enumerate(probed):
+        price(row, cycle[i % len(cycle)], deps)
+    return plan
+
+
+# -- output ---------------------------------------------------------------------------------------------
+
+COLUMNS = ("KEY", "STATE", "DURATION", "FRAMES", "GPU", "$/H", "$/GB DOWN/UP", "TIME", "COST")
+MAX_KEY_CHARS = 48
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _key(key: str) -> str:
+    return key if len(key) <= MAX_KEY_CHARS else "…" + key[-(MAX_KEY_CHARS - 1):]
+
+
+def _params(plan: Plan) -> str:
+    fps = plan.params.get("target_fps")
+    return (f"target {fps:g} fps" if fps is not None else "frame rate kept") + f", upscale x{plan.params.get('upscale', 1)}"
+
+
+def _unprobed(row: tuple[str, ...]) -> bool:
+    return row[4].startswith("cannot probe")
+
+
+def render(plan: Plan) -> str:
+    head = (f"plan ({plan.compute}): {len(plan.rows)} pending input{'s' if len(plan.rows) != 1 else ''} in "
+            f"{plan.input_url}; {_params(plan)}; nothing launched")
+    if not plan.rows:
+        return head + "\n(nothing pending)"
+    rows = [COLUMNS]
+    for r in plan.rows:
+        if r.media is None:
+            rows.append((_key(r.key), r.state, "-", "-", f"cannot probe: {r.error}", "", "", "", ""))
+            continue
+        m = r.media
+        frames = f"{'~' if m.frames_estimated else ''}{m.frames}" + (f"->{r.frames_out}" if r.offer else "")
+        if r.offer is None:
+            rows.append((_key(r.key), r.state, _clock(m.duration_s), frames, "-", "-", "-", "-", "-"))
+            continue
+        o = r.offer
+        bandwidth = "-" if o.local else f"{o.rates.down_per_gb:.4f}/{o.rates.up_per_gb:.4f}"
+        gpu = "CPU (local)" if o.local else o.gpu
+        rows.append((_key(r.key), r.state, _clock(m.duration_s), frames, gpu, f"{o.rates.dph:.3f}", bandwidth,
+                     _clock(r.total_s), f"${r.cost.total:.4f}"))
+    priced = plan.priced
+    total = plan.total_cost
+    rows.append(("TOTAL", "", _clock(sum(r.media.duration_s for r in plan.rows if r.media)),
+                 str(sum(r.frames_out for r in priced)), "", "", "", _clock(plan.total_s), f"${total.total:.4f}"))
+    widths = [max(len(row[i]) for row in rows if i < 4 or not _unprobed(row)) for i in range(len(COLUMNS))]
+    lines = [head]
+    for row in rows:
+        if _unprobed(row):  # the reason runs to the end of the line
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row[:4], widths[:4], strict=True)) + "  " + row[4])
+        else:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    lines.append("")
+    lines.append(f"cost: GPU ${total.gpu:.4f} + storage ${total.storage:.4f} + bandwidth ${total.bandwidth:.4f} "
+                 f"= ${total.total:.4f} for {len(priced)} job{'s' if len(priced) != 1 else ''}")
+    if plan.offer_error:
+        lines.append(f"no offer to price with: {plan.offer_error}")
+    offers = {id(r.offer): r.offer for r in priced if not r.offer.local}
+    for o in offers.values():
+        lines.append(f"offer {o.id}: {o.gpu}, ${o.rates.dph:.4f}/h with {plan.disk_gb:g} GB disk "
+                     f"(GPU ${o.rates.gpu_dph:.4f}/h while running + storage ${o.rates.storage_dph:.4f}/h while it "
+                     f"exists), bandwidth ${o.rates.down_per_gb:.4f}/GB down ${o.rates.up_per_gb:.4f}/GB up, "
+                     f"{o.inet_down:g}/{o.inet_up:g} Mbit/s")
+    if priced:
+        lines.append("TIME is per job (TOTAL adds them up; run starts up to max_instances at once): "
+                     + ("" if priced[0].offer.local else "loading = image pull and start, storage billed; running = ")
+                     + "setup, download, the stages (frames / fps), upload:")
+        by_source: dict[str, list[str]] = {}
+        for r in priced:
+            parts = [f"{s.task.describe()} {s.fps:.3g} fps{' (guess)' if s.guess else ''}" for s in r.stages]
+            lines.append(f"  {_key(r.key)}: {_clock(r.loading_s)} loading + {_clock(r.running_s)} running; "
+                         + "; ".join(parts))
+            for s in r.stages:
+                tasks = by_source.setdefault(s.source, [])
+                if s.task.describe() not in tasks:
+                    tasks.append(s.task.describe())
+        lines.append("figures (vastdrop/throughput.py; guesses say so):")
+        lines += [f"  {', '.join(tasks)}: {source}" for source, tasks in by_source.items()]
+    return "\n".join(lines)
+
+
+def to_json(plan: Plan) -> dict[str, Any]:
+    def row(r: Row) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": r.key, "state": r.state, "size": r.size, "error": r.error}
+        if r.media is not None:
+            m = r.media
+            out["media"] = {"width": m.width, "height": m.height, "fps": float(m.fps), "frames": m.frames,
+                            "frames_estimated": m.frames_estimated, "duration_s": m.duration_s, "audio": m.audio}
+        if r.offer is not None:
+            o = r.offer
+            out["offer"] = {"id": o.id, "gpu": "CPU (local)" if o.local else o.gpu, "local": o.local,
+                            "dph": o.rates.dph, "rates": o.rates.to_dict(), "inet_down_mbps": o.inet_down,
+                            "inet_up_mbps": o.inet_up}
+            out["frames_out"] = r.frames_out
+            out["stages"] = [{"task": s.task.describe(), "kind": s.task.kind, "factor": s.task.factor,
+                              "frames": s.frames, "fps": s.fps, "seconds": s.seconds, "source": s.source,
+                              "guess": s.guess} for s in r.stages]
+            out["time_s"] = {"loading": r.loading_s, "setup": r.setup_s, "download": r.download_s,
+                             "process": r.process_s, "upload": r.upload_s, "teardown": r.teardown_s,
+                             "running": r.running_s, "total": r.total_s}
+            out["bytes"] = {"down": r.bytes_down, "up": r.bytes_up}
+            out["cost"] = r.cost.to_dict()
+        return out
+
+    return {"compute": plan.compute, "input": plan.input_url, "params": plan.params, "disk_gb": plan.disk_gb,
+            "launched": 0, "offer_error": plan.offer_error, "inputs": [row(r) for r in plan.rows],
+            "total": {"pending": len(plan.rows), "priced": len(plan.priced),
+                      "unprobeable": sum(1 for r in plan.rows if r.media is None),
+                      "time_s": plan.total_s, "cost": plan.total_cost.to_dict()}}
