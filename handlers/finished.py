@@ -15,8 +15,9 @@ from pydantic import ValidationError
 
 from handlers import jobs
 from handlers.deps import Deps
+from vastdrop.errors import PermanentError
 from vastdrop.ledger.base import JobRecord
-from vastdrop.manifest import Manifest
+from vastdrop.manifest import MAX_MANIFEST_BYTES, Manifest
 from vastdrop.states import JobState
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,10 @@ ACTIVE = (S.LAUNCHING, S.RUNNING)
 
 def read_manifest(record: JobRecord, deps: Deps) -> Manifest | None | str:
     """The manifest for this job's result key, None if absent, or a string saying why it is unusable."""
-    raw = deps.outputs.get_bytes(jobs.manifest_key(record, deps))
+    try:
+        raw = deps.outputs.get_bytes(jobs.manifest_key(record, deps), MAX_MANIFEST_BYTES)
+    except PermanentError:  # the host wrote something huge: that job's problem alone
+        return f"invalid manifest: larger than {MAX_MANIFEST_BYTES} bytes"
     if raw is None:
         return None
     try:
@@ -45,7 +49,10 @@ def manifest_job_id(raw: bytes | str) -> str | None:
 
 def on_manifest_key(manifest_key: str, deps: Deps) -> str:
     """Entry point for a manifest object event: find the job by the id inside the manifest."""
-    raw = deps.outputs.get_bytes(manifest_key)
+    try:
+        raw = deps.outputs.get_bytes(manifest_key, MAX_MANIFEST_BYTES)
+    except PermanentError:
+        return "invalid manifest"
     if raw is None:
         return "manifest vanished"
     job_id = manifest_job_id(raw)

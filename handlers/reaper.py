@@ -35,6 +35,10 @@ def reap(deps: Deps) -> Counter:
         except TransientError as exc:  # one job's hiccup must not stop the pass for the others
             jobs.log_for(record).warning("reaper skipped this job for now: %s", exc)
             action = "deferred"
+        except Exception as exc:  # nor may anything one job (its host, its manifest) makes us raise
+            jobs.log_for(record).error("reaper could not handle this job: %s: %s", type(exc).__name__,
+                                       str(exc)[:300])
+            action = "error"
         if action:
             actions[action] += 1
     # Listed again: instances destroyed in the pass above are gone, not orphans to destroy twice.

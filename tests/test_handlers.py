@@ -67,3 +67,42 @@ def test_an_input_without_extension_collides_with_its_mp4_sibling(deps):
     _put(deps, "input/clip.mp4")
     loser = on_object_created(ObjectEvent("input/clip.mp4", source="webhook"), deps)
     assert loser.action == "failed" and "input/clip keeps it" in loser.reason
+
+
+def test_a_hosts_bad_manifest_fails_its_own_job_and_the_reaper_goes_on(tmp_path):
+    """Whatever a host writes is untrusted: a 2 MB manifest, or a success without a result, fails that
+    job's attempt with the reason, and one reaper pass handles every job without raising."""
+    import json
+
+    from handlers import jobs
+    from handlers.reaper import reap
+
+    (tmp_path / "bucket" / "input").mkdir(parents=True)
+    deps = Deps(inputs=Location.parse(f"file://{tmp_path}/bucket/input/"),
+                outputs=Location.parse(f"file://{tmp_path}/bucket/output/"),
+                ledger=SqliteLedger(tmp_path / "ledger.sqlite"),
+                compute=LocalCompute(tmp_path / "instances", command=["sleep", "30"]),
+                config=ControlConfig(max_attempts=1))
+    ids = {}
+    for name in ("huge", "no-result", "fine"):
+        _put(deps, f"input/{name}.mp4")
+        ids[name] = on_object_created(ObjectEvent(f"input/{name}.mp4", source="webhook"), deps).job_id
+    def write(name: str, body: bytes) -> None:
+        path = file_url_to_path(deps.outputs.url(jobs.manifest_key(deps.ledger.get(ids[name]), deps)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    write("huge", b" " * (2 << 20) + b"{}")
+    write("no-result", json.dumps({"schema": 1, "job_id": ids["no-result"], "attempt": 1, "status": "succeeded",
+                                   "input": {"url": "x", "etag": '"e"', "size": 1}, "result": None}).encode())
+    try:
+        actions = reap(deps)
+        assert actions.get("error", 0) == 0
+        for name in ("huge", "no-result"):
+            record = deps.ledger.get(ids[name])
+            assert record.state == JobState.FAILED and "invalid manifest" in record.error
+        assert "larger than" in deps.ledger.get(ids["huge"]).error
+        assert deps.ledger.get(ids["fine"]).state == JobState.RUNNING  # untouched by the others
+    finally:
+        for record in deps.ledger.list():
+            if record.instance_id:
+                deps.compute.destroy(record.instance_id)

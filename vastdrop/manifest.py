@@ -6,7 +6,7 @@ import datetime as dt
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -80,6 +80,12 @@ class Manifest(_Model):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
+    @model_validator(mode="after")
+    def _success_has_a_result(self) -> Manifest:
+        if self.status == "succeeded" and self.result is None:
+            raise ValueError("a succeeded manifest must carry its result")
+        return self
+
     @property
     def succeeded(self) -> bool:
         return self.status == "succeeded" and self.result is not None
@@ -90,6 +96,10 @@ class Manifest(_Model):
     @classmethod
     def from_json(cls, data: bytes | str) -> Manifest:
         return cls.model_validate_json(data)
+
+
+# A manifest is a host's writing: read at most this much of it (a real one is a few KB).
+MAX_MANIFEST_BYTES = 1 << 20
 
 
 def utc_now_iso() -> str:
