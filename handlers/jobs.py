@@ -115,7 +115,7 @@ def attempt_cost(record: JobRecord, now: float, bytes_up: int = 0, job_s: float 
     if record.rates:
         rates = Rates.from_dict(record.rates)
     elif record.dph:
-        rates = Rates(gpu_dph=record.dph, storage_dph=0.0, down_per_gb=0.0, up_per_gb=0.0)
+        rates = Rates(gpu_dph=record.dph)  # recorded before rates were
     else:
         return 0.0
     exists_s = max(0.0, now - record.launched_at)

@@ -224,6 +224,16 @@ def _quota_reset(exc: BaseException) -> float:
     return max(1.0, reset - now)
 
 
+def _account_error(status: int, body: dict[str, Any], text: str, config: VastConfig) -> AccountError | None:
+    """A refusal of the account, not of the request (a rejected key, credit, account limits), or None."""
+    if status in (401, 403):
+        return AccountError(text + " (is the Vast API key valid?)", retry_after_s=config.account_backoff_s)
+    if _account_refusal(status, body):
+        return AccountError(text + " (the Vast account refuses: credit or limits)",
+                            retry_after_s=config.account_backoff_s)
+    return None
+
+
 def _translate(exc: BaseException, what: str, config: VastConfig) -> VastdropError:
     """A foreign error as ours; the text holds the operation, status and error code only."""
     if isinstance(exc, VastdropError):
@@ -236,11 +246,9 @@ def _translate(exc: BaseException, what: str, config: VastConfig) -> VastdropErr
         text = f"vast {what}: HTTP {status} {code}"
         if status == 429:
             return ApiBusyError(f"waiting for the Vast API: {what} throttled (HTTP 429)")
-        if status in (401, 403):
-            return AccountError(text + " (is the Vast API key valid?)", retry_after_s=config.account_backoff_s)
-        if _account_refusal(status, body):
-            return AccountError(text + " (the Vast account refuses: credit or limits)",
-                                retry_after_s=config.account_backoff_s)
+        refusal = _account_error(status, body, text, config)
+        if refusal is not None:
+            return refusal
         if status >= 500:
             return TransientError(text)
         return PermanentError(text)
@@ -494,8 +502,7 @@ class VastCompute:
         keep, extras = same[0], same[1:]
         logger.warning("vast: adopting existing instance %s labelled %s", keep["id"], keep.get("label"))
         self._destroy_extras(extras)
-        inst = self._adopted(keep)
-        return inst
+        return self._adopted(keep)
 
     def _adopted(self, row: dict[str, Any]) -> Instance:
         inst = instance_from_row(row)
@@ -768,11 +775,9 @@ def _create_error(status: int | None, body: dict[str, Any], exc: BaseException |
         return TransientError(f"vast create_instance: {type(exc).__name__ if exc else 'no answer'}")
     code = _code(body)
     text = f"vast create_instance: HTTP {status} {code}"
-    if status in (401, 403):
-        return AccountError(text + " (is the Vast API key valid?)", retry_after_s=config.account_backoff_s)
-    if _account_refusal(status, body):
-        return AccountError(text + " (the Vast account refuses: credit or limits)",
-                            retry_after_s=config.account_backoff_s)
+    refusal = _account_error(status, body, text, config)
+    if refusal is not None:
+        return refusal
     if status >= 500 or _offer_gone(status, body):
         return TransientError(text)
     return PermanentError(text)
