@@ -22,3 +22,10 @@ def verify(secret: str | bytes, body: bytes, header: str | None) -> bool:
     candidates = [part.strip() for part in header.split(",")]  # tolerate several signatures
     expected = sign(secret, body)
     return any(hmac.compare_digest(expected.encode(), c.encode()) for c in candidates if c.startswith(PREFIX))
+
+
+def job_key(secret: str | bytes, job_id: str) -> str:
+    """The key one job signs its callback with: HMAC(secret, job id), hex. A host holds only its
+    own job's key, so it cannot sign a callback for any other job (ARCHITECTURE.md section 8)."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(key, b"vastdrop-callback:" + job_id.encode(), hashlib.sha256).hexdigest()
