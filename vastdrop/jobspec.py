@@ -15,6 +15,9 @@ from pydantic_settings.sources.utils import parse_env_vars
 from vastdrop.envparts import join_parts
 
 URL_SCHEMES = ("s3://", "file://", "https://", "http://")
+MIN_TARGET_FPS, MAX_TARGET_FPS = 1, 1000  # below 1 fps no video is meant; above 1000 no display or encoder keeps up
+DEFAULT_MAX_DURATION_S = 12 * 3600  # the longest input a job takes (issue 9): a feature film twice over, and more
+DEFAULT_MAX_OUTPUT_PIXELS = 8192 * 8192  # the largest output frame: HEVC's level 6.2 maximum, NVENC's ceiling
 
 
 def _check_url(value: str | None) -> str | None:
@@ -37,7 +40,8 @@ class JobSpec(BaseModel):
     output_url: str = Field(description="where the result MP4 goes: s3://, file:// or a presigned https:// PUT")
     manifest_url: str = Field(description="where the manifest JSON goes, written last")
     log_url: str | None = Field(None, description="where the job uploads its own log at exit (optional)")
-    target_fps: float | None = Field(None, gt=0, le=1000, description="output frame rate; 59.94 means 60000/1001")
+    target_fps: float | None = Field(None, ge=MIN_TARGET_FPS, le=MAX_TARGET_FPS,
+                                     description="output frame rate, 1 to 1000; 59.94 means 60000/1001")
     upscale: int = Field(1, ge=1, le=4, description="upscale factor: 1 (none), 2, 3 or 4")
     interpolation_model: str | None = Field(
         None, description="RIFE 4.x flownet.pkl; unset or empty: libavfilter minterpolate, noted in the manifest")
@@ -51,6 +55,11 @@ class JobSpec(BaseModel):
     callback_url: str | None = Field(None, description="POST the manifest here when done, signed (optional)")
     callback_secret: SecretStr | None = Field(None, description="HMAC key of the callback's X-Signature")
     attempt: int = Field(1, ge=1, description="attempt number, recorded in the manifest")
+    max_duration_s: float = Field(
+        DEFAULT_MAX_DURATION_S, gt=0,
+        description="the longest input, by its timestamps and its container's metadata; longer is bad input")
+    max_output_pixels: int = Field(
+        DEFAULT_MAX_OUTPUT_PIXELS, ge=1, description="the largest output frame (width x height); larger is bad input")
 
     _urls = field_validator("input_url", "output_url", "manifest_url", "log_url", "callback_url")(
         classmethod(lambda cls, v: _check_url(v))
@@ -59,7 +68,7 @@ class JobSpec(BaseModel):
     @field_validator("target_fps")
     @classmethod
     def _finite_fps(cls, v: float | None) -> float | None:
-        if v is not None and not math.isfinite(v):
+        if v is not None and not math.isfinite(v):  # NaN slips past ge/le
             raise ValueError("target fps must be a finite number")
         return v
 
@@ -84,6 +93,8 @@ class JobSpec(BaseModel):
             "JOB_VIDEO_CODEC": self.video_codec,
             "JOB_CRF": str(self.crf),
             "JOB_ATTEMPT": str(self.attempt),
+            "JOB_MAX_DURATION_S": repr(self.max_duration_s),
+            "JOB_MAX_OUTPUT_PIXELS": str(self.max_output_pixels),
         }
         optional = {
             "JOB_LOG_URL": self.log_url,
