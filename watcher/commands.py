@@ -9,6 +9,7 @@ from handlers import jobs
 from handlers.created import ObjectEvent, on_object_created
 from vastdrop.compose import build_deps
 from vastdrop.errors import NotFoundError
+from vastdrop.logs import printable
 from vastdrop.settings import ControlSettings
 from vastdrop.states import JobState
 from watcher import driver
@@ -90,12 +91,13 @@ def logs(args, settings: ControlSettings) -> int:
     deps = build_deps(settings)
     record = deps.ledger.get(args.job) or _by_key(deps, args.job)
     job_id = record.job_id if record else args.job
+    # Both logs were written on the host: printed with their control characters escaped.
     text = deps.outputs.get_bytes(deps.layout.log_key(job_id))
     if text is not None:
-        sys.stdout.write(text.decode(errors="replace"))
+        sys.stdout.write(printable(text.decode(errors="replace"), lines=True))
         return 0
     if record and record.instance_id and not record.state.is_terminal():
-        sys.stdout.write(deps.compute.logs(record.instance_id))
+        sys.stdout.write(printable(deps.compute.logs(record.instance_id), lines=True))
         return 0
     print(f"no log for {args.job!r} yet", file=sys.stderr)
     return 1

@@ -1,10 +1,12 @@
-"""`status`: a readable table of jobs."""
+"""`status`: a readable table of jobs. Every text in it was written by someone else (keys by users, errors
+by hosts, GPU names by Vast), so control characters are printed escaped: no terminal sequence runs."""
 
 from __future__ import annotations
 
 import time
 
 from vastdrop.ledger.base import JobRecord
+from vastdrop.logs import printable
 from vastdrop.states import JobState
 
 COLUMNS = ("KEY", "STATE", "ATTEMPT", "INSTANCE", "GPU", "$/H", "ELAPSED", "COST")
@@ -19,18 +21,20 @@ def _elapsed(record: JobRecord, now: float) -> str:
 
 
 def _key(key: str) -> str:
+    key = printable(key)
     return key if len(key) <= MAX_KEY_CHARS else "…" + key[-(MAX_KEY_CHARS - 1):]
+
+
+def _row(r: JobRecord, now: float) -> tuple[str, ...]:
+    shown_kind = r.error_kind and (r.state.is_terminal() or r.error_kind == "waiting")
+    return (_key(r.key), r.state.value + (f" ({printable(r.error_kind)})" if shown_kind else ""), str(r.attempt),
+            printable(r.instance_id or "-"), printable(r.gpu_name or "-"), f"{r.dph:.3f}" if r.dph else "-",
+            _elapsed(r, now), f"${r.cost:.4f}")
 
 
 def render(records: list[JobRecord], now: float | None = None) -> str:
     now = time.time() if now is None else now
-    rows = [COLUMNS] + [
-        (_key(r.key), r.state.value + (f" ({r.error_kind})" if r.error_kind and (r.state.is_terminal()
-                                                                          or r.error_kind == "waiting") else ""),
-         str(r.attempt), r.instance_id or "-", r.gpu_name or "-", f"{r.dph:.3f}" if r.dph else "-",
-         _elapsed(r, now), f"${r.cost:.4f}")
-        for r in records
-    ]
+    rows = [COLUMNS] + [_row(r, now) for r in records]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     if not records:
@@ -39,11 +43,11 @@ def render(records: list[JobRecord], now: float | None = None) -> str:
     waiting = [r for r in records if r.error_kind == "waiting" and not r.state.is_terminal() and r.error]
     if waiting:
         lines += ["", "waiting:"] + [
-            f"  {r.key}: {r.error}" + (f" (next try in {max(0, int(r.next_attempt_at - now))}s)"
-                                       if r.next_attempt_at else "")
+            f"  {printable(r.key)}: {printable(r.error)}"
+            + (f" (next try in {max(0, int(r.next_attempt_at - now))}s)" if r.next_attempt_at else "")
             for r in waiting]
     # Why each failed job failed, in the words its manifest or the control plane recorded.
     failed = [r for r in records if r.state is JobState.FAILED and r.error]
     if failed:
-        lines += ["", "failed:"] + [f"  {r.key}: {r.error}" for r in failed]
+        lines += ["", "failed:"] + [f"  {printable(r.key)}: {printable(r.error)}" for r in failed]
     return "\n".join(lines)
