@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vastdrop.compute.base import Compute
+from vastdrop.jobspec import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_OUTPUT_PIXELS
 from vastdrop.layout import Layout
 from vastdrop.ledger.base import Ledger
 from vastdrop.location import Location
@@ -22,6 +23,9 @@ class ControlConfig:
     device: str = "auto"
     video_codec: str = "auto"
     crf: int = 18
+    # Bounds on one job (not hashed into the job id), refused by the job as bad input.
+    max_duration_s: float = DEFAULT_MAX_DURATION_S
+    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
     # Retries.
     max_attempts: int = 3
     retry_backoff_s: float = 10.0  # first retry waits this long, doubling, capped below

@@ -19,10 +19,11 @@ from botocore.config import Config
 
 from tests.support.seaweed import SeaweedServer, free_ports
 from vastdrop.errors import NotFoundError, PermanentError, TransientError
+from vastdrop.location import Location
 from vastdrop.storage import storage_for
 from vastdrop.storage.base import ObjectInfo
 from vastdrop.storage.https import HttpsStorage
-from vastdrop.storage.local import LocalStorage, file_url_to_path, path_to_file_url
+from vastdrop.storage.local import LocalStorage, file_url_to_path, key_path, path_to_file_url
 from vastdrop.storage.s3 import S3Storage, parse_s3_url, s3_url
 
 MiB = 1 << 20
@@ -610,3 +611,38 @@ def test_storage_for_dispatches_on_scheme() -> None:
     with pytest.raises(PermanentError) as info:
         storage_for("ftp://host/x?token=abc")
     assert "abc" not in str(info.value)
+
+
+# ---- file:// keys cannot leave the bucket folder (issue 9 item 6) ----------------------------
+
+ESCAPING_KEYS = ["input/../../etc/passwd", "../outside.mp4", "input/..", "/etc/passwd", "input/./a.mp4",
+                 "input/a\0.mp4", "input/a.mp4\0/../../x"]
+
+
+@pytest.mark.parametrize("key", ESCAPING_KEYS)
+def test_keys_that_could_leave_the_root_are_refused(tmp_path: Path, key: str) -> None:
+    root = tmp_path / "bucket"
+    with pytest.raises(PermanentError, match="object key") as refused:
+        key_path(root, key)
+    assert "\0" not in str(refused.value)  # shown escaped, never as a raw NUL
+    location = Location(path_to_file_url(root) + "/", "input/", LocalStorage())
+    with pytest.raises(PermanentError, match="object key"):
+        location.url(key)
+    with pytest.raises(PermanentError, match="object key"):
+        location.head(key)  # never a stat of a file outside, never a ValueError
+
+
+@pytest.mark.parametrize("key", ["input/a..b.mp4", "input/..hidden/x.mp4", "input/a\\..\\..\\b.mp4", "input/", ""])
+def test_odd_but_harmless_keys_stay_inside_the_root(tmp_path: Path, key: str) -> None:
+    """On POSIX a backslash is part of a name, not a separator: it cannot climb out."""
+    root = tmp_path / "bucket"
+    path = key_path(root, key)
+    assert path == root / key and os.path.normpath(path).startswith(str(root))
+
+
+@pytest.mark.parametrize("url", ["file:///tmp/bucket/../../etc/passwd", "file:///tmp/a%00b", "file:///tmp/%2e%2e/x"])
+def test_file_urls_with_dot_dot_or_nul_are_refused(url: str) -> None:
+    with pytest.raises(PermanentError, match="file:// URL with"):
+        file_url_to_path(url)
+    with pytest.raises(PermanentError):
+        LocalStorage().head(url)  # a NUL used to escape as ValueError from open()

@@ -16,6 +16,7 @@ from tests.support.jobs import REPO
 from tests.support.vast_emulator import VastEmulator
 from vastdrop.errors import ConfigError
 from vastdrop.settings import ControlSettings
+from vastdrop.storage.local import path_to_file_url
 from watcher.b2setup import setup_notification_rule
 
 STUB = [sys.executable, "-m", "tests.support.stub_job"]
@@ -113,3 +114,27 @@ def test_setup_b2_refuses_what_b2_would_reject(b2, secret, url):
     with pytest.raises(ConfigError):
         setup_notification_rule(ControlSettings(webhook_secret=secret), bucket_name="vastdrop-b2", url=url,
                                 rule_name="vastdrop", input_prefix="input/", output_prefix="output/", api=b2)
+
+
+@pytest.mark.parametrize(("inputs", "outputs"), [
+    ("file://./bucket/input/", "file://./bucket/input/results/"),
+    ("s3://media/in/", "s3://media/in/out/"),
+    ("s3://media/out/in/", "s3://media/out/"),
+])
+def test_output_and_input_that_overlap_are_refused_at_start_naming_both(tmp_path, inputs, outputs):
+    """Every result under the input prefix would become a new input, forever: refused before anything runs."""
+    env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1"}
+    proc = watcher(tmp_path, "run", "--once", "--input", inputs, "--output", outputs, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    shown = [u.replace("file://./", path_to_file_url(tmp_path.resolve()) + "/") for u in (inputs, outputs)]
+    assert all(url in proc.stderr for url in shown), proc.stderr
+    assert not (tmp_path / ".vastdrop").exists()  # refused before the ledger is opened
+
+
+def test_replay_of_a_key_outside_the_bucket_is_refused_and_reads_nothing(tmp_path):
+    (tmp_path / "bucket" / "input").mkdir(parents=True)
+    (tmp_path / "secret.mp4").write_bytes(b"not yours")
+    proc = watcher(tmp_path, "replay", "../../secret.mp4", "--compute", "local", env={})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "object key with a '.' or '..' segment" in proc.stderr
+    assert not (tmp_path / "bucket" / "output").exists() and not any((tmp_path / ".vastdrop" / "instances").iterdir())

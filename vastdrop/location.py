@@ -15,7 +15,7 @@ from typing import Any
 
 from vastdrop.errors import ConfigError, NotFoundError
 from vastdrop.storage import ObjectInfo, storage_for
-from vastdrop.storage.local import file_url_to_path, path_to_file_url
+from vastdrop.storage.local import file_url_to_path, key_path, path_to_file_url
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Location:
 
     def url(self, key: str) -> str:
         if self.is_local:
-            return path_to_file_url(file_url_to_path(self.root) / key)
+            return path_to_file_url(key_path(file_url_to_path(self.root), key))  # refuses keys escaping the root
         return self.root + key
 
     def key_of(self, url: str) -> str:

@@ -13,6 +13,7 @@ get their keys without any secret in their environment.
 from __future__ import annotations
 
 import copy
+import os
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -23,7 +24,7 @@ from vastdrop.jobspec import JobSpec
 
 DEFAULT_INPUT = "file://./bucket/input/"
 DEFAULT_OUTPUT = "file://./bucket/output/"
-DEFAULT_STATE = ".vastdrop"
+DEFAULT_STATE = ".vastdrop"  # relative to the working directory at load time, then kept absolute
 # What we rent and may spend unless told otherwise (also VastConfig's defaults).
 DEFAULT_VAST_IMAGE = "vastdrop/gpu-job:latest"
 DEFAULT_MIN_GPU_RAM_GB = 16.0
@@ -63,7 +64,7 @@ class ControlSettings(BaseSettings):
     input: str = Field(DEFAULT_INPUT, description="input location: s3://bucket/prefix/ or file://dir/")
     output: str = Field(DEFAULT_OUTPUT, description="output location (results, manifests; logs/ beside it)")
     compute: Literal["local", "vast"] = Field("local", description="where jobs run: local child processes or Vast.ai")
-    state: str = Field(DEFAULT_STATE, description="state directory: the SQLite ledger and local instances")
+    state: str = Field(DEFAULT_STATE, description="state directory: the SQLite ledger and local instances (relative: to the start directory)")
     ledger: str | None = Field(None, description="a SQLite path or dynamodb://table (default <state>/ledger.sqlite)")
     # What each job does (hashed into the job id with the input's ETag): the job's own fields, handed
     # on as its JOB_* variables. The models differ: unset here means the image's own weights.
@@ -76,6 +77,10 @@ class ControlSettings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = _job_field("device")
     video_codec: str = _job_field("video_codec")
     crf: int = _job_field("crf")
+    # What one job may ask of its host, refused as bad input before any heavy work; the job's own
+    # bounds, handed on as its JOB_* variables (not hashed into the job id: limits, not parameters).
+    max_duration_s: float = _job_field("max_duration_s")
+    max_output_pixels: int = _job_field("max_output_pixels")
     # Retries and time limits.
     max_attempts: int = Field(3, ge=1, description="attempts per job before it fails (bad input is never retried)")
     retry_backoff_s: float = Field(10.0, ge=0, description="first retry's delay, doubling after each attempt")
@@ -126,6 +131,20 @@ class ControlSettings(BaseSettings):
     # B2 (setup-b2)
     b2_key_id: str | None = Field(None, description="B2 application key id (setup-b2 only)")
     b2_application_key: SecretStr | None = Field(None, description="B2 application key (setup-b2 only)")
+
+    @field_validator("state")
+    @classmethod
+    def _absolute_state(cls, value: str) -> str:
+        # Resolved once, here: the job wrapper runs in its own instance directory, and an exit code
+        # written to a relative path there never reaches the watcher (issue 9 item 6).
+        return os.path.abspath(os.path.expanduser(value))
+
+    @field_validator("ledger")
+    @classmethod
+    def _absolute_ledger_path(cls, value: str | None) -> str | None:
+        if value is None or "://" in value:  # sqlite:///abs or dynamodb://table: a URL, left as given
+            return value
+        return os.path.abspath(os.path.expanduser(value))
 
     @field_validator("vast_gpu_names", mode="before")
     @classmethod

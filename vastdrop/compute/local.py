@@ -131,7 +131,7 @@ class LocalCompute:
     ) -> None:
         """`command`: the job argv (default `python -m gpu_job`). `base_env`: entries merged onto the
         minimal base env (PATH, HOME, LANG, PYTHONPATH) before the job env."""
-        self.state_dir = Path(state_dir)
+        self.state_dir = Path(state_dir).absolute()  # the wrapper runs in its instance dir: a relative exit-code path would miss
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.command = list(command) if command is not None else list(DEFAULT_COMMAND)
         self.base_env = {**_default_base_env(), **(base_env or {})}

@@ -1,7 +1,9 @@
 """file:// adapter: the local filesystem behind the storage port (tests, local runs, mounted volumes).
 
 URLs are RFC 8089 file URLs with a percent-encoded absolute path (`file:///tmp/a%20b/%C3%BC.mp4`);
-use path_to_file_url / file_url_to_path rather than string concatenation.
+use path_to_file_url / file_url_to_path rather than string concatenation, and key_path to place an
+object key under a bucket's root folder: keys come from events and users, and one with `..`, an
+absolute path or a NUL byte must never reach a file outside the root (PermanentError instead).
 ETag = the quoted MD5 hex of the content, like a single-part S3 upload.
 """
 
@@ -44,7 +46,31 @@ def file_url_to_path(url: str) -> Path:
     path = os.fsdecode(unquote_to_bytes(parts.path))
     if not path.startswith("/"):
         raise PermanentError(f"file:// URL needs an absolute path: {redact_url(url)}")
+    if "\0" in path:  # open() would raise ValueError, which no caller expects
+        raise PermanentError(f"file:// URL with a NUL byte: {redact_url(url)}")
+    if ".." in _segments(path):
+        raise PermanentError(f"file:// URL with a '..' segment (give the path without it): {redact_url(url)}")
     return Path(path)
+
+
+def key_path(root: Path, key: str) -> Path:
+    """The file of object `key` under the bucket folder `root`; PermanentError for a key that could
+    name anything outside it: a `.` or `..` segment, an absolute path, a NUL byte. (On S3 such a key
+    is just a name; here it would be a path, so it is refused rather than normalised into another.)"""
+    if "\0" in key:
+        raise PermanentError(f"object key with a NUL byte: {key!r}")
+    if key.startswith("/") or os.path.isabs(key) or os.path.splitdrive(key)[0]:
+        raise PermanentError(f"object key is an absolute path: {key!r}")
+    if {".", ".."} & set(_segments(key)):
+        raise PermanentError(f"object key with a '.' or '..' segment: {key!r}")
+    return root / key
+
+
+def _segments(path: str) -> list[str]:
+    """Path segments as this OS's filesystem splits them ('/' and, on Windows, '\\')."""
+    for sep in {os.sep, os.altsep} - {None, "/"}:
+        path = path.replace(sep, "/")
+    return path.split("/")
 
 
 def quoted_md5(data: bytes) -> str:
