@@ -6,20 +6,21 @@
 #   docker run --rm --gpus all -e JOB_ID=... -e JOB_INPUT_URL=... -e JOB_OUTPUT_URL=... \
 #       -e JOB_MANIFEST_URL=... vastdrop-gpu-job
 #
-# Base: the official PyTorch runtime image, torch 2.7.1 built for CUDA 12.8 with cuDNN 9 and its
-# matching torchvision, on Ubuntu with a conda Python. CUDA 12.8 covers every GPU generation Vast.ai
-# rents, Blackwell (RTX 50xx, sm_120) included; it expects a host driver that supports CUDA 12.8
-# (>= 570), so the launcher should ask Vast for offers with cuda_max_good >= 12.8. Pinned by tag
-# and by digest: this digest is the one several independent public projects pin for this tag
-# (together with torch 2.7.1+cu128); if it ever stops resolving, the pull fails instead of
-# silently moving to another build.
-FROM pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime@sha256:c16f4c749e2d9e96878875cdf6cc45cddda1d1a36fddd371dd6f2360f1b6e2a2
+# Base: the official PyTorch runtime image, torch 2.11.0 built for CUDA 12.8 with cuDNN 9 and its
+# matching torchvision (0.26.0), on Ubuntu with a conda Python. torch 2.11 is past the advisories
+# on torch.load, which the job uses for its weights (pyproject.toml names them, and sets the same
+# floor). CUDA 12.8 covers every GPU generation Vast.ai rents, Blackwell (RTX 50xx, sm_120)
+# included; it expects a host driver that supports CUDA 12.8 (>= 570), so the launcher should ask
+# Vast for offers with cuda_max_good >= 12.8. Pinned by tag and by digest: this digest is the one
+# several independent public projects pin for this tag; if it ever stops resolving, the pull fails
+# instead of silently moving to another build.
+FROM pytorch/pytorch:2.11.0-cuda12.8-cudnn9-runtime@sha256:eee11b3b3872a8c838e35ef48f08b2d5def2080902c7f666831310ca1a0ef2be
 
 LABEL org.opencontainers.image.title="vastdrop-gpu-job" \
       org.opencontainers.image.description="One-shot GPU job: RIFE 4.x interpolation and Real-ESRGAN upscaling of one video, then a verified manifest (python -m gpu_job)" \
       org.opencontainers.image.version="0.1.0" \
-      org.opencontainers.image.base.name="docker.io/pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime" \
-      org.opencontainers.image.base.digest="sha256:c16f4c749e2d9e96878875cdf6cc45cddda1d1a36fddd371dd6f2360f1b6e2a2"
+      org.opencontainers.image.base.name="docker.io/pytorch/pytorch:2.11.0-cuda12.8-cudnn9-runtime" \
+      org.opencontainers.image.base.digest="sha256:eee11b3b3872a8c838e35ef48f08b2d5def2080902c7f666831310ca1a0ef2be"
 
 # NVIDIA_DRIVER_CAPABILITIES: the base asks the NVIDIA container runtime for compute,utility only;
 # "video" also mounts libnvidia-encode, without which PyAV's NVENC encoders cannot open and
@@ -31,10 +32,12 @@ ENV PYTHONUNBUFFERED=1 \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility,video
 
 # Fail early, before anything is downloaded, if the base is not what this file assumes:
-# Python >= 3.11 (pyproject requires-python) and a CUDA build of torch with torchvision.
+# Python >= 3.11 (pyproject requires-python) and a CUDA build of torch >= 2.11 (pyproject's floor)
+# with torchvision.
 RUN python -c "import sys, torch, torchvision; \
 assert sys.version_info >= (3, 11), sys.version; \
 assert torch.version.cuda, 'torch in the base image is a CPU-only build'; \
+assert tuple(map(int, torch.__version__.split('+')[0].split('.')[:2])) >= (2, 11), torch.__version__; \
 print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'torchvision', torchvision.__version__)"
 
 # Model weights, fetched at build time and each verified against a pinned SHA-256 (sha256sum -c
@@ -76,23 +79,27 @@ ENV JOB_INTERPOLATION_MODEL=/models/rife-4.26/flownet.pkl \
 
 WORKDIR /opt/vastdrop
 
-# Dependencies first (cached while only code changes): exactly pyproject's [project].dependencies,
-# read with tomllib. The constraints file holds torch and torchvision at the base image's CUDA
-# builds, so pip can never replace them with other wheels; if a dependency needed that, the build
-# fails here instead.
-COPY pyproject.toml ./
-RUN python -c "import torch, torchvision; print(f'torch=={torch.__version__}'); print(f'torchvision=={torchvision.__version__}')" > constraints.txt \
- && python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > requirements.txt \
- && pip install --no-cache-dir -c constraints.txt -r requirements.txt
+# Dependencies first (cached while only code changes): exactly the hashed pins of two lock files,
+# which tests/test_locks.py checks are current. locks/gpu-job.txt holds what the job imports and
+# nothing else, less torch and torchvision: those are the base's CUDA builds, absent from the lock,
+# so pip cannot replace them. serverless/requirements-sdk-only.lock is the vastai SDK (the job's
+# self-destroy), without its CLI's dependencies. --no-deps: pip resolves nothing here;
+# --require-hashes: a file whose digest is not in the lock fails the build.
+COPY locks/gpu-job.txt serverless/requirements-sdk-only.lock ./locks/
+RUN pip install --no-cache-dir --require-hashes --no-deps -r locks/gpu-job.txt -r locks/requirements-sdk-only.lock
 
 # The job's code: only the packages `python -m gpu_job` imports. vastdrop/ is the shared package
 # (env contract, manifest, storage, errors); handlers/, watcher/, tests/ and bench/ are the control
 # plane and development tools, which the job never imports, so they stay out of the image.
+# --no-deps: the project's own dependencies are the lock's (pyproject's also name the control
+# plane's, which the job never imports). The build backend (pyproject's [build-system]) lives only
+# in pip's temporary build environment, not in the image.
+COPY pyproject.toml ./
 COPY vastdrop/ ./vastdrop/
 COPY gpu_job/ ./gpu_job/
-RUN pip install --no-cache-dir --no-deps -c constraints.txt . \
+RUN pip install --no-cache-dir --no-deps . \
  && rm -rf build ./*.egg-info \
- && cd / && python -c "import gpu_job.runner, gpu_job.models.rife, gpu_job.models.upscaler, av, spandrel; print('gpu_job ok, av', av.__version__)"
+ && cd / && python -c "import gpu_job.runner, gpu_job.models.rife, gpu_job.models.upscaler, gpu_job.selfdestroy, av, spandrel, vastai; print('gpu_job ok, av', av.__version__)"
 
 # The job runs as an unprivileged user in a scratch directory of its own.
 RUN groupadd --gid 10001 job \

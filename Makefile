@@ -10,8 +10,16 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 SAM_PIN := aws-sam-cli==1.170.0
+# uv compiles the lock files (`make locks`); a venv of its own, only needed to refresh them.
+LOCK_VENV := .venv-lock
+UV_PIN := uv==0.13.8
+# The image's and Lambda's platform: Linux x86_64, glibc >= 2.28; resolved for the oldest Python
+# they may run (pyproject's requires-python). Hashes cover every file of each pinned release, so
+# the same pins install on the image's Python and on Lambda's python3.12.
+UV_COMPILE = $(LOCK_VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --custom-compile-command 'make locks' $(LOCK_FLAGS)
 
-.PHONY: demo test lint bench install sam-build
+.PHONY: demo test lint bench install sam-build locks
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -25,6 +33,18 @@ $(SAM_VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/python -m pip install -q $(SAM_PIN)
 	touch $@
+
+$(LOCK_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q $(UV_PIN)
+	touch $@
+
+# Re-resolves the three lock files from their inputs, keeping pins that still fit; add
+# LOCK_FLAGS=--upgrade to move every pin to the newest release. tests/test_locks.py says when.
+locks: $(LOCK_VENV)/.installed
+	$(UV_COMPILE) --override locks/base-image.txt locks/gpu-job.in -o locks/gpu-job.txt
+	$(UV_COMPILE) serverless/requirements.txt -o serverless/requirements.lock
+	$(UV_COMPILE) --no-deps serverless/requirements-sdk-only.txt -o serverless/requirements-sdk-only.lock
 
 # The Lambda bundle, as `sam build` makes it for `sam deploy` (into .aws-sam/build). Needs neither
 # the project's venv nor Docker: serverless/Makefile only runs pip (the SAM venv's) for Lambda.

@@ -9,14 +9,10 @@ lines are split with shlex the way /bin/sh would see the words.
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import re
 import shlex
-import subprocess
-import sys
-import tempfile
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +33,8 @@ INSTRUCTIONS = {
 ENTRYPOINT = ["python", "-m", "gpu_job"]
 # What `python -m gpu_job` imports: the job package and the shared package (env contract, storage).
 JOB_PACKAGES = {"gpu_job", "vastdrop"}
+# The image's Python packages, beside the base's torch (tests/test_locks.py checks both are current).
+IMAGE_LOCKS = {"locks/gpu-job.txt", "serverless/requirements-sdk-only.lock"}
 SECRET_NAME = re.compile(r"(^|_)(API_?)?KEY(_|$)|SECRET|TOKEN|PASSW(OR)?D|CREDENTIAL", re.I)
 HEX64 = re.compile(r"[0-9a-f]{64}")
 SEPARATORS = {";", "&&", "||", "\n"}
@@ -338,26 +336,13 @@ def _check_copies(ins: list[Instruction], dockerignore: str) -> list[str]:
     return problems
 
 
-@functools.cache
-def _run_requirements_snippet(code: str, pyproject: str) -> list[str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "pyproject.toml").write_text(pyproject)
-        out = subprocess.run(
-            [sys.executable, "-c", code], cwd=tmp, capture_output=True, text=True, timeout=30
-        )
-    return (
-        [line.strip() for line in out.stdout.splitlines() if line.strip()]
-        if out.returncode == 0
-        else [f"<exit {out.returncode}: {out.stderr[-200:]}>"]
-    )
-
-
 def _check_dependencies(ins: list[Instruction], _: str) -> list[str]:
-    """Every [project].dependencies entry is installed: either `pip install .` with dependencies,
-    or a requirements file the RUN generates from the copied pyproject.toml (the generating code is
-    executed here against the real pyproject) installed with `pip install -r`."""
+    """Python packages come only from the lock files (tests/test_locks.py checks they are current):
+    one `pip install --require-hashes --no-deps -r` of exactly IMAGE_LOCKS, copied into the image;
+    then the project itself with --no-deps, after its packages are copied. Any other pip install
+    (a package by name, a requirements file, the project with its dependencies) would let pip
+    resolve something the locks do not hold."""
     stage = final_stage(ins)
-    wanted = PYPROJECT["project"]["dependencies"]
     copied = {
         s.strip("/").removeprefix("./")
         for i in stage
@@ -365,7 +350,7 @@ def _check_dependencies(ins: list[Instruction], _: str) -> list[str]:
         for s in copy_sources(i) or []
     }
     problems = [] if "pyproject.toml" in copied else ["[deps] pyproject.toml is not copied"]
-    deps_ok = project_installed = False
+    problems += [f"[deps] {lock} is not copied" for lock in sorted(IMAGE_LOCKS - copied)]
     packages_copied_at = max(
         (
             n
@@ -375,37 +360,32 @@ def _check_dependencies(ins: list[Instruction], _: str) -> list[str]:
         ),
         default=None,
     )
+    locks_installed = project_installed = False
     for n, i in enumerate(stage):
         if i.keyword != "RUN":
             continue
-        cmds = commands(i.value)
-        generated: dict[str, list[str]] = {}
-        for cmd in cmds:
-            if (
-                cmd[:2] in (["python", "-c"], ["python3", "-c"])
-                and "pyproject.toml" in cmd[2]
-                and ">" in cmd
-            ):
-                generated[cmd[cmd.index(">") + 1]] = _run_requirements_snippet(
-                    cmd[2], (ROOT / "pyproject.toml").read_text()
-                )
-        for cmd in filter(is_pip_install, cmds):
-            no_deps = "--no-deps" in cmd
-            if "." in cmd or "./" in cmd:
-                project_installed |= packages_copied_at is not None and n > packages_copied_at
-                deps_ok |= not no_deps
-            for k, word in enumerate(cmd[:-1]):
-                if word in {"-r", "--requirement"} and not no_deps:
-                    reqs = generated.get(cmd[k + 1], [])
-                    missing = [d for d in wanted if d not in reqs]
-                    if missing:
-                        problems.append(f"[deps] {cmd[k + 1]} lacks {missing} (has {reqs})")
-                    else:
-                        deps_ok = True
-    if not deps_ok:
-        problems.append(f"[deps] nothing installs pyproject's dependencies {wanted}")
+        for cmd in filter(is_pip_install, commands(i.value)):
+            words = cmd[cmd.index("install") + 1 :]
+            files = [words[k + 1] for k, w in enumerate(words[:-1]) if w in {"-r", "--requirement"}]
+            flags = {w for w in words if w.startswith("-")}
+            targets = [w for w in words if not w.startswith("-") and w not in files]
+            if files:
+                names = {Path(f).name for f in files}
+                if names != {Path(lock).name for lock in IMAGE_LOCKS}:
+                    problems.append(f"[deps] line {i.line}: installs {sorted(names)}, not the locks {sorted(IMAGE_LOCKS)}")
+                elif not {"--require-hashes", "--no-deps"} <= flags:
+                    problems.append(f"[deps] line {i.line}: the locks need --require-hashes --no-deps (has {sorted(flags)})")
+                else:
+                    locks_installed = True
+            for target in targets:
+                if target in {".", "./"} and "--no-deps" in flags:
+                    project_installed |= packages_copied_at is not None and n > packages_copied_at
+                else:
+                    problems.append(f"[deps] line {i.line}: pip installs {target} outside the locks")
+    if not locks_installed:
+        problems.append(f"[deps] nothing installs the locks {sorted(IMAGE_LOCKS)} with hashes")
     if not project_installed:
-        problems.append("[deps] the project is not pip-installed after its packages are copied")
+        problems.append("[deps] the project is not pip-installed (--no-deps) after its packages are copied")
     return problems
 
 
@@ -588,7 +568,7 @@ MUTATIONS: dict[str, tuple[Callable[[str], str], str]] = {
     "unknown instruction": (_append("COPPY gpu_job/ /x/"), "[instruction]"),
     "base latest": (
         _sub(
-            "pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime@sha256:",
+            "pytorch/pytorch:2.11.0-cuda12.8-cudnn9-runtime@sha256:",
             "pytorch/pytorch:latest@sha256:",
         ),
         "[base]",
@@ -636,16 +616,20 @@ MUTATIONS: dict[str, tuple[Callable[[str], str], str]] = {
     ),
     "job package not copied": (_drop_line("COPY gpu_job/"), "[copy]"),
     "copies an ignored dir": (_append("COPY tests/data/ /data/"), "[copy]"),
-    "dependencies not installed": (_sub(" -r requirements.txt", " setuptools"), "[deps]"),
-    "dev deps instead": (
-        _sub("['project']['dependencies']", "['project']['optional-dependencies']['dev']"),
+    "lock not installed": (_sub(" -r locks/gpu-job.txt", ""), "[deps]"),
+    "lambda lock instead": (
+        lambda t: t.replace("COPY locks/gpu-job.txt", "COPY serverless/requirements.lock").replace(
+            "-r locks/gpu-job.txt", "-r locks/requirements.lock"
+        ),
         "[deps]",
     ),
+    "lock without hashes": (_sub("--require-hashes --no-deps -r", "--no-deps -r"), "[deps]"),
+    "lock resolved by pip": (_sub("--require-hashes --no-deps -r", "--require-hashes -r"), "[deps]"),
+    "lock not copied": (_sub("COPY locks/gpu-job.txt serverless", "COPY serverless"), "[deps]"),
+    "package by name": (_append("RUN pip install --no-cache-dir rich"), "[deps]"),
+    "pyproject deps again": (_sub("--no-deps .", "."), "[deps]"),
     "pyproject not copied": (_sub("COPY pyproject.toml ./", "COPY README.md ./"), "[deps]"),
-    "project not installed": (
-        _sub("--no-deps -c constraints.txt .", "--no-deps -c constraints.txt pip"),
-        "[deps]",
-    ),
+    "project not installed": (_sub("--no-deps . ", "--no-deps pip "), "[deps]"),
     "secret env": (_append("ENV AWS_SECRET_ACCESS_KEY=abc123"), "[secret]"),
     "api key env": (_append("ENV CONTAINER_API_KEY abc123"), "[secret]"),
     "token arg default": (_append("ARG B2_TOKEN=abc"), "[secret]"),

@@ -9,6 +9,7 @@ Runs under `make test`, which installs the SAM CLI in .venv-sam and sets VASTDRO
 
 from __future__ import annotations
 
+import email
 import json
 import os
 import subprocess
@@ -17,10 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from tests.support import stack as aws
 from tests.support.bundle import invoke, sam_build
 from tests.support.clips import make_clip
+from tests.support.lockfile import parse_lock
 from tests.support.vast_emulator import VastEmulator
 from vastdrop.ledger.dynamodb import DynamoLedger
 from vastdrop.states import JobState
@@ -53,6 +56,21 @@ def test_deployed_bundle_fits_lambda_and_holds_only_the_control_plane(tmp_path):
     assert not list(bundle.rglob("__pycache__"))  # bytecode of the build machine's python is dead weight
     tag = f"cpython-{RUNTIME_PYTHON.replace('.', '')}-x86_64-linux-gnu"
     assert list((bundle / "pydantic_core").glob(f"*{tag}.so")), "pydantic_core built for another runtime"
+    assert _installed(bundle) == _pinned(), "the bundle is not exactly its lock files' pins"
+
+
+def _installed(bundle: Path) -> dict[str, str]:
+    metadata = (email.message_from_string((d / "METADATA").read_text()) for d in bundle.glob("*.dist-info"))
+    return {canonicalize_name(m["Name"]): m["Version"] for m in metadata}
+
+
+def _pinned() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for lock in ("requirements.lock", "requirements-sdk-only.lock"):
+        found, problems = parse_lock((aws.REPO / "serverless" / lock).read_text())
+        assert not problems, problems
+        pins |= {name: next(iter(pin.requirement.specifier)).version for name, pin in found.items()}
+    return pins
 
 
 def test_bundle_processes_a_dropped_file(local_bundle, seaweed, bucket, moto_server, tmp_path):
