@@ -21,6 +21,7 @@ MIN_SECRET_CHARS = 6  # shorter values would redact ordinary words
 HOST_TEXT_MAX_CHARS = 2000  # what a log line keeps of text a host wrote (status_msg, manifest errors)
 MAX_FIELD_CHARS = 16_384  # any single string in a line: message, field or traceback
 MAX_LINE_CHARS = 65_536  # a whole line; past it only the fixed fields and the message are kept
+SCRUB_WINDOW_LIMITS = 4  # bounded() scrubs this many times what it keeps, never a whole huge text
 
 # Every pattern below either fails within a few characters of where it starts or consumes what it scanned,
 # so each character is looked at a bounded number of times (no quadratic rescans, no nested quantifiers).
@@ -36,7 +37,8 @@ _SECRET_KEY = re.compile(_SECRET_WORD, re.I)
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
-_secret_forms: re.Pattern[str] | None = None  # one alternation of every form of every secret, longest first
+# One alternation of every form of every secret, longest first, and the longest form's length.
+_secret_forms: tuple[re.Pattern[str], int] | None = None
 
 
 def register_secret(value: str | None) -> None:
@@ -47,7 +49,7 @@ def register_secret(value: str | None) -> None:
     with _lock:
         _secrets.add(value)
         forms = sorted({form for secret in _secrets for form in _forms(secret)}, key=len, reverse=True)
-        _secret_forms = re.compile("|".join(map(re.escape, forms)))
+        _secret_forms = re.compile("|".join(map(re.escape, forms))), len(forms[0])
 
 
 def _forms(secret: str) -> set[str]:
@@ -59,9 +61,9 @@ def _forms(secret: str) -> set[str]:
 
 
 def scrub(text: str) -> str:
-    pattern = _secret_forms
-    if pattern is not None:  # first, so a field or URL redaction cannot cut a secret in two and miss it
-        text = pattern.sub(REDACTED, text)
+    secrets = _secret_forms
+    if secrets is not None:  # first, so a field or URL redaction cannot cut a secret in two and miss it
+        text = secrets[0].sub(REDACTED, text)
     text = _PRESIGNED.sub(lambda m: m[1] + "?" + REDACTED if m[2] else m[0], text)
     return _SECRET_FIELDS.sub(lambda m: m[1] + m[2] + REDACTED if m[2] and m[3] else m[0], text)
 
@@ -69,11 +71,21 @@ def scrub(text: str) -> str:
 def bounded(text: object, limit: int = HOST_TEXT_MAX_CHARS) -> str:
     """Text someone else wrote, scrubbed and then cut to `limit` characters with a visible mark.
 
-    Scrubbed before the cut, so a cut through a secret or a query string never leaves part of it."""
-    text = scrub(str(text))
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… [{len(text) - limit} more characters cut]"
+    Only its first SCRUB_WINDOW_LIMITS * `limit` characters are scrubbed, so a huge text costs what a short
+    one does. Scrubbed before the cut, so a cut through a query string or a secret never leaves part of it."""
+    text = str(text)
+    window = limit * SCRUB_WINDOW_LIMITS
+    if len(text) <= window:
+        clean = scrub(text)
+        if len(clean) <= limit:
+            return clean
+    else:
+        # A secret cut by the window's end is not found whole, but it stays the scrubbed window's last
+        # characters (redactions keep the order of what they leave): drop as many as its longest form.
+        secrets = _secret_forms
+        clean = scrub(text[:window])
+        clean = clean[: len(clean) - (secrets[1] if secrets else 0)]
+    return f"{clean[:limit]}… [cut from {len(text)} characters]"
 
 
 class _Escapes(dict):
