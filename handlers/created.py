@@ -5,13 +5,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from handlers import jobs
 from handlers.deps import Deps
+from vastdrop.errors import PermanentError
 from vastdrop.jobid import job_id_for
 from vastdrop.ledger.base import JobRecord
+from vastdrop.manifest import MAX_MANIFEST_BYTES, Manifest
 from vastdrop.states import JobState
 
 logger = logging.getLogger(__name__)
+MAX_KEY_BYTES = 1024  # S3's and B2's limit on an object name
+MAX_NAME_BYTES = 255  # one path component on common local file systems
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,11 @@ def on_object_created(event: ObjectEvent, deps: Deps, *, force: bool = False) ->
     layout = deps.layout
     if not layout.is_input(event.key, event.size):
         return Outcome("skipped", reason="not an input (folder marker, empty, hidden or outside the prefix)")
+    try:
+        deps.inputs.url(event.key)  # a key the store cannot hold safely (file:// with `..`, NUL)
+    except PermanentError as exc:
+        logger.warning("skipped an unusable key: %s", exc)
+        return Outcome("skipped", reason=str(exc)[:300])
     etag, size = event.etag, event.size
     if etag is None or size is None:  # events from some sources carry neither: ask the store
         info = deps.inputs.head(event.key)
@@ -54,20 +65,27 @@ def on_object_created(event: ObjectEvent, deps: Deps, *, force: bool = False) ->
     log = jobs.log_for(record)
     if deps.ledger.claim(record):
         log.info("claimed job for %s (%s)", event.key, event.source, extra={"source": event.source})
-        collision = (_collision_text(event.first_rival, event.key, deps) if event.first_rival else None) \
-            if event.rivals_known else _output_collision(event.key, deps)
-        if collision:  # two inputs would write one result: refuse rather than overwrite silently
+        refusal = _key_too_long(event.key, job_id, deps) or (
+            (_collision_text(event.first_rival, event.key, deps) if event.first_rival else None)
+            if event.rivals_known else _output_collision(event.key, deps))
+        if refusal:  # e.g. two inputs would write one result: refuse rather than overwrite silently
             deps.ledger.transition(job_id, JobState.QUEUED, JobState.FAILED, error_kind="bad_input",
-                                   error=collision, finished_at=deps.clock())
-            log.error(collision)
-            return Outcome("failed", job_id, reason=collision)
+                                   error=refusal, finished_at=deps.clock())
+            log.error(refusal)
+            return Outcome("failed", job_id, reason=refusal)
+        if not force and (published := _already_published(record, deps)) is not None:
+            return published
         return _launched(jobs.launch(record, deps, JobState.QUEUED), job_id)
     existing = deps.ledger.get(job_id)
     if existing is None:
         return Outcome("lost-race", job_id)
     if force and existing.state.is_terminal():
-        requeued = deps.ledger.transition(job_id, existing.state, JobState.QUEUED, attempt=1, error=None,
-                                          error_kind=None, finished_at=None, instance_id=None)
+        # A new run whose attempts have new numbers, so new staging keys: nothing an earlier attempt
+        # (or a host still holding its URLs) wrote can stand in for this run's work.
+        fresh = existing.attempt + 1
+        requeued = deps.ledger.transition(job_id, existing.state, JobState.QUEUED, attempt=fresh,
+                                          first_attempt=fresh, error=None, error_kind=None,
+                                          finished_at=None, instance_id=None, next_attempt_at=None)
         if requeued is None:
             return Outcome("lost-race", job_id)
         log.info("replay --force: job requeued from %s", existing.state.value)
@@ -77,6 +95,44 @@ def on_object_created(event: ObjectEvent, deps: Deps, *, force: bool = False) ->
         resumed = jobs.launch(existing, deps, JobState.QUEUED)
         return Outcome("resumed", job_id) if resumed else Outcome("lost-race", job_id)
     return Outcome("duplicate", job_id, reason=f"job already {existing.state.value}")
+
+
+def _already_published(record: JobRecord, deps: Deps) -> Outcome | None:
+    """A claim for a job whose final manifest already describes this very input version and params
+    (the ledger forgot it: DynamoDB's TTL, a new state file) is succeeded again, not relaunched.
+    Final manifests are written only by the control plane, after verification (finished.publish)."""
+    try:
+        raw = deps.outputs.get_bytes(jobs.manifest_key(record, deps), MAX_MANIFEST_BYTES)
+        manifest = Manifest.from_json(raw) if raw is not None else None
+    except (PermanentError, ValidationError):
+        return None
+    if manifest is None or not manifest.succeeded or manifest.job_id != record.job_id \
+            or manifest.input.etag != record.input_etag or manifest.params != record.params:
+        return None
+    result = deps.outputs.head(jobs.result_key(record, deps))
+    if result is None or result.etag != manifest.result.etag:
+        return None  # published once, since changed or removed: process it again
+    done = deps.ledger.transition(record.job_id, JobState.QUEUED, JobState.SUCCEEDED, result_etag=result.etag,
+                                  finished_at=deps.clock())
+    if done is None:
+        return Outcome("lost-race", record.job_id)
+    jobs.log_for(record).info("already published (%s): not launched again", result.etag)
+    return Outcome("duplicate", record.job_id, reason="already published for this input version")
+
+
+def _key_too_long(key: str, job_id: str, deps: Deps) -> str | None:
+    """Every key the job would need must fit the store (S3 and B2: 1024 bytes of UTF-8; a local
+    file name 255 bytes): refused at claim rather than failing at the end of a paid run."""
+    layout = deps.layout
+    result = layout.result_key(key)
+    keys = (result, layout.manifest_key(result), layout.staged_manifest_key(job_id, 999),
+            layout.staged_result_key(job_id, 999), layout.log_key(job_id))
+    for derived in keys:
+        if len(derived.encode()) > MAX_KEY_BYTES:
+            return f"derived key too long for the store ({len(derived.encode())} > {MAX_KEY_BYTES} bytes): {derived[:80]}…"
+        if deps.outputs.is_local and any(len(part.encode()) > MAX_NAME_BYTES for part in derived.split("/")):
+            return f"derived file name too long (over {MAX_NAME_BYTES} bytes): {derived[:80]}…"
+    return None
 
 
 def _output_collision(key: str, deps: Deps) -> str | None:

@@ -1,10 +1,14 @@
-"""on_job_finished: a manifest was written (object event, callback, or the reaper found it).
+"""on_job_finished: a job's manifest was written (object event, callback, or the reaper found it).
 
-The manifest is the commit point: the job is done with its GPU, so the instance is destroyed first,
-whatever the outcome. A success manifest is then verified: HEAD of the result must agree with its
-ETag (an opaque string) and size at every check over a short window; the first check happens here,
-the later ones on the reaper's next ticks (`continue_verification`), so nothing sleeps and nothing
-bills while we wait. Only then is the job succeeded.
+A job writes only into its own attempt's staging folder (ARCHITECTURE.md sections 4, 5 and 8). Its
+manifest is its commit point: the job is done with its GPU, so the instance is destroyed first,
+whatever the manifest says. The manifest must then belong to this very job, attempt and input
+version. A success is verified: HEAD of the staged result must agree with the manifest's ETag (an
+opaque string) and size at every check over a short window; the first check happens here, the later
+ones on the reaper's next ticks (`continue_verification`), so nothing sleeps and nothing bills while
+we wait. Only then is it published: a server-side copy of exactly that version to the final result
+key, then the final manifest, last, carrying the final object's ETag. A final manifest that says
+`succeeded` therefore always describes a verified, published result. Staging is removed after.
 """
 
 from __future__ import annotations
@@ -26,21 +30,34 @@ ACTIVE = (S.LAUNCHING, S.RUNNING)
 
 
 def read_manifest(record: JobRecord, deps: Deps) -> Manifest | None | str:
-    """The manifest for this job's result key, None if absent, or a string saying why it is unusable."""
+    """The current attempt's staged manifest, None if absent, or a string saying why it is unusable
+    (too large, invalid, or about another job, attempt, input version or parameters)."""
     try:
-        raw = deps.outputs.get_bytes(jobs.manifest_key(record, deps), MAX_MANIFEST_BYTES)
+        raw = deps.outputs.get_bytes(jobs.staged_manifest_key(record, deps), MAX_MANIFEST_BYTES)
     except PermanentError:  # the host wrote something huge: that job's problem alone
         return f"invalid manifest: larger than {MAX_MANIFEST_BYTES} bytes"
     if raw is None:
         return None
     try:
-        return Manifest.from_json(raw)
+        manifest = Manifest.from_json(raw)
     except ValidationError as exc:
         return f"invalid manifest: {exc.error_count()} validation errors"
+    return _not_ours(manifest, record) or manifest
+
+
+def _not_ours(manifest: Manifest, record: JobRecord) -> str | None:
+    """The host writes the manifest: what it claims must be what the ledger launched."""
+    for what, claimed, expected in (("job id", manifest.job_id, record.job_id),
+                                    ("attempt", manifest.attempt, record.attempt),
+                                    ("input ETag", manifest.input.etag, record.input_etag),
+                                    ("params", manifest.params, record.params)):
+        if claimed != expected:
+            return f"invalid manifest: its {what} is not this job's"
+    return None
 
 
 def manifest_job_id(raw: bytes | str) -> str | None:
-    """The job a manifest body belongs to (a manifest object, or a job's callback); None if not one."""
+    """The job a manifest body says it belongs to (a job's callback); None if not a manifest."""
     try:
         return Manifest.from_json(raw).job_id
     except ValidationError:
@@ -48,15 +65,18 @@ def manifest_job_id(raw: bytes | str) -> str | None:
 
 
 def on_manifest_key(manifest_key: str, deps: Deps) -> str:
-    """Entry point for a manifest object event: find the job by the id inside the manifest."""
-    try:
-        raw = deps.outputs.get_bytes(manifest_key, MAX_MANIFEST_BYTES)
-    except PermanentError:
-        return "invalid manifest"
-    if raw is None:
-        return "manifest vanished"
-    job_id = manifest_job_id(raw)
-    return "invalid manifest" if job_id is None else on_job_finished(job_id, deps)
+    """Entry point for a manifest object event. The key (not the host-written content) says whose
+    manifest it is; one from an attempt other than the current one changes nothing."""
+    staged = deps.layout.staged_attempt(manifest_key)
+    if staged is None:
+        return "not a job's manifest"
+    job_id, attempt = staged
+    record = deps.ledger.get(job_id)
+    if record is None:
+        return "unknown job"
+    if record.attempt != attempt:
+        return "manifest of another attempt"
+    return on_job_finished(job_id, deps)
 
 
 def on_job_finished(job_id: str, deps: Deps) -> str:
@@ -70,8 +90,6 @@ def on_job_finished(job_id: str, deps: Deps) -> str:
     manifest = read_manifest(record, deps)
     if manifest is None:
         return "no manifest yet"
-    if isinstance(manifest, Manifest) and (manifest.job_id != job_id or manifest.attempt < record.attempt):
-        return "manifest of an earlier attempt"
     verifying = deps.ledger.transition(job_id, record.state, S.VERIFYING)
     if verifying is None:
         return "lost race"
@@ -96,33 +114,54 @@ def _number(value: object) -> float | None:
 
 
 def continue_verification(record: JobRecord, deps: Deps, manifest: Manifest | None = None) -> str:
-    """One check of a verifying job; succeeded once every check over the window agreed."""
+    """One check of a verifying job; published and succeeded once every check over the window agreed."""
     log = jobs.log_for(record)
     if manifest is None:
         found = read_manifest(record, deps)
         manifest = found if isinstance(found, Manifest) else None
-    problem = "the manifest disappeared or became invalid" if manifest is None else _check_result(manifest, record, deps)
+    problem = "the manifest disappeared or became invalid" if manifest is None else _check_staged(manifest, record, deps)
     if problem is not None:
-        log.error("manifest does not match the stored result: %s", problem)
+        log.error("manifest does not match the staged result: %s", problem)
         jobs.end_attempt(record, deps, S.VERIFYING, "transient", problem)
         return "verification failed"
     cfg = deps.config
     window_s = cfg.verify_interval_s * max(0, cfg.verify_attempts - 1)
     if deps.clock() - record.updated_at < window_s:
         return "verifying"
-    done = deps.ledger.transition(record.job_id, S.VERIFYING, S.SUCCEEDED, result_etag=manifest.result.etag,
+    final_etag = publish(record, manifest, deps)
+    if final_etag is None:
+        jobs.end_attempt(record, deps, S.VERIFYING, "transient", "the published copy differs from the staged result")
+        return "verification failed"
+    done = deps.ledger.transition(record.job_id, S.VERIFYING, S.SUCCEEDED, result_etag=final_etag,
                                   finished_at=deps.clock(), error=None, error_kind=None)
     if done is None:
         return "lost race"
-    log.info("succeeded: result %s verified", manifest.result.etag)
+    jobs.remove_staging(done, deps)
+    log.info("succeeded: result %s verified and published as %s", manifest.result.etag, final_etag)
     return "succeeded"
 
 
-def _check_result(manifest: Manifest, record: JobRecord, deps: Deps) -> str | None:
-    info = deps.outputs.head(jobs.result_key(record, deps))
+def _check_staged(manifest: Manifest, record: JobRecord, deps: Deps) -> str | None:
+    info = deps.outputs.head(jobs.staged_result_key(record, deps))
     if info is None:
-        return "the result object is missing"
+        return "the staged result is missing"
     if info.etag != manifest.result.etag or info.size != manifest.result.size:
-        return (f"stored result has ETag {info.etag} size {info.size}, manifest says "
+        return (f"staged result has ETag {info.etag} size {info.size}, manifest says "
                 f"{manifest.result.etag} size {manifest.result.size}")
     return None
+
+
+def publish(record: JobRecord, manifest: Manifest, deps: Deps) -> str | None:
+    """Copy exactly the verified version (If-Match) to the final key, then write the final manifest,
+    last. Returns the final object's ETag, or None if the copy is not what was verified. Running it
+    twice (a crash in between, a second handler) gives the same result: both writes are idempotent."""
+    final_key = jobs.result_key(record, deps)
+    copied = deps.outputs.copy(jobs.staged_result_key(record, deps), final_key, if_match=manifest.result.etag)
+    if copied.size != manifest.result.size:
+        return None
+    result = manifest.result.model_copy(update={"url": deps.outputs.url(final_key), "etag": copied.etag,
+                                                "size": copied.size})
+    source = manifest.input.model_copy(update={"url": record.input_url})
+    final = manifest.model_copy(update={"result": result, "input": source})
+    deps.outputs.put_bytes(jobs.manifest_key(record, deps), final.to_json(), "application/json")
+    return copied.etag

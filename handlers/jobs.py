@@ -12,7 +12,7 @@ import math
 import random
 
 from handlers.deps import Deps
-from vastdrop import logs
+from vastdrop import logs, signing
 from vastdrop.errors import AccountError, CapacityError, PermanentError, TransientError
 from vastdrop.jobspec import JobSpec
 from vastdrop.ledger.base import JobRecord
@@ -28,23 +28,43 @@ def log_for(record: JobRecord) -> logs.ContextLogger:
 
 
 def result_key(record: JobRecord, deps: Deps) -> str:
+    """The final, published result (written only by the control plane, after verification)."""
     return deps.layout.result_key(record.key)
 
 
 def manifest_key(record: JobRecord, deps: Deps) -> str:
+    """The final manifest, next to the published result."""
     return deps.layout.manifest_key(result_key(record, deps))
 
 
+def staged_result_key(record: JobRecord, deps: Deps) -> str:
+    return deps.layout.staged_result_key(record.job_id, record.attempt)
+
+
+def staged_manifest_key(record: JobRecord, deps: Deps) -> str:
+    """The current attempt's own manifest: the only manifest its host can write."""
+    return deps.layout.staged_manifest_key(record.job_id, record.attempt)
+
+
+def remove_staging(record: JobRecord, deps: Deps) -> None:
+    """Staging is scratch: removed once published or failed. A failure here costs storage only
+    (the lifecycle rule on the staging prefix expires what is left), so it is logged, not raised."""
+    try:
+        deps.outputs.delete_prefix(deps.layout.staging_prefix(record.job_id, record.attempt))
+    except Exception as exc:  # noqa: BLE001 - never let cleanup fail a verified job
+        log_for(record).warning("staging not removed (the lifecycle rule will): %s", exc)
+
+
 def build_spec(record: JobRecord, deps: Deps, deadline: float) -> JobSpec:
+    """The job's URLs: GET for its input, PUT only for its own attempt's staging keys and its log."""
     cfg = deps.config
     expires = int(deadline - deps.clock() + cfg.url_expiry_margin_s)
-    out_key = result_key(record, deps)
     return JobSpec(
         id=record.job_id,
         attempt=record.attempt,
         input_url=deps.inputs.job_get_url(record.key, expires),
-        output_url=deps.outputs.job_put_url(out_key, expires, "video/mp4"),
-        manifest_url=deps.outputs.job_put_url(deps.layout.manifest_key(out_key), expires, "application/json"),
+        output_url=deps.outputs.job_put_url(staged_result_key(record, deps), expires, "video/mp4"),
+        manifest_url=deps.outputs.job_put_url(staged_manifest_key(record, deps), expires, "application/json"),
         log_url=deps.outputs.job_put_url(deps.layout.log_key(record.job_id), expires, "text/plain; charset=utf-8"),
         target_fps=record.params.get("target_fps"),
         upscale=int(record.params.get("upscale") or 1),
@@ -55,7 +75,8 @@ def build_spec(record: JobRecord, deps: Deps, deadline: float) -> JobSpec:
         crf=cfg.crf,
         deadline=deadline,
         callback_url=cfg.callback_url,
-        callback_secret=cfg.callback_secret,
+        # Its own key: a host can sign callbacks for its job only (signing.job_key).
+        callback_secret=signing.job_key(cfg.callback_secret, record.job_id) if cfg.callback_secret else None,
     )
 
 
@@ -164,13 +185,14 @@ def end_attempt(record: JobRecord, deps: Deps, expected: JobState, kind: str, me
     now = deps.clock()
     if kind == "bad_input":
         target, changes = S.FAILED, {"finished_at": now}
-    elif record.attempt >= deps.config.max_attempts:
+    elif (tried := record.attempt - record.first_attempt + 1) >= deps.config.max_attempts:
         target, changes = S.FAILED, {"finished_at": now}
-        message = f"{message} (gave up after {record.attempt} attempts)"
+        message = f"{message} (gave up after {tried} attempts)"
     else:
         target, changes = S.RETRYING, {"next_attempt_at": now + backoff_s(record.attempt, deps)}
     updated = deps.ledger.transition(record.job_id, expected, target, error_kind=kind, error=message[:500], **changes)
     if updated is not None:
         log_for(record).log(logging.WARNING if target == S.RETRYING else logging.ERROR,
                             "attempt %d ended: %s -> %s", record.attempt, message, target.value)
+        remove_staging(record, deps)  # its instance is gone: nothing of this attempt is published
     return updated

@@ -23,6 +23,7 @@ from vastdrop.states import JobState
 
 logger = logging.getLogger(__name__)
 S = JobState
+BAD_INPUT_EXIT = 65  # ARCHITECTURE.md section 3: permanent, never retried
 
 
 def reap(deps: Deps) -> Counter:
@@ -76,9 +77,10 @@ def _check_running(record: JobRecord, deps: Deps, live: dict[str, Instance], now
     state = instance.state if instance else InstanceState.GONE
     record = _note_health(record, state, deps, now)
     # The instance's state is read before the manifest: a job writes its manifest, then exits.
+    # Only the current attempt's own staged manifest counts: an earlier attempt's cannot end this one.
     if read_manifest(record, deps) is not None:
         result = on_job_finished(record.job_id, deps)
-        return None if result.startswith(("manifest of an earlier", "no manifest")) else "finished"
+        return None if result.startswith("no manifest") else "finished"
     if record.deadline and now > record.deadline + cfg.deadline_grace_s:
         return _fail_attempt(record, deps, "deadline passed without a manifest")
     if state in (InstanceState.PENDING, InstanceState.LOADING) and now - (record.launched_at or now) > cfg.loading_timeout_s:
@@ -88,6 +90,12 @@ def _check_running(record: JobRecord, deps: Deps, live: dict[str, Instance], now
         return _fail_attempt(record, deps, f"instance {_says(instance)} for over {cfg.unhealthy_timeout_s:.0f}s")
     if state in (InstanceState.EXITED, InstanceState.GONE):
         code = instance.exit_code if instance else None
+        if code == BAD_INPUT_EXIT:  # refused its configuration before it could write a manifest
+            jobs.stop_instance(record, record.instance_id, deps, "exited 65 without a manifest")
+            jobs.end_attempt(record, deps, record.state, "bad_input",
+                             "the job exited 65 (bad input or configuration) without writing a manifest; "
+                             "see `python -m watcher logs` for its reason")
+            return "reaped"
         return _fail_attempt(record, deps, f"instance {state.value} without a manifest (exit code {code}"
                                            f"{'; ' + _says(instance) if instance else ''})")
     return None

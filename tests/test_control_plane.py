@@ -193,15 +193,19 @@ def _overwritten_result(seaweed, bucket, clip, tmp_path, emu):
     outcome = on_object_created(ObjectEvent("input/over.mp4"), deps)
     record = deps.ledger.get(outcome.job_id)
     assert record.state == JobState.RUNNING
-    put = s3.put_object(Bucket=bucket, Key="output/over.mp4", Body=b"the real result")
-    manifest = Manifest(job_id=record.job_id, status="succeeded", input=ObjectRef(url="s3://x"),
+    staged = f"output/.attempts/{record.job_id}/1/"
+    put = s3.put_object(Bucket=bucket, Key=staged + "result.mp4", Body=b"the real result")
+    manifest = Manifest(job_id=record.job_id, status="succeeded", params=record.params,
+                        input=ObjectRef(url="s3://x", etag=record.input_etag),
                         result=ResultRef(url="s3://x", etag=put["ETag"], size=15))
-    s3.put_object(Bucket=bucket, Key="output/over.mp4.manifest.json", Body=manifest.to_json())
-    s3.put_object(Bucket=bucket, Key="output/over.mp4", Body=b"someone else's bytes")
+    s3.put_object(Bucket=bucket, Key=staged + "manifest.json", Body=manifest.to_json())
+    s3.put_object(Bucket=bucket, Key=staged + "result.mp4", Body=b"someone else's bytes")
     assert on_job_finished(record.job_id, deps) == "verification failed"
     after = deps.ledger.get(record.job_id)
     assert after.state == JobState.RETRYING and "ETag" in after.error
     assert emu.live_instances() == []
+    # Nothing was published, and the failed attempt's staging is gone.
+    assert s3.list_objects_v2(Bucket=bucket, Prefix="output/").get("KeyCount", 0) == 0
 
 
 def test_orphan_instance_with_our_label_is_destroyed_by_the_reaper(seaweed, bucket, tmp_path, emu):

@@ -88,7 +88,7 @@ def test_a_hosts_bad_manifest_fails_its_own_job_and_the_reaper_goes_on(tmp_path)
         _put(deps, f"input/{name}.mp4")
         ids[name] = on_object_created(ObjectEvent(f"input/{name}.mp4", source="webhook"), deps).job_id
     def write(name: str, body: bytes) -> None:
-        path = file_url_to_path(deps.outputs.url(jobs.manifest_key(deps.ledger.get(ids[name]), deps)))
+        path = file_url_to_path(deps.outputs.url(jobs.staged_manifest_key(deps.ledger.get(ids[name]), deps)))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(body)
     write("huge", b" " * (2 << 20) + b"{}")

@@ -112,6 +112,7 @@ def test_roundtrip_every_field(ledger: Ledger) -> None:
         params={"scale": 2.0, "fps": 60, "model": "rife", "opts": {"l": [1, 0.5, None, True]}},
         state=S.VERIFYING,
         attempt=3,
+            first_attempt=2,
         instance_id="i-123",
         offer_id="o-9",
         gpu_name="RTX 4090",

@@ -139,6 +139,43 @@ def test_s3_multipart_etag_is_dash_n_and_equals_head(
     assert back.etag == info.etag and md5_file(tmp_path / "back.bin") == md5_file(src)
 
 
+def test_s3_copy_is_server_side_pinned_to_the_verified_version_and_multipart_when_large(
+    seaweed: SeaweedServer, raw, place: Place, tmp_path: Path
+) -> None:
+    """Publishing a staged result: CopyObject up to the threshold (5 GB in production, lowered
+    here), UploadPartCopy above it; either copies only the ETag that was verified (If-Match)."""
+    s3 = S3Storage(client=seaweed.client(), part_size=5 * MiB, copy_threshold=8 * MiB)
+    small = s3.upload(write_random(tmp_path / "small.bin", MiB), place.url("stage/small.bin"), "video/mp4")
+    copied = s3.copy(small.url, place.url("final/small.bin"), if_match=small.etag)
+    assert copied.etag == small.etag and copied.size == MiB
+    assert raw.head_object(Bucket=place.bucket, Key=place.key("final/small.bin"))["ContentType"] == "video/mp4"
+
+    src = write_random(tmp_path / "big.bin", 12 * MiB)
+    big = s3.upload(src, place.url("stage/big.bin"))
+    copied = s3.copy(big.url, place.url("final/big.bin"), if_match=big.etag)
+    assert copied.etag.endswith('-3"'), copied.etag  # three UploadPartCopy parts, not one CopyObject
+    assert copied.size == 12 * MiB
+    back = s3.download(copied.url, tmp_path / "back.bin")
+    assert md5_file(tmp_path / "back.bin") == md5_file(src) and back.etag == copied.etag
+
+    # The host overwrote its staged result after verification: nothing is copied.
+    s3.put_bytes(b"swapped", place.url("stage/small.bin"))
+    with pytest.raises(TransientError, match="changed"):
+        s3.copy(small.url, place.url("final/other.bin"), if_match=small.etag)
+    assert [i.url for i in s3.list(place.url("final/other"))] == []
+
+
+def test_file_copy_checks_the_version_on_the_bytes_it_copies(tmp_path: Path) -> None:
+    local = LocalStorage()
+    src, dst = path_to_file_url(tmp_path / "a" / "r.mp4"), path_to_file_url(tmp_path / "b" / "r.mp4")
+    put = local.put_bytes(b"result", src)
+    assert local.copy(src, dst, if_match=put.etag).etag == put.etag == local.head(dst).etag
+    local.put_bytes(b"other", src)
+    with pytest.raises(TransientError, match="changed"):
+        local.copy(src, path_to_file_url(tmp_path / "b" / "x.mp4"), if_match=put.etag)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["r.mp4"]  # no partial file left
+
+
 def test_s3_multipart_failure_aborts_the_upload(
     seaweed: SeaweedServer, raw, bucket: str, tmp_path: Path
 ) -> None:

@@ -97,7 +97,8 @@ def test_setup_b2_creates_signed_rules_and_keeps_other_rules(b2):
     rules = _rules(b2)
     assert set(rules) == {"someone-elses", "vastdrop-input", "vastdrop-manifests"}
     assert rules["vastdrop-input"]["objectNamePrefix"] == "input/"
-    assert rules["vastdrop-manifests"]["objectNamePrefix"] == "output/"
+    # Only a job's own (staged) manifests end an attempt; the final ones are ours.
+    assert rules["vastdrop-manifests"]["objectNamePrefix"] == "output/.attempts/"
     for name in ("vastdrop-input", "vastdrop-manifests"):
         assert rules[name]["eventTypes"] == ["b2:ObjectCreated:*"]
         assert rules[name]["targetConfiguration"]["url"] == url
@@ -107,6 +108,20 @@ def test_setup_b2_creates_signed_rules_and_keeps_other_rules(b2):
                             input_prefix="input/", output_prefix="output/", api=b2)
     rules = _rules(b2)
     assert len(rules) == 3 and rules["vastdrop-input"]["targetConfiguration"]["url"] == url + "2"
+
+
+def test_setup_b2_expires_leftover_staging_and_keeps_other_lifecycle_rules(b2):
+    bucket = b2.get_bucket_by_name("vastdrop-b2")
+    theirs = {"fileNamePrefix": "archive/", "daysFromUploadingToHiding": 30, "daysFromHidingToDeleting": 1}
+    bucket.update(lifecycle_rules=[theirs])
+    for _ in range(2):  # idempotent: merged, never duplicated
+        setup_notification_rule(ControlSettings(webhook_secret=B2_SECRET), bucket_name="vastdrop-b2",
+                                url="https://hooks.example.test/webhook", rule_name="vastdrop",
+                                input_prefix="input/", output_prefix="output/", api=b2)
+    rules = b2.get_bucket_by_name("vastdrop-b2").lifecycle_rules
+    assert theirs in rules and len(rules) == 2
+    ours = next(r for r in rules if r["fileNamePrefix"] == "output/.attempts/")
+    assert ours["daysFromUploadingToHiding"] >= 1 and ours["daysFromHidingToDeleting"] >= 1
 
 
 @pytest.mark.parametrize(("secret", "url"), [("short", "https://h/webhook"), (B2_SECRET, "http://h/webhook")])

@@ -1,4 +1,8 @@
-"""Object layout (ARCHITECTURE.md section 5): which keys are inputs and where their outputs go."""
+"""Object layout (ARCHITECTURE.md section 5): which keys are inputs and where their outputs go.
+
+A job writes only into its own attempt's staging folder, `<output>/.attempts/<job id>/<attempt>/`;
+the completion handler verifies what it finds there and publishes it to the final keys.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ import posixpath
 from dataclasses import dataclass
 
 MANIFEST_SUFFIX = ".manifest.json"
+STAGING_DIR = ".attempts/"
+STAGED_MANIFEST = "manifest.json"
+STAGED_RESULT = "result"  # + result_ext
 
 
 @dataclass(frozen=True)
@@ -32,11 +39,39 @@ class Layout:
         return self.output_prefix + (stem or rel) + self.result_ext
 
     def manifest_key(self, result_key: str) -> str:
+        """The final, verified manifest, written by the control plane after publishing."""
         return result_key + MANIFEST_SUFFIX
 
     def log_key(self, job_id: str) -> str:
         return f"{self.log_prefix}{job_id}.log"
 
-    @staticmethod
-    def is_manifest(key: str) -> bool:
-        return key.endswith(MANIFEST_SUFFIX)
+    # ---- per-attempt staging ------------------------------------------------------------------
+
+    @property
+    def staging_root(self) -> str:
+        """Every job's staging lives under here: the prefix a lifecycle rule expires."""
+        return self.output_prefix + STAGING_DIR
+
+    def staging_prefix(self, job_id: str, attempt: int) -> str:
+        return f"{self.staging_root}{job_id}/{attempt}/"
+
+    def staged_result_key(self, job_id: str, attempt: int) -> str:
+        return self.staging_prefix(job_id, attempt) + STAGED_RESULT + self.result_ext
+
+    def staged_manifest_key(self, job_id: str, attempt: int) -> str:
+        return self.staging_prefix(job_id, attempt) + STAGED_MANIFEST
+
+    def staged_attempt(self, key: str) -> tuple[str, int] | None:
+        """(job id, attempt) of a staged manifest's key, else None. The key, not the manifest's
+        content, says which job an event is about: a host cannot point at another job."""
+        if not key.startswith(self.staging_root):
+            return None
+        parts = key[len(self.staging_root) :].split("/")
+        if len(parts) != 3 or parts[2] != STAGED_MANIFEST or not parts[0] or not parts[1].isdigit():
+            return None
+        return parts[0], int(parts[1])
+
+    def is_manifest(self, key: str) -> bool:
+        """A job's own manifest (its commit point, in staging): the events the completion handler
+        acts on. Final manifests are written by the control plane and need no handling."""
+        return self.staged_attempt(key) is not None

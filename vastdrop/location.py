@@ -7,6 +7,7 @@ local jobs get plain file URLs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -98,6 +99,22 @@ class Location:
         except NotFoundError:
             return None
 
+    def copy(self, src_key: str, dst_key: str, if_match: str | None = None) -> ObjectInfo:
+        """Server-side copy of exactly the `if_match` version (publishing a verified result)."""
+        return self.storage.copy(self.url(src_key), self.url(dst_key), if_match)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> ObjectInfo:
+        return self.storage.put_bytes(data, self.url(key), content_type)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under `prefix` (a staging folder); returns how many."""
+        keys = [key for key, _info in self.list(prefix)]
+        for key in keys:
+            self.storage.delete(self.url(key))
+        if self.is_local:  # S3 has no folders; a local tree should not keep their empty shells
+            _remove_empty_dirs(file_url_to_path(self.root), prefix)
+        return len(keys)
+
     def job_get_url(self, key: str, expires_s: int) -> str:
         return self.url(key) if self.is_local else self.storage.presign_get(self.url(key), expires_s)
 
@@ -105,6 +122,20 @@ class Location:
         if self.is_local:
             return self.url(key)
         return self.storage.presign_put(self.url(key), expires_s, content_type)
+
+
+def _remove_empty_dirs(root: Path, prefix: str) -> None:
+    """Empty folders under `prefix` and then its own empty parents, up to (not including) root."""
+    top = root / prefix
+    if top.is_dir():
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):  # not empty (a file written meanwhile): kept
+                Path(dirpath).rmdir()
+    for parent in top.parents:
+        if parent == root or root not in parent.parents:
+            break
+        with contextlib.suppress(OSError):
+            parent.rmdir()
 
 
 def _glob_escape(text: str) -> str:

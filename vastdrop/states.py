@@ -27,7 +27,9 @@ TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 S = JobState
 ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    S.QUEUED: frozenset({S.LAUNCHING, S.CANCELLED, S.FAILED}),
+    # queued -> succeeded: a claim whose final manifest already describes this very input and params
+    # (the ledger forgot the job, e.g. DynamoDB's TTL): nothing is launched again.
+    S.QUEUED: frozenset({S.LAUNCHING, S.CANCELLED, S.FAILED, S.SUCCEEDED}),
     # launching -> queued: no capacity now (our caps or the provider's); the attempt is not used up.
     S.LAUNCHING: frozenset({S.QUEUED, S.RUNNING, S.VERIFYING, S.RETRYING, S.FAILED, S.CANCELLED}),
     S.RUNNING: frozenset({S.VERIFYING, S.RETRYING, S.FAILED, S.CANCELLED}),

@@ -1,8 +1,10 @@
 """`setup-b2`: create or merge the bucket's event-notification rules with b2sdk.
 
 Two rules, both signed with the webhook secret and pointed at the webhook URL: object-created events
-under the input prefix (new jobs) and under the output prefix (manifests; the handler ignores the
-other output objects). Rules of other names are kept as they are; ours are replaced in place.
+under the input prefix (new jobs) and under the staging prefix `<output>/.attempts/` (a job's own
+manifest; the handler ignores its other objects). Rules of other names are kept as they are; ours are
+replaced in place. Also one lifecycle rule: staging left behind by a crash expires (README,
+"Staging and lifecycle rules").
 """
 
 from __future__ import annotations
@@ -11,10 +13,15 @@ import re
 from typing import Any
 
 from vastdrop.errors import ConfigError
+from vastdrop.layout import Layout
 from vastdrop.settings import ControlSettings
 
 B2_SECRET_RE = re.compile(r"^[A-Za-z0-9]{32}$")  # what B2 accepts as an HMAC signing secret
 CREATED_EVENTS = ["b2:ObjectCreated:*"]
+# Longer than any attempt lives (job_timeout_s + url_expiry_margin_s are hours): staging that the
+# completion handler did not remove (a crash between publish and cleanup) is hidden, then deleted.
+STAGING_HIDE_AFTER_DAYS = 2
+STAGING_DELETE_AFTER_DAYS = 1
 
 
 def desired_rules(rule_name: str, url: str, secret: str, input_prefix: str, output_prefix: str) -> list[dict]:
@@ -27,7 +34,17 @@ def desired_rules(rule_name: str, url: str, secret: str, input_prefix: str, outp
             "targetConfiguration": {"targetType": "webhook", "url": url, "hmacSha256SigningSecret": secret},
         }
 
-    return [rule("input", input_prefix), rule("manifests", output_prefix)]
+    return [rule("input", input_prefix), rule("manifests", Layout(input_prefix, output_prefix).staging_root)]
+
+
+def staging_lifecycle_rule(output_prefix: str) -> dict[str, Any]:
+    return {"fileNamePrefix": Layout(output_prefix=output_prefix).staging_root,
+            "daysFromUploadingToHiding": STAGING_HIDE_AFTER_DAYS,
+            "daysFromHidingToDeleting": STAGING_DELETE_AFTER_DAYS}
+
+
+def merge_lifecycle(existing: list[dict], ours: dict) -> list[dict]:
+    return [r for r in existing if r.get("fileNamePrefix") != ours["fileNamePrefix"]] + [ours]
 
 
 def merge_rules(existing: list[dict], ours: list[dict]) -> list[dict]:
@@ -49,7 +66,9 @@ def setup_notification_rule(settings: ControlSettings, *, bucket_name: str, url:
     bucket = api.get_bucket_by_name(bucket_name)
     ours = desired_rules(rule_name, url, secret, input_prefix, output_prefix)
     bucket.set_notification_rules(merge_rules(list(bucket.get_notification_rules()), ours))
-    return {"name": rule_name, "rules": [r["name"] for r in ours]}
+    lifecycle = staging_lifecycle_rule(output_prefix)
+    bucket.update(lifecycle_rules=merge_lifecycle(list(bucket.lifecycle_rules or []), lifecycle))
+    return {"name": rule_name, "rules": [r["name"] for r in ours], "lifecycle": lifecycle}
 
 
 def _authorized_api(settings: ControlSettings) -> Any:

@@ -50,7 +50,16 @@ class Poller:
             self.seen.add((key, info.etag))
             event = ObjectEvent(key, info.etag, info.size, source="poll", rivals_known=True,
                                 first_rival=None if first == key else first)
-            outcome = on_object_created(event, self.deps)
+            try:
+                outcome = on_object_created(event, self.deps)
+            except TransientError as exc:  # seen again on the next poll
+                self.seen.discard((key, info.etag))
+                logger.warning("%s: not handled yet: %s", key, exc, extra={"key": key})
+                continue
+            except Exception as exc:  # one input must not stop the poll for the others
+                logger.error("%s: could not be handled: %s: %s", key, type(exc).__name__, str(exc)[:300],
+                             extra={"key": key})
+                continue
             logger.info("%s: %s %s", key, outcome.action, outcome.reason, extra={"key": key, "job_id": outcome.job_id})
         return job_ids
 

@@ -24,7 +24,8 @@ class JobRecord:
     input_size: int
     params: dict[str, Any] = field(default_factory=dict)
     state: JobState = JobState.QUEUED
-    attempt: int = 1
+    attempt: int = 1  # never reused: each attempt has its own staging keys (and presigned URLs)
+    first_attempt: int = 1  # where this run's attempts began (a `replay --force` starts a new run)
     instance_id: str | None = None
     offer_id: str | None = None
     gpu_name: str | None = None

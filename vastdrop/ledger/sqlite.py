@@ -30,7 +30,7 @@ from vastdrop.ledger.base import JSON_FIELDS, JobRecord, check_changes, check_tr
 from vastdrop.states import JobState
 
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction before giving up
-SCHEMA_VERSION = 2  # PRAGMA user_version; bump with a migration when the table changes
+SCHEMA_VERSION = 3  # PRAGMA user_version; bump with a migration when the table changes
 
 COLUMNS = tuple(f.name for f in fields(JobRecord))
 
@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     params          TEXT NOT NULL,  -- JSON object
     state           TEXT NOT NULL,
     attempt         INTEGER NOT NULL,
+    first_attempt   INTEGER NOT NULL DEFAULT 1,
     instance_id     TEXT,
     offer_id        TEXT,
     gpu_name        TEXT,
@@ -68,7 +69,8 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE INDEX IF NOT EXISTS jobs_instance ON jobs (instance_id);
 """
 # Columns added since version 1, for ledgers made before them (ALTER TABLE ADD COLUMN keeps the rows).
-ADDED_COLUMNS = {"rates": "TEXT", "running_at": "REAL", "unhealthy_since": "REAL"}
+ADDED_COLUMNS = {"rates": "TEXT", "running_at": "REAL", "unhealthy_since": "REAL",
+                 "first_attempt": "INTEGER NOT NULL DEFAULT 1"}
 
 # Messages SQLite uses when a lock could not be had in time, or the disk hiccupped: worth retrying.
 TRANSIENT_MESSAGES = ("locked", "busy", "disk i/o error")

@@ -152,6 +152,20 @@ class LocalStorage:
                     _ETAG_CACHE[cache_key] = etag
                 yield ObjectInfo(url=path_to_file_url(path), etag=etag, size=st.st_size, last_modified=st.st_mtime)
 
+    def copy(self, src_url: str, dst_url: str, if_match: str | None = None) -> ObjectInfo:
+        """Copy one file to another, atomically; with `if_match`, only if the source's ETag is that
+        (else TransientError, as S3's 412), checked on the very bytes copied."""
+        src, dest = file_url_to_path(src_url), file_url_to_path(dst_url)
+        with _translate("copy", src_url), open(src, "rb") as fh:
+            tmp_dest = dest.with_name(f".{dest.name[:100]}.copying")
+            with atomic_writer(tmp_dest) as out:
+                digest, size = _md5_copy(fh, out)
+            if if_match is not None and digest != if_match:
+                tmp_dest.unlink()
+                raise TransientError(f"copy {redact_url(src_url)}: object changed (ETag {digest}, want {if_match})")
+            os.replace(tmp_dest, dest)
+        return ObjectInfo(url=dst_url, etag=digest, size=size, last_modified=dest.stat().st_mtime)
+
     def delete(self, url: str) -> None:
         """Remove the file; absent is fine (like S3)."""
         path = file_url_to_path(url)

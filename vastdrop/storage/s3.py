@@ -19,6 +19,7 @@ from typing import Any
 
 import boto3
 import botocore.exceptions as bce
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from s3transfer.utils import ReadFileChunk
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 MiB = 1 << 20
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PARTS = 10_000
+MAX_COPY_BYTES = 5 * 1000**3  # S3's CopyObject limit (5 GB); above it, a multipart copy
 MAX_RESUMES = 3  # a download whose stream breaks continues with a Range request this many times
 
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchBucket", "NoSuchVersion"}
@@ -97,6 +99,7 @@ class S3Storage:
         multipart_threshold: int = 64 * MiB,
         part_size: int = 16 * MiB,
         max_concurrency: int = 4,
+        copy_threshold: int = MAX_COPY_BYTES,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum)")
@@ -109,6 +112,7 @@ class S3Storage:
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
         self.max_concurrency = max_concurrency
+        self.copy_threshold = copy_threshold
 
     # ---- the Storage port ---------------------------------------------------------------------
 
@@ -204,6 +208,21 @@ class S3Storage:
         return data
 
     # ---- beyond the port (control plane) --------------------------------------------------------
+
+    def copy(self, src_url: str, dst_url: str, if_match: str | None = None) -> ObjectInfo:
+        """Server-side copy within the store; no byte passes through us. With `if_match`, only
+        that version of the source is copied (else TransientError: it changed). Up to
+        `copy_threshold` one CopyObject; above it s3transfer's multipart copy (UploadPartCopy),
+        since CopyObject stops at 5 GB. Returns the new object's HEAD."""
+        src_bucket, src_key = _object(src_url)
+        bucket, key = _object(dst_url)
+        extra = {"CopySourceIfMatch": if_match} if if_match else {}
+        part = max(self.part_size, MIN_PART_SIZE)
+        config = TransferConfig(multipart_threshold=self.copy_threshold, multipart_chunksize=part,
+                                max_concurrency=self.max_concurrency, use_threads=True)
+        with _translate("copy", dst_url):
+            self.client.copy({"Bucket": src_bucket, "Key": src_key}, bucket, key, ExtraArgs=extra, Config=config)
+        return self.head(dst_url)
 
     def presign_get(self, url: str, expires_s: int) -> str:
         """An http(s) URL anyone can GET for `expires_s` seconds. Never log it unredacted."""
