@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from handlers import jobs
 from handlers.deps import Deps
+from vastdrop import logs
 from vastdrop.errors import PermanentError
 from vastdrop.ledger.base import JobRecord
 from vastdrop.manifest import MAX_MANIFEST_BYTES, Manifest
@@ -121,7 +122,7 @@ def continue_verification(record: JobRecord, deps: Deps, manifest: Manifest | No
         manifest = found if isinstance(found, Manifest) else None
     problem = "the manifest disappeared or became invalid" if manifest is None else _check_staged(manifest, record, deps)
     if problem is not None:
-        log.error("manifest does not match the staged result: %s", problem)
+        log.error("manifest does not match the staged result: %s", logs.bounded(problem))
         jobs.end_attempt(record, deps, S.VERIFYING, "transient", problem)
         return "verification failed"
     cfg = deps.config

@@ -74,6 +74,8 @@ def build_spec(record: JobRecord, deps: Deps, deadline: float) -> JobSpec:
         video_codec=cfg.video_codec,
         crf=cfg.crf,
         deadline=deadline,
+        max_duration_s=cfg.max_duration_s,
+        max_output_pixels=cfg.max_output_pixels,
         callback_url=cfg.callback_url,
         # Its own key: a host can sign callbacks for its job only (signing.job_key).
         callback_secret=signing.job_key(cfg.callback_secret, record.job_id) if cfg.callback_secret else None,
@@ -99,7 +101,7 @@ def launch(record: JobRecord, deps: Deps, expected: JobState) -> JobRecord | Non
         wait = exc.retry_after_s if exc.retry_after_s is not None else deps.config.capacity_wait_s
         log.log(logging.WARNING if isinstance(exc, AccountError) else logging.INFO, "waiting: %s", exc)
         return deps.ledger.transition(claimed.job_id, S.LAUNCHING, S.QUEUED, error_kind="waiting",
-                                      error=str(exc)[:500], next_attempt_at=now + _jittered(max(wait, 0.1)))
+                                      error=logs.bounded(exc, 500), next_attempt_at=now + _jittered(max(wait, 0.1)))
     except TransientError as exc:
         log.warning("launch failed, will retry: %s", exc)
         return end_attempt(claimed, deps, S.LAUNCHING, "transient", f"launch failed: {exc}")
@@ -182,6 +184,7 @@ def _jittered(seconds: float) -> float:
 
 def end_attempt(record: JobRecord, deps: Deps, expected: JobState, kind: str, message: str) -> JobRecord | None:
     """A failed attempt: bad input fails the job; anything else retries until attempts run out."""
+    message = logs.bounded(message, 500)  # often the host's words (its manifest's error): bounded, scrubbed
     now = deps.clock()
     if kind == "bad_input":
         target, changes = S.FAILED, {"finished_at": now}

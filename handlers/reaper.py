@@ -16,6 +16,7 @@ from collections import Counter
 from handlers import jobs
 from handlers.deps import Deps
 from handlers.finished import continue_verification, on_job_finished, read_manifest
+from vastdrop import logs
 from vastdrop.compute.base import Instance, InstanceState
 from vastdrop.errors import TransientError
 from vastdrop.ledger.base import JobRecord
@@ -34,11 +35,11 @@ def reap(deps: Deps) -> Counter:
         try:
             action = _reap_job(record, deps, live, now)
         except TransientError as exc:  # one job's hiccup must not stop the pass for the others
-            jobs.log_for(record).warning("reaper skipped this job for now: %s", exc)
+            jobs.log_for(record).warning("reaper skipped this job for now: %s", logs.bounded(exc, 300))
             action = "deferred"
         except Exception as exc:  # nor may anything one job (its host, its manifest) makes us raise
             jobs.log_for(record).error("reaper could not handle this job: %s: %s", type(exc).__name__,
-                                       str(exc)[:300])
+                                       logs.bounded(exc, 300))
             action = "error"
         if action:
             actions[action] += 1
@@ -123,8 +124,7 @@ def _says(instance: Instance | None) -> str:
     status = str(instance.extra.get("actual_status") or instance.state.value)
     msg = str(instance.extra.get("status_msg") or "")
     said = f"{status}: {msg}" if msg else status
-    text = "".join(ch if ch.isprintable() else " " for ch in said)
-    return text[:200]
+    return logs.bounded("".join(ch if ch.isprintable() else " " for ch in said), 200)
 
 
 def _fail_attempt(record: JobRecord, deps: Deps, reason: str) -> str:

@@ -31,6 +31,7 @@ SECRET = "callback-secret-for-tests"
 def _deps(tmp_path, command=("sleep", "60"), ledger_name="ledger.sqlite", **config) -> Deps:
     (tmp_path / "bucket" / "input").mkdir(parents=True, exist_ok=True)
     config = {"verify_attempts": 1, "retry_backoff_s": 0.0, "callback_secret": SECRET,
+              "max_duration_s": 600.0, "max_output_pixels": 1920 * 1080,
               "callback_url": "http://127.0.0.1:9/callback", **config}
     return Deps(inputs=Location.parse(f"file://{tmp_path}/bucket/input/"),
                 outputs=Location.parse(f"file://{tmp_path}/bucket/output/"),
@@ -90,6 +91,8 @@ def test_a_job_is_given_only_its_own_attempts_staging_keys_and_its_own_callback_
     assert spec.manifest_url == deps.outputs.url(staging + "manifest.json")
     assert spec.log_url == deps.outputs.url(f"logs/{job_id}.log")
     assert jobs.result_key(record, deps) not in spec.output_url  # the final key is never handed out
+    assert (spec.max_duration_s, spec.max_output_pixels) == (deps.config.max_duration_s,
+                                                             deps.config.max_output_pixels)
     # Its callback key is derived from the secret and its id: it cannot sign for another job.
     key = spec.callback_secret.get_secret_value()
     assert key == signing.job_key(SECRET, job_id) != SECRET

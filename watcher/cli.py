@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: invalid settings: {fields}", file=sys.stderr)
         return 2
     except VastdropError as exc:
-        print(f"error: {logs.scrub(str(exc))}", file=sys.stderr)
+        print(f"error: {logs.printable(logs.bounded(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
