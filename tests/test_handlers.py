@@ -106,3 +106,28 @@ def test_a_hosts_bad_manifest_fails_its_own_job_and_the_reaper_goes_on(tmp_path)
         for record in deps.ledger.list():
             if record.instance_id:
                 deps.compute.destroy(record.instance_id)
+
+
+def test_one_input_that_cannot_be_handled_does_not_stop_the_poll_for_the_others(deps, monkeypatch):
+    """The poller hands each input to the handler on its own: an exception (here the ledger refusing
+    one claim) is logged against that key, the other inputs are launched, and a transient one is
+    tried again on the next poll."""
+    from vastdrop.errors import TransientError
+    from watcher.driver import Poller
+
+    for name in ("a", "b", "c"):
+        _put(deps, f"input/{name}.mp4")
+    claim = deps.ledger.claim
+    failures = {"input/a.mp4": RuntimeError("boom"), "input/b.mp4": TransientError("store hiccup")}
+
+    def flaky_claim(record):
+        if record.key in failures:
+            raise failures.pop(record.key)
+        return claim(record)
+
+    monkeypatch.setattr(deps.ledger, "claim", flaky_claim)
+    poller = Poller(deps)
+    assert len(poller.poll()) == 3
+    assert {r.key for r in deps.ledger.list()} == {"input/c.mp4"}
+    poller.poll()  # the transient one is retried; the one that raised a bug is not hammered
+    assert {r.key for r in deps.ledger.list()} == {"input/b.mp4", "input/c.mp4"}
