@@ -44,6 +44,8 @@ class ControlConfig:
     url_expiry_margin_s: float = 900.0
     callback_url: str | None = None
     callback_secret: str | None = None
+    # Events older than this are never acted on: the ledger may have forgotten their job (TTL).
+    event_max_age_s: float = 604800.0
 
     def params(self) -> dict[str, object]:
         return {"target_fps": self.target_fps, "upscale": self.upscale}

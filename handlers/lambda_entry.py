@@ -10,6 +10,10 @@ local watcher uses.
                 reported (ReportBatchItemFailures) and come back, then go to the dead-letter queue.
     completion  SQS batch from the completion queue (manifest events) -> on_manifest_key; or a
                 job's signed callback, POST /callback -> on_job_finished; or S3 notifications.
+
+Every event in a batch is handled on its own: one that raises is logged with its key and marks only
+its own message as failed (a redelivered message repeats its other events, which are idempotent:
+the ledger's claim); the loop goes on. Events older than `event_max_age_s` are never acted on.
     reaper      EventBridge schedule -> reap.
 
 Settings are read once per cold start, in `_rt()`, the one place that touches the environment:
@@ -23,15 +27,17 @@ import base64
 import functools
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from handlers.created import on_object_created
+from handlers import callback
+from handlers.created import ObjectEvent, on_object_created
 from handlers.deps import Deps
-from handlers.events import load_payload, parse_events, regroup
-from handlers.finished import manifest_job_id, on_job_finished, on_manifest_key
+from handlers.events import load_payload, parse_events, regroup, without_stale
+from handlers.finished import on_manifest_key
 from handlers.reaper import reap
 from vastdrop import signing
 from vastdrop.errors import ConfigError, PermanentError, VastdropError
@@ -42,6 +48,7 @@ from vastdrop.settings import ControlSettings
 logger = logging.getLogger(__name__)
 
 LAMBDA_STATE_DIR = "/tmp/vastdrop"  # the only writable path on Lambda; nothing durable lives here
+MAX_BODY_BYTES = 1 << 20  # as `watcher serve`: B2 deliveries are small, a manifest is at most 1 MiB
 
 
 class ColdStartError(ConfigError):
@@ -121,8 +128,17 @@ def _http(status: int, payload: dict) -> dict:
 
 
 def _raw_body(event: dict) -> bytes:
+    """The request body as sent, at most MAX_BODY_BYTES; PermanentError (-> 400) otherwise."""
     body = event.get("body") or ""
-    return base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+    if not isinstance(body, str) or len(body) > 2 * MAX_BODY_BYTES:  # base64 or UTF-8: within 2x of the bytes
+        raise PermanentError("body too large")
+    try:
+        raw = base64.b64decode(body, validate=True) if event.get("isBase64Encoded") else body.encode()
+    except (ValueError, UnicodeError):
+        raise PermanentError("body is not valid base64 or text") from None
+    if len(raw) > MAX_BODY_BYTES:
+        raise PermanentError("body too large")
+    return raw
 
 
 def _header(event: dict, name: str) -> str | None:
@@ -153,12 +169,15 @@ def _answers_500_when_misconfigured(entry: Callable[[dict], dict]) -> Callable[.
 def webhook(event: dict) -> dict:
     """HTTP API -> verify B2's signature over the raw body -> enqueue -> 202."""
     rt = _rt()
-    body = _raw_body(event)
+    try:
+        body = _raw_body(event)
+    except PermanentError as exc:
+        return _http(400, {"error": str(exc)})
     if not signing.verify(rt.secret("webhook_secret") or "", body, _header(event, signing.B2_SIGNATURE_HEADER)):
         return _http(401, {"error": "bad or missing signature"})
     layout = rt.layout
-    try:
-        payload = load_payload(body)
+    try:  # signed by B2 but malformed: 400 (a 500 would have B2 deliver it again and again)
+        payload, stale = without_stale(load_payload(body), time.time(), rt.settings.event_max_age_s)
         total = len(parse_events(payload))
         # Each queue gets the events that are its work, in B2's own shape, split to fit SQS.
         to_launch, inputs = regroup(payload, lambda e: layout.is_input(e.key, e.size))
@@ -173,17 +192,39 @@ def webhook(event: dict) -> dict:
     except Exception as exc:  # B2 retries a failed delivery; say so rather than crash
         logger.error("could not enqueue webhook events: %s", type(exc).__name__)
         return _http(503, {"error": "could not enqueue; retry"})
-    return _http(202, {"inputs": inputs, "manifests": manifests, "ignored": total - inputs - manifests})
+    # Events too old to act on count as ignored, and the delivery is still answered 202: B2 retries
+    # anything else, so refusing it would only bring the same old delivery back.
+    return _http(202, {"inputs": inputs, "manifests": manifests, "ignored": total - inputs - manifests + stale})
 
 
-def _each_message(event: dict, handle) -> dict:
+class _SomeEventsFailed(Exception):
+    """Some of a message's events raised (each logged on its own); the message is reported failed."""
+
+
+def _each_event(body: str | dict, deps: Deps, handle: Callable[[ObjectEvent], object]) -> None:
+    """`handle` for each fresh created event, each on its own: one that raises is logged with its
+    key, the others still run; then, if any raised, the message as a whole fails (comes back)."""
+    payload, _ = without_stale(load_payload(body), deps.clock(), deps.config.event_max_age_s)
+    events = parse_events(payload)
+    failed = 0
+    for obj in events:
+        try:
+            handle(obj)
+        except Exception:
+            failed += 1
+            logger.exception("event failed", extra={"key": obj.key, "source": obj.source})
+    if failed:
+        raise _SomeEventsFailed(f"{failed} of {len(events)} events failed")
+
+
+def _each_message(event: dict, handle: Callable[[str], object]) -> dict:
     """Run `handle(body)` per SQS message; report the ones that failed so only they come back."""
     failures = []
     for message in event.get("Records", []):
         try:
             handle(message["body"])
-        except PermanentError as exc:  # a malformed message never succeeds: the DLQ keeps it
-            logger.error("bad message %s: %s", message.get("messageId"), exc)
+        except (PermanentError, _SomeEventsFailed) as exc:  # already logged, or never succeeds: the DLQ keeps it
+            logger.error("message %s failed: %s", message.get("messageId"), exc)
             failures.append({"itemIdentifier": message["messageId"]})
         except Exception:
             logger.exception("message %s failed", message.get("messageId"))
@@ -195,12 +236,11 @@ def launcher(event: dict, context: Any = None) -> dict:
     """Launch queue batch -> on_object_created per new input (manifests are the completion's)."""
     deps = _rt().deps
 
-    def handle(body: str) -> None:
-        for obj in parse_events(body):
-            if not deps.layout.is_manifest(obj.key):
-                on_object_created(obj, deps)
+    def launch(obj: ObjectEvent) -> None:
+        if not deps.layout.is_manifest(obj.key):
+            on_object_created(obj, deps)
 
-    return _each_message(event, handle)
+    return _each_message(event, lambda body: _each_event(body, deps, launch))
 
 
 def completion(event: dict, context: Any = None) -> dict:
@@ -209,29 +249,31 @@ def completion(event: dict, context: Any = None) -> dict:
         return _callback(event)
     deps = _rt().deps
 
-    def handle(body: str | dict) -> None:
-        for obj in parse_events(body):
-            if deps.layout.is_manifest(obj.key):
-                on_manifest_key(obj.key, deps)
+    def complete(obj: ObjectEvent) -> None:
+        if deps.layout.is_manifest(obj.key):
+            on_manifest_key(obj.key, deps)
 
     if _is_sqs_batch(event):
-        return _each_message(event, handle)
-    handle(event)  # an S3 bucket notifying this function directly
+        return _each_message(event, lambda body: _each_event(body, deps, complete))
+    # An S3 bucket notifying this function directly (asynchronously): raising has Lambda retry it.
+    _each_event(event, deps, complete)
     return {"ok": True}
 
 
 @_answers_500_when_misconfigured
 def _callback(event: dict) -> dict:
-    """POST /callback: a job's manifest, signed with the callback secret."""
+    """POST /callback: a job's manifest, signed with that job's own key (handlers/callback.py)."""
     rt = _rt()
-    body = _raw_body(event)
-    if not signing.verify(rt.secret("callback_secret") or "", body,
-                          _header(event, signing.CALLBACK_SIGNATURE_HEADER)):
-        return _http(401, {"error": "bad or missing signature"})
-    job_id = manifest_job_id(body)
-    if job_id is None:
-        return _http(400, {"error": "not a manifest"})
-    return _http(200, {"result": on_job_finished(job_id, rt.deps)})
+    try:
+        body = _raw_body(event)
+        job_id = callback.verified_job_id(rt.secret("callback_secret"), body,
+                                          _header(event, signing.CALLBACK_SIGNATURE_HEADER))
+    except PermanentError as exc:
+        return _http(400, {"error": str(exc)})
+    except callback.CallbackRefused as refused:
+        return _http(refused.status, {"error": refused.reason})
+    callback.act(job_id, rt.deps)
+    return _http(202, callback.ACCEPTED)
 
 
 def reaper(event: dict, context: Any = None) -> dict:

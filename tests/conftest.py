@@ -56,3 +56,25 @@ def moto_server() -> Iterator[MotoServer]:
 
 
 # ==== end moto =====================================================================================
+
+
+# ==== the embedded default (file:// bucket, SQLite, local compute) for handler tests ===============
+
+
+@pytest.fixture
+def deps(tmp_path):
+    """Deps on the embedded default under tmp_path: bucket/input/ and bucket/output/ folders, a SQLite
+    ledger, and local compute whose jobs run `true` (they exit at once, writing nothing)."""
+    from handlers.deps import ControlConfig, Deps
+    from vastdrop.compute.local import LocalCompute
+    from vastdrop.ledger.sqlite import SqliteLedger
+    from vastdrop.location import Location
+
+    (tmp_path / "bucket" / "input").mkdir(parents=True)
+    return Deps(inputs=Location.parse(f"file://{tmp_path}/bucket/input/"),
+                outputs=Location.parse(f"file://{tmp_path}/bucket/output/"),
+                ledger=SqliteLedger(tmp_path / "ledger.sqlite"),
+                compute=LocalCompute(tmp_path / "instances", command=["true"]), config=ControlConfig())
+
+
+# ==== end embedded default =========================================================================

@@ -12,14 +12,7 @@ from vastdrop.location import Location
 from vastdrop.states import JobState
 from vastdrop.storage.local import file_url_to_path
 
-
-@pytest.fixture
-def deps(tmp_path) -> Deps:
-    (tmp_path / "bucket" / "input").mkdir(parents=True)
-    return Deps(inputs=Location.parse(f"file://{tmp_path}/bucket/input/"),
-                outputs=Location.parse(f"file://{tmp_path}/bucket/output/"),
-                ledger=SqliteLedger(tmp_path / "ledger.sqlite"),
-                compute=LocalCompute(tmp_path / "instances", command=["true"]), config=ControlConfig())
+# `deps`: the embedded default, from tests/conftest.py.
 
 
 def _put(deps: Deps, key: str, data: bytes = b"video bytes") -> None:

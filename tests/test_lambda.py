@@ -22,6 +22,7 @@ from tests.support.vast_emulator import VastEmulator
 from vastdrop import signing
 from vastdrop.errors import ConfigError
 from vastdrop.ledger.dynamodb import DynamoLedger
+from vastdrop.manifest import ErrorInfo, Manifest, ObjectRef
 from vastdrop.settings import load_settings
 from vastdrop.states import JobState
 
@@ -135,7 +136,7 @@ def test_deployed_stack_processes_a_dropped_file(deployed, seaweed, tmp_path, co
     for name in ("webhook_secret", "vast_api_key", "s3_secret_access_key"):
         assert not any(d.stack.secret_values[name] in str(v) for v in job_env.values()), name
 
-    manifest_key = "output/lambda clip.mp4.manifest.json"
+    manifest_key = f"output/.attempts/{record.job_id}/1/manifest.json"  # the job's own, staged
     deadline = time.monotonic() + 30
     # Until the instance is gone and, for the callback, the relay has the completion's answer (the
     # instance is destroyed inside the completion, before the relay records what it answered).
@@ -156,7 +157,7 @@ def test_deployed_stack_processes_a_dropped_file(deployed, seaweed, tmp_path, co
         time.sleep(0.1)
     assert d.emu.live_instances() == []  # destroyed by the completion function, not by the reaper
     if completion_via == "callback":
-        assert d.relay.answers == [200]
+        assert d.relay.answers == [202]  # accepted; the answer says nothing about the job
     else:  # the API was down (the job retries a 503), or the instance went before the job called
         assert set(d.relay.answers) <= {503}
     _reap_until(d, record.job_id, JobState.SUCCEEDED)
@@ -230,11 +231,89 @@ def test_a_bad_message_is_reported_alone_and_ends_in_the_dead_letter_queue(deplo
     assert [m["Body"] for m in dead["Messages"]] == ["not json"]
 
 
-def test_callback_must_be_signed_and_be_a_manifest(deployed):
-    body = b'{"job_id": "vd-x"}'
-    assert lambda_entry.completion(aws.http_event("/callback", body, {}))["statusCode"] == 401
-    signed = {"X-Signature": signing.sign(aws.CALLBACK_SECRET, body)}
-    assert lambda_entry.completion(aws.http_event("/callback", body, signed))["statusCode"] == 400
+def test_callback_must_be_a_manifest_signed_with_its_own_jobs_key(deployed):
+    """Each job signs with HMAC(callback secret, its job id): a host cannot sign for another job, and a
+    valid callback gets the same 202 whatever the job (known or not), so a host learns nothing."""
+    def call(body: bytes, key: str | None) -> dict:
+        headers = {"X-Signature": signing.sign(key, body)} if key else {}
+        return lambda_entry.completion(aws.http_event("/callback", body, headers))
+
+    mine = Manifest(job_id="vd-mine", status="failed", input=ObjectRef(url="s3://b/input/a.mp4"),
+                    error=ErrorInfo(kind="transient", message="x")).to_json()
+    theirs = mine.replace(b"vd-mine", b"vd-theirs")
+    own_key = signing.job_key(aws.CALLBACK_SECRET, "vd-mine")
+    assert (call(mine, own_key)["statusCode"], json.loads(call(mine, own_key)["body"])) == (202, {"accepted": True})
+    refused = [call(theirs, own_key), call(mine, aws.CALLBACK_SECRET), call(mine, None)]
+    assert [(r["statusCode"], json.loads(r["body"])) for r in refused] == [
+        (401, {"error": "bad or missing signature"})] * 3
+    assert call(b'{"job_id": "vd-mine"}', own_key)["statusCode"] == 400  # not a manifest
+    oversize = lambda_entry.completion(aws.http_event("/callback", b" " * (lambda_entry.MAX_BODY_BYTES + 1), {}))
+    assert oversize["statusCode"] == 400
+
+
+MALFORMED = [b"not json", b'{"events": ["\xff"]}', b"[" * 5_000, b'{"events": "many"}', b'{"events": [1]}',
+             b'{"events": [{"eventType": "b2:ObjectCreated:Upload", "eventTimestamp": 1}]}',
+             b'{"events": [{"eventType": "b2:ObjectCreated:Upload", "objectName": "input/a.mp4", '
+             b'"objectSize": "big", "eventTimestamp": 1}]}',
+             b'{"events": [{"eventType": "b2:ObjectCreated:Upload", "objectName": "input/a.mp4", '
+             b'"eventTimestamp": 1.5}]}']
+
+
+@pytest.mark.parametrize("body", MALFORMED, ids=["not-json", "not-utf8", "deep", "events-str", "event-int",
+                                                 "no-name", "size-str", "float-timestamp"])
+def test_webhook_answers_400_to_signed_but_malformed_deliveries(deployed, body):
+    """B2 delivers again anything but a 2xx or 4xx: a 500 for a malformed payload would come back forever."""
+    d = deployed
+    headers = {"X-Bz-Event-Notification-Signature": signing.sign(aws.WEBHOOK_SECRET, body)}
+    answer = lambda_entry.webhook(aws.http_event("/webhook", body, headers, base64_body=True))
+    assert answer["statusCode"] == 400 and json.loads(answer["body"])["error"]
+    for queue in (d.stack.launch_queue_url, d.stack.completion_queue_url):
+        assert aws.receive(d.stack, queue)["Records"] == []
+
+
+def test_webhook_answers_400_to_a_body_that_is_not_base64_or_too_large(deployed):
+    event = aws.http_event("/webhook", b"x", {}, base64_body=True)
+    event["body"] = "not base64!"
+    assert lambda_entry.webhook(event)["statusCode"] == 400
+    huge = aws.http_event("/webhook", b" " * (lambda_entry.MAX_BODY_BYTES + 1), {})
+    assert lambda_entry.webhook(huge)["statusCode"] == 400
+
+
+def test_events_older_than_the_ledger_remembers_launch_nothing(deployed, seaweed, tmp_path):
+    """GIVEN a validly signed delivery eight days old (the ledger's TTL may have forgotten its job)
+    THEN the webhook answers 202 (so B2 stops) and enqueues nothing; an old event already queued is
+    dropped by the launcher too, without failing its message."""
+    d = deployed
+    key = "input/old.mp4"
+    size = _upload_clip(seaweed, d, tmp_path, key)
+    old = aws.b2_event(d.bucket, key, size)
+    old["eventTimestamp"] -= 8 * 24 * 3600 * 1000
+    body, headers = aws.signed_b2(old)
+    answer = lambda_entry.webhook(aws.http_event("/webhook", body, headers))
+    assert (answer["statusCode"], json.loads(answer["body"])) == (202, {"inputs": 0, "manifests": 0, "ignored": 1})
+    assert aws.receive(d.stack, d.stack.launch_queue_url)["Records"] == []
+    d.stack.sqs.send_message(QueueUrl=d.stack.launch_queue_url, MessageBody=body.decode())
+    assert _invoke_queue(d, d.stack.launch_queue_url, lambda_entry.launcher) == (1, {"batchItemFailures": []})
+    assert d.ledger.list() == [] and d.emu.create_requests == []
+
+
+def test_one_failing_event_in_a_launch_message_does_not_stop_the_others(deployed, seaweed, tmp_path):
+    """GIVEN one queue message (S3's shape, ETags included) whose first event fails -- its key is so long
+    that the ledger item exceeds DynamoDB's 400 KB, so the claim raises -- and whose second is a good input
+    THEN the good one launches, the failure is logged against its key, and only that message is
+    reported failed (it comes back; the launched event is then a duplicate, a no-op)."""
+    d = deployed
+    key = "input/good after bad.mp4"
+    size = _upload_clip(seaweed, d, tmp_path, key)
+    etag = seaweed.client().head_object(Bucket=d.bucket, Key=key)["ETag"]
+    bad = aws.s3_event(d.bucket, "input/" + "x" * 210_000 + ".mp4", 10, '"0123"')["Records"]
+    good = aws.s3_event(d.bucket, key, size, etag)["Records"]
+    d.stack.sqs.send_message(QueueUrl=d.stack.launch_queue_url, MessageBody=json.dumps({"Records": bad + good}))
+    event = aws.receive(d.stack, d.stack.launch_queue_url)
+    result = lambda_entry.launcher(event)
+    assert result == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+    (record,) = d.ledger.list()
+    assert record.key == key and len(d.emu.create_requests) == 1
 
 
 def test_reaper_on_schedule_with_nothing_to_do(deployed):
@@ -298,7 +377,7 @@ def test_a_delivery_larger_than_one_queue_message_is_split_without_losing_an_eve
     verbatim and in order, across as many messages as needed."""
     d = deployed
     inputs = [aws.b2_event(d.bucket, f"input/{'deep/' * 20}clip {i:04d}.mp4", 1000 + i) for i in range(1500)]
-    manifests = [aws.b2_event(d.bucket, f"output/clip {i}.mp4.manifest.json", 900, rule="vastdrop-manifests")
+    manifests = [aws.b2_event(d.bucket, f"output/.attempts/vd-{i}/1/manifest.json", 900, rule="vastdrop-manifests")
                  for i in range(3)]
     body, headers = aws.signed_b2(*inputs, *manifests)
     assert len(body) > 3 * 256 * 1024

@@ -23,7 +23,7 @@ def control_config(s: ControlSettings) -> ControlConfig:
         max_duration_s=s.max_duration_s, max_output_pixels=s.max_output_pixels,
         max_attempts=s.max_attempts, retry_backoff_s=s.retry_backoff_s, job_timeout_s=s.job_timeout_s,
         loading_timeout_s=s.loading_timeout_s, verify_interval_s=s.verify_interval_s,
-        callback_url=s.callback_url,
+        callback_url=s.callback_url, event_max_age_s=s.event_max_age_s,
         callback_secret=s.callback_secret.get_secret_value() if s.callback_secret else None,
     )
 

@@ -96,6 +96,8 @@ class ControlSettings(BaseSettings):
         None, description="B2 event-notification signing secret (exactly 32 letters and digits)")
     callback_url: str | None = Field(None, description="public URL of /callback, given to jobs (optional)")
     callback_secret: SecretStr | None = Field(None, description="HMAC secret of job callbacks")
+    event_max_age_s: float = Field(
+        604800.0, gt=0, description="events (webhook, queue) older than this many seconds are ignored: the ledger may have forgotten their job")
     # Vast.ai
     vast_api_key: SecretStr | None = Field(None, description="Vast.ai API key (needed for --compute vast)")
     vast_server_url: str | None = Field(None, description="Vast.ai API URL (default: the SDK's, https://console.vast.ai)")
