@@ -44,6 +44,9 @@ def on_object_created(event: ObjectEvent, deps: Deps, *, force: bool = False) ->
     layout = deps.layout
     if not layout.is_input(event.key, event.size):
         return Outcome("skipped", reason="not an input (folder marker, empty, hidden or outside the prefix)")
+    if len(event.key.encode()) > MAX_KEY_BYTES:  # no store holds it: a forged or broken event
+        logger.warning("skipped a key of %d bytes (over %d)", len(event.key.encode()), MAX_KEY_BYTES)
+        return Outcome("skipped", reason=f"key longer than {MAX_KEY_BYTES} bytes")
     try:
         deps.inputs.url(event.key)  # a key the store cannot hold safely (file:// with `..`, NUL)
     except PermanentError as exc:

@@ -297,16 +297,26 @@ def test_events_older_than_the_ledger_remembers_launch_nothing(deployed, seaweed
     assert d.ledger.list() == [] and d.emu.create_requests == []
 
 
-def test_one_failing_event_in_a_launch_message_does_not_stop_the_others(deployed, seaweed, tmp_path):
-    """GIVEN one queue message (S3's shape, ETags included) whose first event fails -- its key is so long
-    that the ledger item exceeds DynamoDB's 400 KB, so the claim raises -- and whose second is a good input
+def test_one_failing_event_in_a_launch_message_does_not_stop_the_others(deployed, seaweed, tmp_path, monkeypatch):
+    """GIVEN one queue message (S3's shape, ETags included) whose first event fails -- the ledger's
+    claim raises for it, as a bug or an outage would -- and whose second is a good input
     THEN the good one launches, the failure is logged against its key, and only that message is
     reported failed (it comes back; the launched event is then a duplicate, a no-op)."""
+    from vastdrop.ledger.dynamodb import DynamoLedger
+
     d = deployed
     key = "input/good after bad.mp4"
     size = _upload_clip(seaweed, d, tmp_path, key)
     etag = seaweed.client().head_object(Bucket=d.bucket, Key=key)["ETag"]
-    bad = aws.s3_event(d.bucket, "input/" + "x" * 210_000 + ".mp4", 10, '"0123"')["Records"]
+    claim = DynamoLedger.claim
+
+    def claim_unless_bad(self, record):
+        if record.key == "input/bad.mp4":
+            raise RuntimeError("the ledger refused this one")
+        return claim(self, record)
+
+    monkeypatch.setattr(DynamoLedger, "claim", claim_unless_bad)
+    bad = aws.s3_event(d.bucket, "input/bad.mp4", 10, '"0123"')["Records"]
     good = aws.s3_event(d.bucket, key, size, etag)["Records"]
     d.stack.sqs.send_message(QueueUrl=d.stack.launch_queue_url, MessageBody=json.dumps({"Records": bad + good}))
     event = aws.receive(d.stack, d.stack.launch_queue_url)

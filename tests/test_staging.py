@@ -234,6 +234,9 @@ def test_a_key_whose_derived_keys_are_too_long_is_refused_at_claim(deps):
     long_name = "input/" + "n" * 250 + ".mp4"  # the file name, with .manifest.json, is over 255 bytes
     outcome = on_object_created(ObjectEvent(long_name, etag='"e"', size=10, source="webhook"), deps)
     assert outcome.action == "failed" and "too long" in outcome.reason
+    # A key no store could hold (a forged event) is not even claimed.
+    huge = on_object_created(ObjectEvent("input/" + "k" * 300_000, etag='"e"', size=10), deps)
+    assert huge.action == "skipped" and len(deps.ledger.list()) == 2
 
 
 def test_a_final_manifest_of_ours_is_not_a_jobs_manifest(deps):
