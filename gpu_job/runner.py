@@ -19,10 +19,10 @@ from pathlib import Path
 import av
 import torch
 
-from gpu_job import callback
+from gpu_job import callback, failures
 from gpu_job import device as devices
-from gpu_job.media import pipeline
-from gpu_job.media.probe import probe
+from gpu_job.media import bounds, pipeline
+from gpu_job.media.probe import measure, probe
 from gpu_job.progress import Deadline, DeadlineExceeded, Progress
 from vastdrop import logs
 from vastdrop.errors import ConfigError, PermanentError, TransientError
@@ -63,20 +63,15 @@ class JobRunner:
         self.state = _State(input=ObjectRef(url=redact_url(spec.input_url)))
         self.log = logs.ContextLogger(logger, {"job_id": spec.id, "key": redact_url(spec.input_url)})
         self.deadline_hit = False
+        self._device: torch.device | None = None
 
     def run(self) -> tuple[int, Manifest | None]:
         started = time.monotonic()
         try:
             manifest = self._process()
             code = EXIT_OK
-        except PermanentError as exc:  # bad input, settings or model file: retrying cannot help
-            code, manifest = EXIT_BAD_INPUT, self._failure(ErrorKind.BAD_INPUT, exc)
-        except TransientError as exc:
-            self.deadline_hit = isinstance(exc, DeadlineExceeded)
-            code, manifest = EXIT_TRANSIENT, self._failure(ErrorKind.TRANSIENT, exc)
-        except Exception as exc:  # a bug: recorded in words, retried by the control plane
-            self.log.exception("internal error")
-            code, manifest = EXIT_CRASH, self._failure(ErrorKind.INTERNAL, exc)
+        except Exception as exc:
+            code, manifest = self._failed(exc)
         self.state.timings["total"] = round(time.monotonic() - started, 3)
         manifest.timings_s = dict(self.state.timings)
         body = manifest.to_json()
@@ -94,7 +89,7 @@ class JobRunner:
     def _process(self) -> Manifest:
         spec, state = self.spec, self.state
         self.deadline.check("start")
-        device = devices.pick_device(spec.device)
+        device = self._device = devices.pick_device(spec.device)
         diag = devices.log_diagnostics(device)
         state.engine = Engine(device=str(diag["device"]), torch=torch.__version__, av=av.__version__)
 
@@ -105,8 +100,10 @@ class JobRunner:
         self.log.info("downloaded", extra={"bytes": info.size})
         self.deadline.check("download")
 
-        facts_in = probe(src)
+        facts_in, timeline = measure(src)
         state.media = MediaPair(input=facts_in)
+        # Before any model is loaded or frame decoded: a refused input costs a probe, not a GPU-day.
+        bounds.check(facts_in, timeline, bounds.Limits(spec.max_duration_s, spec.max_output_pixels, spec.upscale))
         plan = self._plan(device, facts_in)
         total = pipeline.expected_output_frames(plan, facts_in.frames, facts_in.duration_s)
         progress = Progress(total, self.deadline, extra={"job_id": spec.id})
@@ -169,6 +166,21 @@ class JobRunner:
         return path
 
     # -- helpers -------------------------------------------------------------------------------
+    def _failed(self, exc: Exception) -> tuple[int, Manifest]:
+        """The exit code and failure manifest for what stopped the job."""
+        # First: a full disk or exhausted memory, however it surfaced (a decoder's ENOMEM arrives as
+        # a BadInputError about the video), is this host's limit and maybe not the next one's.
+        exhausted = failures.resource_exhausted(exc, self.workdir, self._device)
+        if exhausted is not None:
+            return EXIT_TRANSIENT, self._failure(ErrorKind.TRANSIENT, exhausted)
+        if isinstance(exc, PermanentError):  # bad input, settings or model file: retrying cannot help
+            return EXIT_BAD_INPUT, self._failure(ErrorKind.BAD_INPUT, exc)
+        if isinstance(exc, TransientError):
+            self.deadline_hit = isinstance(exc, DeadlineExceeded)
+            return EXIT_TRANSIENT, self._failure(ErrorKind.TRANSIENT, exc)
+        self.log.exception("internal error")  # a bug: recorded in words, retried by the control plane
+        return EXIT_CRASH, self._failure(ErrorKind.INTERNAL, exc)
+
     def _failure(self, kind: ErrorKind, exc: BaseException) -> Manifest:
         message = str(exc) or type(exc).__name__
         self.log.error("job failed: %s", message, extra={"error_kind": kind.value})

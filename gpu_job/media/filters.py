@@ -48,13 +48,22 @@ def minterpolate(frames: Iterator[TimedFrame], fps: Fraction, count: int) -> Ite
     tail is held on the last frame to cover the input's duration, as the learned path does."""
     args = f"fps={fps.numerator}/{fps.denominator}:{MINTERPOLATE_OPTIONS}"
     time_base = 1 / fps
+    seen: list[TimedFrame] = []
+
+    def remembered() -> Iterator[TimedFrame]:  # the last source frame, for when the filter yields none
+        for frame in frames:
+            seen[:] = [frame]
+            yield frame
+
     k, last = 0, None
-    for out in _run_graph(frames, "minterpolate", args):
+    for out in _run_graph(remembered(), "minterpolate", args):
         if k >= count:
             continue
         last = out
         yield TimedFrame(out.image, k, time_base)
         k += 1
+    if last is None and seen:  # a single source frame: minterpolate needs two to emit anything
+        last = seen[0]
     while last is not None and k < count:
         yield TimedFrame(last.image, k, time_base)
         k += 1

@@ -54,5 +54,6 @@ def to_float_batch(frames: list[TimedFrame], device: torch.device, dtype: torch.
 
 def to_uint8_images(batch: torch.Tensor) -> list[torch.Tensor]:
     """[B, 3, H, W] float in [0, 1] -> B uint8 [H, W, 3] tensors (left on the batch's device)."""
-    images = batch.clamp(0, 1).mul(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1)
+    # One float copy (mul), rounded and clamped in place: at 8K x4 each float copy of a frame is 6 GB.
+    images = batch.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
     return [img.contiguous() for img in images]

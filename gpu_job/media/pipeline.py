@@ -282,9 +282,13 @@ def _batched_upscale(frames: Iterator[TimedFrame], plan: Plan, model, report: Re
             yield TimedFrame(image, src.pts, src.time_base)
         batch.clear()
 
+    size: int | None = None  # frames per call: as many as the device's memory takes, up to the plan's
     for frame in frames:
+        if size is None:
+            fits = getattr(model, "frames_per_call", None)
+            size = fits(frame.height, frame.width, plan.batch_size) if fits else plan.batch_size
         batch.append(frame)
-        if len(batch) >= plan.batch_size:
+        if len(batch) >= size:
             yield from flush()
     if batch:
         yield from flush()

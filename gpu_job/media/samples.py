@@ -37,19 +37,27 @@ def make_clip(
     cut_at_frame: int | None = None,
     codec: str = "libx264",
     audio_codec: str = "aac",
+    gap_s: float = 0.0,
+    gap_after_frame: int = 1,
 ) -> Path:
     """Write an H.264 clip (yuv444p when the size is odd, so odd sizes survive) with optional audio
     (AAC unless `audio_codec` says otherwise; the container follows the path's extension).
 
     vfr=True alternates frame durations of 1 and 2 ticks of 1/fps (a real variable-frame-rate stream).
     cut_at_frame switches to a visually unrelated shot from that frame on.
+    gap_s > 0 makes the timestamps jump by that much after frame `gap_after_frame` (1-based), as a
+    clock jump would (no audio then: a tone would have to fill the gap); MP4 gets a track time scale
+    of the frame rate, so even a 30-day jump fits its 32-bit sample durations.
     """
     n = round(fps * seconds)
-    with av.open(str(path), "w") as out:
+    audio = audio and not gap_s
+    ticks = fps * (2 if vfr else 1)
+    options = {"video_track_timescale": str(ticks)} if gap_s and path.suffix == ".mp4" else {}
+    with av.open(str(path), "w", options=options) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-        stream.time_base = Fraction(1, fps * (2 if vfr else 1))
+        stream.time_base = Fraction(1, ticks)
         stream.options = {"preset": "ultrafast", "crf": "10"}
         astream = out.add_stream(audio_codec, rate=48000) if audio else None
         if astream is not None:
@@ -60,6 +68,8 @@ def make_clip(
             frame = av.VideoFrame.from_ndarray(_pattern(i, width, height, shot), format="rgb24")
             frame.pts = pts
             pts += (1 if i % 2 == 0 else 3) if vfr else 1
+            if gap_s and i + 1 == gap_after_frame:
+                pts += round(gap_s * ticks)
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
         if astream is not None:
