@@ -259,3 +259,26 @@ def test_a_muxer_write_on_a_full_disk_is_recognised_and_other_errors_are_not(tmp
     assert found is not None and str(found).startswith("disk full writing output.mp4")
     assert failures.resource_exhausted(RuntimeError("shape mismatch"), tmp_path, None) is None
     assert failures.resource_exhausted(_raised(lambda: av.error.err_check(-errno.EINVAL)), tmp_path, None) is None
+
+
+def test_the_pipeline_sends_as_many_frames_per_call_as_the_memory_plan_allows(tmp_path):
+    """Frames that crowd the device go to the model one at a time, whatever the plan's batch size."""
+    from fractions import Fraction
+
+    from gpu_job.media.frames import TimedFrame
+    from gpu_job.media.pipeline import Plan, Report, _upscale_stage
+
+    class Recording(Upscaler):
+        calls: list[int] = []
+
+        def __call__(self, batch):
+            self.calls.append(batch.shape[0])
+            return super().__call__(batch)
+
+    path = save_compact(tmp_path / "m.pth", scale=2)
+    frames = [TimedFrame(torch.zeros(40, 48, 3, dtype=torch.uint8), i, Fraction(1, 24)) for i in range(5)]
+    for free, expected in ((1 << 20, [1] * 5), (64 << 30, [4, 1])):
+        model = Recording.from_file(path, torch.device("cpu"), free_bytes=lambda free=free: free)
+        Recording.calls = []
+        out = list(_upscale_stage(iter(frames), Plan(upscale=2, upscaler=model, batch_size=4), Report()))
+        assert len(out) == 5 and Recording.calls == expected
