@@ -18,7 +18,8 @@ Supported releases (``SUPPORTED_VERSIONS``): 4.5, 4.6, 4.7-4.26 and the publishe
 ``.lite`` / ``.heavy`` variants (4.12.lite, 4.13.lite, 4.14.lite, 4.15.lite, 4.16.lite,
 4.17.lite, 4.22.lite, 4.25.lite, 4.25.heavy, 4.26.heavy). Not supported: 4.0-4.4 (plain
 conv stacks without the gated residual units, a bare ConvTranspose head with a different
-output scale, and in 4.0/4.1 PReLU plus a data-dependent scale switch) and the 3.x line.
+output scale, and in 4.0/4.1 PReLU plus a data-dependent scale switch) and the 3.x line
+(except its HD v3 files, which ``gpu_job.models.ifnet_hd`` implements).
 
 Several releases share one layout exactly (same keys, same shapes, same forward pass), so
 their weight files cannot be told apart. For such a group we report one *family* label:

@@ -1,9 +1,12 @@
-"""Frame interpolation with RIFE 4.x: load a Practical-RIFE ``flownet.pkl``, interpolate.
+"""Frame interpolation with RIFE: load a ``flownet.pkl`` (Practical-RIFE 4.x, or a 3.x HD
+``train_log``), interpolate.
 
 The wrapper owns the model's quirks so the pipeline does not have to: it works out which
 4.x release a weights file is from its tensor names and shapes (see
 ``gpu_job.models.ifnet`` for the table and ``SUPPORTED_VERSIONS``), loads it strictly,
 pads frames to the size the network needs, runs under inference_mode, clamps and crops.
+A 3.x HD file (``gpu_job.models.ifnet_hd``) is recognised by its exact layout too; it has no
+timestep input, so the wrapper reaches other timesteps by bisection and says so in ``notes``.
 
 Weight files as published carry a ``module.`` prefix (they were saved from a
 DistributedDataParallel wrapper) and often the training-only ``teacher.*`` (distillation
@@ -23,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gpu_job.models import ifnet_hd
 from gpu_job.models.ifnet import (
     LAYOUTS,
     SUPPORTED_VERSIONS,
@@ -38,11 +42,14 @@ from vastdrop.errors import ModelLoadError
 logger = logging.getLogger(__name__)
 
 # Submodules that exist only while training (distillation teacher, learned-timestep head);
-# real flownet.pkl files of e.g. 4.18 and 4.26 contain them. Never used at inference.
-TRAINING_ONLY_PREFIXES = ("teacher.", "caltime.")
+# real flownet.pkl files of e.g. 4.18 and 4.26 contain them, and 3.x HD files carry their
+# teacher as ``block_tea``. Never used at inference.
+TRAINING_ONLY_PREFIXES = ("teacher.", "caltime.", "block_tea.")
 
 _DDP_PREFIX = "module."
 # "flownet_v4.25.pkl", "rife-4.22.lite/flownet.pkl", "v4.26.heavy": a release named in the path.
+# Names a caller may use for the 3.x HD weights.
+HD_ALIASES = frozenset({"3", "3.x", "3.x-hd", "3.x.hd", "3-hd", "hd", "hdv3"})
 _VERSION_IN_NAME = re.compile(r"(?<![\d.])v?(4\.\d{1,2}(?:\.(?:lite|heavy))?)(?![\d])")
 
 
@@ -128,7 +135,7 @@ def resolve_layout(
         wanted = _normalize_version(version)
         if wanted not in VERSIONS:
             raise UnsupportedModelError(
-                f"RIFE version {version!r} is not supported; supported: {', '.join(SUPPORTED_VERSIONS)}"
+                f"RIFE version {version!r} is not supported; supported: {_supported_list()}"
             )
         layout = VERSIONS[wanted]
         diff = compare_layout(shapes, layout)
@@ -136,6 +143,8 @@ def resolve_layout(
             seen = (
                 f"it matches RIFE {', '.join(found[0].versions)}"
                 if found
+                else f"it matches RIFE {ifnet_hd.VERSION}"
+                if ifnet_hd.matches(shapes)
                 else f"found {summarize_shapes(shapes)}"
             )
             raise UnsupportedModelError(
@@ -151,16 +160,43 @@ def resolve_layout(
         f"unrecognised RIFE flownet layout: {summarize_shapes(shapes)}. Closest supported "
         f"layout is RIFE {'/'.join(closest.versions)}, which differs by "
         f"{compare_layout(shapes, closest).describe()}. Supported versions: "
-        f"{', '.join(SUPPORTED_VERSIONS)}"
+        f"{_supported_list()}"
     )
 
 
+def _supported_list() -> str:
+    return ", ".join((*SUPPORTED_VERSIONS, ifnet_hd.VERSION))
+
+
+def _wants_hd(shapes: Mapping[str, tuple[int, ...]], version: str | None) -> bool:
+    """Whether to build the 3.x HD network: asked for by name (then the file must match),
+    or, with no version given, detected from the file's exact layout."""
+    if version is None:
+        return ifnet_hd.matches(shapes)
+    if _normalize_version(version) not in HD_ALIASES:
+        return False
+    if not ifnet_hd.matches(shapes):
+        found = matching_layouts(shapes)
+        seen = (
+            f"it matches RIFE {', '.join(found[0].versions)}"
+            if found
+            else f"found {summarize_shapes(shapes)}"
+        )
+        raise UnsupportedModelError(
+            f"weights do not have the RIFE {ifnet_hd.VERSION} layout; {seen}"
+        )
+    return True
+
+
 class RifeInterpolator:
-    """A loaded RIFE 4.x flownet, ready to synthesize frames between two others."""
+    """A loaded RIFE flownet (4.x, or 3.x HD), ready to synthesize frames between two others.
+
+    ``name`` is what the manifest reports as the engine; ``notes`` lists, in words, where the
+    engine departs from exact arbitrary-timestep interpolation (empty for 4.x)."""
 
     def __init__(
         self,
-        net: IFNet,
+        net: IFNet | ifnet_hd.IFNetHD,
         version: str,
         device: torch.device,
         dtype: torch.dtype,
@@ -169,10 +205,12 @@ class RifeInterpolator:
         self.net = net
         self.version = version
         self.name = f"rife-{version}"
-        self.layout = net.layout
+        hd = isinstance(net, ifnet_hd.IFNetHD)
+        self.layout: IFNetLayout | None = None if hd else net.layout
         # Every release sharing this exact weight layout (the label cannot be more precise
         # than this unless the caller or the file name said which release it is).
-        self.versions_with_layout: tuple[str, ...] = net.layout.versions
+        self.versions_with_layout: tuple[str, ...] = net.versions if hd else net.layout.versions
+        self.notes: list[str] = [ifnet_hd.APPROXIMATION_NOTE] if hd else []
         self.device, self.dtype = device, dtype
         self.pad_multiple = net.pad_multiple()
         self.dropped_keys = dropped_keys
@@ -188,7 +226,7 @@ class RifeInterpolator:
         *,
         scale: float = 1.0,
     ) -> RifeInterpolator:
-        """Load a Practical-RIFE ``flownet.pkl`` (any supported 4.x release).
+        """Load a ``flownet.pkl``: any supported Practical-RIFE 4.x release, or 3.x HD.
 
         ``version`` names the release explicitly (checked against the file's layout);
         ``scale`` < 1 estimates flow on a downscaled pyramid (0.5 is the usual choice for
@@ -199,11 +237,17 @@ class RifeInterpolator:
             raise ValueError(f"scale must be one of 0.25, 0.5, 1, 2, 4; got {scale}")
         state, dropped = read_state_dict(path)
         shapes = {k: tuple(v.shape) for k, v in state.items()}
-        layout, label = resolve_layout(shapes, version, version_hint_from_path(path))
-
-        # Build on 'meta' and adopt the file's tensors: no throw-away random init.
-        with torch.device("meta"):
-            net = IFNet(layout, scale=scale)
+        net: IFNet | ifnet_hd.IFNetHD
+        if _wants_hd(shapes, version):
+            label, versions = ifnet_hd.VERSION, ifnet_hd.IFNetHD.versions
+            with torch.device("meta"):
+                net = ifnet_hd.IFNetHD(scale=scale)
+        else:
+            layout, label = resolve_layout(shapes, version, version_hint_from_path(path))
+            versions = layout.versions
+            # Build on 'meta' and adopt the file's tensors: no throw-away random init.
+            with torch.device("meta"):
+                net = IFNet(layout, scale=scale)
         try:
             net.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as exc:  # unreachable after resolve_layout, kept as a guard
@@ -215,7 +259,7 @@ class RifeInterpolator:
             "loaded RIFE %s from %s (layout shared by %s; frames padded to x%d)",
             label,
             path.name,
-            ", ".join(layout.versions),
+            ", ".join(versions),
             net.pad_multiple(),
         )
         return cls(net, label, device, dtype, dropped)
