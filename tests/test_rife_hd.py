@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from gpu_job.media import pipeline
 from gpu_job.models import ifnet_hd
@@ -51,7 +51,8 @@ def rife(weights: Path) -> RifeInterpolator:
 
 def demo_pair(authors_dir: Path, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     def load(path: Path) -> torch.Tensor:
-        rgb = np.array(Image.open(path).convert("RGB"))
+        with av.open(str(path)) as png:  # PyAV decodes PNG too; no imaging library needed
+            rgb = next(png.decode(video=0)).to_ndarray(format="rgb24")
         return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
 
     return load(authors_dir / "demo" / f"{name}_0.png"), load(
