@@ -24,13 +24,12 @@ from gpu_job.media import encode, filters
 from gpu_job.media.frames import TimedFrame, from_av, to_float_batch, to_uint8_images
 from gpu_job.media.probe import open_input
 from gpu_job.media.retime import RetimeStats, fps_fraction, output_frame_count, retime
+from gpu_job.media.streams import AudioPath
 from vastdrop.errors import BadInputError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 4
-# Named channel layouts for re-encoded audio, by channel count (AAC refuses unnamed layouts).
-_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 
 @dataclass
@@ -108,7 +107,7 @@ def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFra
 
         with av.open(str(dst), "w", format=encode.OUTPUT_FORMAT, options={"movflags": "+faststart"}) as output:
             vout = encode.add_video_stream(output, choice, out_w, out_h, rate, time_base)
-            audio = _AudioPath(output, ain, vin) if ain is not None else None
+            audio = AudioPath(output, ain, vin) if ain is not None else None
             report.audio = audio.mode if audio else None
             if audio and audio.mode == "aac":
                 report.notes.append(f"audio codec {ain.codec_context.name} cannot be copied into MP4: re-encoded to AAC")
@@ -137,46 +136,7 @@ def _even(n: int) -> int:
     return n - (n % 2)
 
 
-class _AudioPath:
-    """Copies audio packets unchanged when MP4 accepts the codec; otherwise re-encodes to AAC."""
-
-    def __init__(self, output: av.container.OutputContainer, ain: av.AudioStream, vin: av.VideoStream) -> None:
-        self.output, self.ain = output, ain
-        self.mode = "copy" if encode.audio_copy_accepted(ain) else "aac"
-        if self.mode == "copy":
-            self.stream = output.add_stream_from_template(ain)
-        else:
-            self.stream = output.add_stream("aac", rate=ain.codec_context.sample_rate or 48000)
-            # By channel count: a source layout may be unnamed ("2 channels"), which AAC refuses.
-            channels = len(ain.codec_context.layout.channels) if ain.codec_context.layout else 2
-            self.stream.layout = _DEFAULT_LAYOUTS.get(channels, "stereo")
-            self.resampler = av.AudioResampler(format="fltp", layout=self.stream.layout, rate=self.stream.rate)
-        # Output video starts at 0 where the input video started; shift audio by the same amount.
-        video_start = (vin.start_time or 0) * vin.time_base if vin.time_base else 0
-        self.shift = round(Fraction(video_start) / ain.time_base) if ain.time_base else 0
-
-    def packet(self, packet: av.Packet) -> None:
-        if self.mode == "copy":
-            if packet.dts is None:  # the demuxer's flush packet
-                return
-            packet.pts = None if packet.pts is None else packet.pts - self.shift
-            packet.dts -= self.shift
-            packet.stream = self.stream
-            self.output.mux(packet)
-            return
-        for frame in packet.decode():
-            frame.pts = None
-            for resampled in self.resampler.resample(frame):
-                self.output.mux(self.stream.encode(resampled))
-
-    def flush(self) -> None:
-        if self.mode == "aac":
-            for resampled in self.resampler.resample(None):
-                self.output.mux(self.stream.encode(resampled))
-            self.output.mux(self.stream.encode())
-
-
-def _decode(container, vin, ain, audio: _AudioPath | None, report: Report) -> Iterator[TimedFrame]:
+def _decode(container, vin, ain, audio: AudioPath | None, report: Report) -> Iterator[TimedFrame]:
     """Decoded video frames in order; audio packets are handed to the audio path on the way.
     Only demuxing and decoding errors mean a bad input; anything downstream is our own failure."""
     width, height = vin.codec_context.width, vin.codec_context.height
