@@ -27,6 +27,7 @@ from gpu_job.progress import Deadline, DeadlineExceeded, Progress
 from vastdrop import logs
 from vastdrop.errors import ConfigError, PermanentError, TransientError
 from vastdrop.jobspec import JobSpec, redact_url
+from vastdrop.layout import content_type_for, result_ext_for
 from vastdrop.manifest import (
     Engine,
     ErrorInfo,
@@ -93,7 +94,7 @@ class JobRunner:
         diag = devices.log_diagnostics(device)
         state.engine = Engine(device=str(diag["device"]), torch=torch.__version__, av=av.__version__)
 
-        src, dst = self.workdir / "input", self.workdir / "output.mp4"
+        src, dst = self.workdir / "input", self.workdir / f"output{result_ext_for(spec.container)}"
         with self._timed("download"):
             info = self._storage(spec.input_url).download(spec.input_url, src)
         state.input = ObjectRef(url=redact_url(spec.input_url), etag=info.etag, size=info.size)
@@ -116,6 +117,7 @@ class JobRunner:
         state.engine = state.engine.model_copy(update={
             "interpolation": report.interpolation, "upscale": report.upscale, "encoder": report.encoder,
             "audio": report.audio, "notes": state.engine.notes + report.notes,
+            "container": spec.container, "streams": [entry.as_dict() for entry in report.streams],
             "frames": {"in": report.frames_in, "out": report.frames_out, "interpolated": report.retime.interpolated,
                        "copied": report.retime.copied, "scene_cuts": report.retime.scene_cuts},
         })
@@ -125,12 +127,12 @@ class JobRunner:
 
         sha256 = _sha256(dst)
         with self._timed("upload"):
-            result = self._storage(spec.output_url).upload(dst, spec.output_url, "video/mp4")
+            result = self._storage(spec.output_url).upload(dst, spec.output_url, content_type_for(spec.container))
         self.log.info("result uploaded", extra={"etag": result.etag, "bytes": result.size})
         return Manifest(
             job_id=spec.id, attempt=spec.attempt, status="succeeded", input=state.input,
             result=ResultRef(url=redact_url(spec.output_url), etag=result.etag, size=result.size,
-                             sha256=sha256, content_type="video/mp4"),
+                             sha256=sha256, content_type=content_type_for(spec.container)),
             params=spec.params(), media=state.media, engine=state.engine,
         )
 
@@ -152,7 +154,8 @@ class JobRunner:
 
             upscaler = Upscaler.from_file(self._model_file(spec.upscale_model), device=device, dtype=dtype)
         return pipeline.Plan(target_fps=spec.target_fps, upscale=spec.upscale, interpolator=interpolator,
-                             upscaler=upscaler, device=device, dtype=dtype, video_codec=spec.video_codec, crf=spec.crf)
+                             upscaler=upscaler, device=device, dtype=dtype, video_codec=spec.video_codec, crf=spec.crf,
+                             container=spec.container)
 
     def _model_file(self, ref: str) -> Path:
         if ref.startswith(MODEL_URL_SCHEMES):

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vastdrop.compute.base import Compute
-from vastdrop.jobspec import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_OUTPUT_PIXELS
-from vastdrop.layout import Layout
+from vastdrop.jobspec import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_OUTPUT_PIXELS, job_params
+from vastdrop.layout import DEFAULT_CONTAINER, Layout
 from vastdrop.ledger.base import Ledger
 from vastdrop.location import Location
 
@@ -23,6 +23,7 @@ class ControlConfig:
     device: str = "auto"
     video_codec: str = "auto"
     crf: int = 18
+    container: str = DEFAULT_CONTAINER  # mp4 or mkv: the result's container and its key's extension
     # Bounds on one job (not hashed into the job id), refused by the job as bad input.
     max_duration_s: float = DEFAULT_MAX_DURATION_S
     max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
@@ -48,7 +49,7 @@ class ControlConfig:
     event_max_age_s: float = 604800.0
 
     def params(self) -> dict[str, object]:
-        return {"target_fps": self.target_fps, "upscale": self.upscale}
+        return job_params(self.target_fps, self.upscale, self.container)
 
 
 @dataclass
@@ -63,4 +64,7 @@ class Deps:
 
     @property
     def layout(self) -> Layout:
-        return Layout(input_prefix=self.inputs.prefix, output_prefix=self.outputs.prefix)
+        """Where new jobs' results go (their extension follows the configured container). A job's own
+        keys follow the container it was launched with: handlers.jobs.layout_for."""
+        return Layout(input_prefix=self.inputs.prefix, output_prefix=self.outputs.prefix).for_container(
+            self.config.container)

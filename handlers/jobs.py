@@ -15,6 +15,7 @@ from handlers.deps import Deps
 from vastdrop import logs, signing
 from vastdrop.errors import AccountError, CapacityError, PermanentError, TransientError
 from vastdrop.jobspec import JobSpec
+from vastdrop.layout import DEFAULT_CONTAINER, Layout, content_type_for
 from vastdrop.ledger.base import JobRecord
 from vastdrop.pricing import Rates, cost
 from vastdrop.states import JobState
@@ -27,9 +28,19 @@ def log_for(record: JobRecord) -> logs.ContextLogger:
     return logs.ContextLogger(logger, {"job_id": record.job_id, "key": record.key})
 
 
+def container_of(record: JobRecord) -> str:
+    """The result's container the job was launched with (jobs recorded before there was a choice: MP4)."""
+    return str(record.params.get("container") or DEFAULT_CONTAINER)
+
+
+def layout_for(record: JobRecord, deps: Deps) -> Layout:
+    """The job's own keys: their extension follows its container, whatever the configuration says now."""
+    return deps.layout.for_container(container_of(record))
+
+
 def result_key(record: JobRecord, deps: Deps) -> str:
     """The final, published result (written only by the control plane, after verification)."""
-    return deps.layout.result_key(record.key)
+    return layout_for(record, deps).result_key(record.key)
 
 
 def manifest_key(record: JobRecord, deps: Deps) -> str:
@@ -38,7 +49,7 @@ def manifest_key(record: JobRecord, deps: Deps) -> str:
 
 
 def staged_result_key(record: JobRecord, deps: Deps) -> str:
-    return deps.layout.staged_result_key(record.job_id, record.attempt)
+    return layout_for(record, deps).staged_result_key(record.job_id, record.attempt)
 
 
 def staged_manifest_key(record: JobRecord, deps: Deps) -> str:
@@ -63,7 +74,8 @@ def build_spec(record: JobRecord, deps: Deps, deadline: float) -> JobSpec:
         id=record.job_id,
         attempt=record.attempt,
         input_url=deps.inputs.job_get_url(record.key, expires),
-        output_url=deps.outputs.job_put_url(staged_result_key(record, deps), expires, "video/mp4"),
+        output_url=deps.outputs.job_put_url(staged_result_key(record, deps), expires,
+                                            content_type_for(container_of(record))),
         manifest_url=deps.outputs.job_put_url(staged_manifest_key(record, deps), expires, "application/json"),
         log_url=deps.outputs.job_put_url(deps.layout.log_key(record.job_id), expires, "text/plain; charset=utf-8"),
         target_fps=record.params.get("target_fps"),
@@ -73,6 +85,7 @@ def build_spec(record: JobRecord, deps: Deps, deadline: float) -> JobSpec:
         device=cfg.device,
         video_codec=cfg.video_codec,
         crf=cfg.crf,
+        container=container_of(record),
         deadline=deadline,
         max_duration_s=cfg.max_duration_s,
         max_output_pixels=cfg.max_output_pixels,

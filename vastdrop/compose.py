@@ -19,7 +19,7 @@ from vastdrop.storage.local import file_url_to_path
 def control_config(s: ControlSettings) -> ControlConfig:
     return ControlConfig(
         target_fps=s.target_fps, upscale=s.upscale, interpolation_model=s.interpolation_model,
-        upscale_model=s.upscale_model, device=s.device, video_codec=s.video_codec, crf=s.crf,
+        upscale_model=s.upscale_model, device=s.device, video_codec=s.video_codec, crf=s.crf, container=s.container,
         max_duration_s=s.max_duration_s, max_output_pixels=s.max_output_pixels,
         max_attempts=s.max_attempts, retry_backoff_s=s.retry_backoff_s, job_timeout_s=s.job_timeout_s,
         loading_timeout_s=s.loading_timeout_s, verify_interval_s=s.verify_interval_s,

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 from pydantic_settings.sources.utils import parse_env_vars
 
 from vastdrop.envparts import join_parts
+from vastdrop.layout import DEFAULT_CONTAINER
 
 URL_SCHEMES = ("s3://", "file://", "https://", "http://")
 MIN_TARGET_FPS, MAX_TARGET_FPS = 1, 1000  # below 1 fps no video is meant; above 1000 no display or encoder keeps up
@@ -50,6 +51,9 @@ class JobSpec(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch device; auto takes CUDA when usable")
     video_codec: str = Field("auto", description="auto (NVENC if it opens, else libx264) or an encoder name")
     crf: int = Field(18, ge=0, le=51, description="encoder quality (lower is better)")
+    container: Literal["mp4", "mkv"] = Field(
+        DEFAULT_CONTAINER, description="the result's container: mp4, or mkv to keep what MP4 cannot hold "
+        "(bitmap subtitles, TrueHD, attachments); the result key's extension follows")
     deadline: float | None = Field(
         None, description="unix time; past it the job writes a failure manifest and exits 75")
     callback_url: str | None = Field(None, description="POST the manifest here when done, signed (optional)")
@@ -79,7 +83,7 @@ class JobSpec(BaseModel):
 
     def params(self) -> dict[str, object]:
         """The processing parameters, as recorded in the manifest and hashed into the job id."""
-        return {"target_fps": self.target_fps, "upscale": self.upscale}
+        return job_params(self.target_fps, self.upscale, self.container)
 
     def to_env(self) -> dict[str, str]:
         """The container's environment for this spec (section 3 names)."""
@@ -92,6 +96,7 @@ class JobSpec(BaseModel):
             "JOB_DEVICE": self.device,
             "JOB_VIDEO_CODEC": self.video_codec,
             "JOB_CRF": str(self.crf),
+            "JOB_CONTAINER": self.container,
             "JOB_ATTEMPT": str(self.attempt),
             "JOB_MAX_DURATION_S": repr(self.max_duration_s),
             "JOB_MAX_OUTPUT_PIXELS": str(self.max_output_pixels),
@@ -107,6 +112,15 @@ class JobSpec(BaseModel):
         }
         env.update({k: v for k, v in optional.items() if v is not None})
         return env
+
+
+def job_params(target_fps: float | None, upscale: int, container: str = DEFAULT_CONTAINER) -> dict[str, object]:
+    """The parameters that change a result, hashed into the job id. The container is named only when
+    it is not the default, so every job id made before it existed stays the same."""
+    params: dict[str, object] = {"target_fps": target_fps, "upscale": upscale}
+    if container != DEFAULT_CONTAINER:
+        params["container"] = container
+    return params
 
 
 class _JoinedEnvSource(EnvSettingsSource):

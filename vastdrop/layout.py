@@ -7,12 +7,23 @@ the completion handler verifies what it finds there and publishes it to the fina
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MANIFEST_SUFFIX = ".manifest.json"
 STAGING_DIR = ".attempts/"
 STAGED_MANIFEST = "manifest.json"
 STAGED_RESULT = "result"  # + result_ext
+# The result's container (JOB_CONTAINER): its key's extension and its content type.
+CONTAINERS = {"mp4": (".mp4", "video/mp4"), "mkv": (".mkv", "video/x-matroska")}
+DEFAULT_CONTAINER = "mp4"
+
+
+def result_ext_for(container: str) -> str:
+    return CONTAINERS[container][0]
+
+
+def content_type_for(container: str) -> str:
+    return CONTAINERS[container][1]
 
 
 @dataclass(frozen=True)
@@ -20,7 +31,11 @@ class Layout:
     input_prefix: str = "input/"
     output_prefix: str = "output/"
     log_prefix: str = "logs/"
-    result_ext: str = ".mp4"
+    result_ext: str = CONTAINERS[DEFAULT_CONTAINER][0]
+
+    def for_container(self, container: str | None) -> Layout:
+        """The same layout for results in `container` (None: the default, MP4)."""
+        return replace(self, result_ext=result_ext_for(container or DEFAULT_CONTAINER))
 
     def is_input(self, key: str, size: int | None = None) -> bool:
         """True for keys that should start a job; folder markers, empty and hidden objects are skipped."""

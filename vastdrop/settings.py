@@ -53,7 +53,7 @@ def _job_field(name: str) -> Any:
 CLI_FLAGS: dict[str, type] = {
     "input": str, "output": str, "compute": str, "state": str, "ledger": str, "target_fps": float,
     "upscale": int, "interpolation_model": str, "upscale_model": str, "device": str, "max_attempts": int,
-    "job_timeout_s": float, "port": int, "host": str,
+    "job_timeout_s": float, "port": int, "host": str, "container": str,
 }
 
 
@@ -77,6 +77,7 @@ class ControlSettings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = _job_field("device")
     video_codec: str = _job_field("video_codec")
     crf: int = _job_field("crf")
+    container: Literal["mp4", "mkv"] = _job_field("container")
     # What one job may ask of its host, refused as bad input before any heavy work; the job's own
     # bounds, handed on as its JOB_* variables (not hashed into the job id: limits, not parameters).
     max_duration_s: float = _job_field("max_duration_s")

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -18,7 +17,6 @@ NVENC = "h264_nvenc"
 X264 = "libx264"
 X264_PRESET = "medium"
 NVENC_PRESET = "p5"
-OUTPUT_FORMAT = "mp4"
 
 
 @dataclass
@@ -67,15 +65,3 @@ def add_video_stream(output: av.container.OutputContainer, choice: EncoderChoice
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     stream.time_base = time_base
     return stream
-
-
-def audio_copy_accepted(template: av.AudioStream) -> bool:
-    """Ask the muxer itself: write a header and the first packet into a throwaway in-memory MP4."""
-    try:
-        with av.open(io.BytesIO(), "w", format=OUTPUT_FORMAT) as probe:
-            probe.add_stream_from_template(template)
-            probe.start_encoding()
-        return True
-    except (av.error.FFmpegError, ValueError) as exc:
-        logger.info("audio codec %s cannot be copied into %s: %s", template.codec_context.name, OUTPUT_FORMAT, exc)
-        return False

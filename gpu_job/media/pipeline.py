@@ -20,11 +20,10 @@ import av
 import torch
 import torch.nn.functional as F
 
-from gpu_job.media import encode, filters
+from gpu_job.media import encode, filters, streams
 from gpu_job.media.frames import TimedFrame, from_av, to_float_batch, to_uint8_images
 from gpu_job.media.probe import open_input
 from gpu_job.media.retime import RetimeStats, fps_fraction, output_frame_count, retime
-from gpu_job.media.streams import AudioPath
 from vastdrop.errors import BadInputError
 
 logger = logging.getLogger(__name__)
@@ -43,6 +42,7 @@ class Plan:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     video_codec: str = "auto"
+    container: str = "mp4"  # the result's: mp4 or mkv (gpu_job.media.streams.MUXERS)
     crf: int = 18
     batch_size: int = DEFAULT_BATCH_SIZE
 
@@ -53,6 +53,7 @@ class Report:
     upscale: str | None = None
     encoder: str | None = None
     audio: str | None = None
+    streams: list[streams.StreamEntry] = field(default_factory=list)  # every other input stream's fate
     notes: list[str] = field(default_factory=list)
     frames_in: int = 0
     frames_out: int = 0
@@ -89,7 +90,6 @@ def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFra
     with open_input(src) as container:
         vin = container.streams.video[0]
         vin.thread_type = "AUTO"
-        ain = container.streams.audio[0] if container.streams.audio else None
         width, height = vin.codec_context.width, vin.codec_context.height
         out_w, out_h = _even(width * plan.upscale), _even(height * plan.upscale)
         if (out_w, out_h) != (width * plan.upscale, height * plan.upscale):
@@ -105,14 +105,13 @@ def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFra
         choice = encode.choose_encoder(plan.video_codec, out_w, out_h, rate, plan.crf, plan.device.type == "cuda")
         report.encoder, report.notes = choice.name, report.notes + choice.notes
 
-        with av.open(str(dst), "w", format=encode.OUTPUT_FORMAT, options={"movflags": "+faststart"}) as output:
+        with streams.open_output(dst, plan.container) as output:
             vout = encode.add_video_stream(output, choice, out_w, out_h, rate, time_base)
-            audio = AudioPath(output, ain, vin) if ain is not None else None
-            report.audio = audio.mode if audio else None
-            if audio and audio.mode == "aac":
-                report.notes.append(f"audio codec {ain.codec_context.name} cannot be copied into MP4: re-encoded to AAC")
+            others = streams.OtherStreams(container, output, vin, plan.container)
+            others.tag_video(vout)
+            report.audio, report.streams, report.notes = others.audio_mode, others.entries, report.notes + others.notes
 
-            frames = _decode(container, vin, ain, audio, report)
+            frames = _decode(container, vin, others, report)
             frames = _interpolate_stage(frames, plan, duration_s, report)
             frames = _upscale_stage(frames, plan, report)
             origin: int | None = None
@@ -127,8 +126,8 @@ def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFra
                     on_frame(report.frames_out)
             with report.timing("encode"):
                 output.mux(vout.encode())
-            if audio:
-                audio.flush()
+            others.flush()
+    report.notes += streams.check_output(dst, report.streams)
     return report
 
 
@@ -136,17 +135,15 @@ def _even(n: int) -> int:
     return n - (n % 2)
 
 
-def _decode(container, vin, ain, audio: AudioPath | None, report: Report) -> Iterator[TimedFrame]:
-    """Decoded video frames in order; audio packets are handed to the audio path on the way.
+def _decode(container, vin, others: streams.OtherStreams, report: Report) -> Iterator[TimedFrame]:
+    """Decoded video frames in order; other streams' packets are handed to their paths on the way.
     Only demuxing and decoding errors mean a bad input; anything downstream is our own failure."""
     width, height = vin.codec_context.width, vin.codec_context.height
     time_base = Fraction(vin.time_base)
-    streams = [vin] + ([ain] if ain is not None else [])
     last_pts: int | None = None
-    for packet, decoded in _demux_decode(container, streams, vin, report):
-        if packet.stream is ain:
-            if audio:
-                audio.packet(packet)
+    for packet, decoded in _demux_decode(container, [vin, *others.inputs], vin, report):
+        if packet.stream is not vin:
+            others.packet(packet)
             continue
         for frame in decoded:
             pts = frame.pts if frame.pts is not None else (last_pts or 0) + 1
@@ -160,8 +157,8 @@ def _decode(container, vin, ain, audio: AudioPath | None, report: Report) -> Ite
             yield timed
 
 
-def _demux_decode(container, streams, vin, report: Report) -> Iterator[tuple[av.Packet, list]]:
-    packets = container.demux(*streams)
+def _demux_decode(container, wanted, vin, report: Report) -> Iterator[tuple[av.Packet, list]]:
+    packets = container.demux(*wanted)
     while True:
         try:
             with report.timing("decode"):

@@ -1,36 +1,144 @@
-"""Every stream but the processed video: audio, subtitles, attachments; plus chapters and tags.
+"""Every stream but the processed video: audio, subtitles, attachments, data; plus chapters and tags.
 
-Each stream is copied when the output container accepts it unchanged, converted when it does not
-but a conversion keeps its content (audio to AAC, text subtitles to the container's text codec),
-and otherwise dropped with its reason. Every decision is recorded: nothing is dropped silently.
+Each stream is copied when the output container accepts it unchanged (asked of the muxer itself),
+converted when it does not but a conversion keeps its content (audio to AAC, text subtitles to the
+container's text codec), and otherwise dropped with its reason. Every decision is one StreamEntry in
+the manifest (engine.streams), and every conversion or loss is also a note: nothing is dropped silently.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+from dataclasses import asdict, dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import av
 
-from gpu_job.media import encode
+logger = logging.getLogger(__name__)
 
+# The result's container: the muxer and its options. MP4 puts its index first so players start at once.
+MUXERS = {"mp4": ("mp4", {"movflags": "+faststart"}), "mkv": ("matroska", {})}
+# The text codec each container stores subtitles in, when the source's own cannot be copied.
+TEXT_SUBTITLE_CODEC = {"mp4": "mov_text", "mkv": "subrip"}
+TEXT_SUBTITLES = frozenset({"subrip", "ass", "ssa", "webvtt", "mov_text", "text"})
 # Named channel layouts for re-encoded audio, by channel count (AAC refuses unnamed layouts).
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+# Tags that describe the source's encoding, not its content: the muxer writes its own.
+_STALE_TAGS = frozenset({"encoder", "major_brand", "minor_version", "compatible_brands", "duration",
+                         "number_of_frames", "number_of_bytes", "bps"})
+# The flags a player acts on, as recorded per stream in the manifest.
+_DISPOSITIONS = ("default", "forced", "hearing_impaired", "visual_impaired", "comment", "original", "dub")
+# A minimal ASS header for text encoders, when the source decoder offers none (the encoders require one).
+DEFAULT_ASS_HEADER = (b"[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
+               b"Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, "
+               b"Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, "
+               b"Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
+               b"Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n"
+               b"[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n")
 
 
-def start_shift(vin: av.VideoStream, stream: av.stream.Stream) -> int:
-    """Ticks (in `stream`'s time base) to subtract from a copied stream's timestamps. The output video
-    starts at 0 where the input video started, so every other stream moves by the same amount and
-    keeps its place relative to the picture. (Engineer B owns this rule: the audio offset, item 5.)"""
+def open_output(dst: Path, container: str) -> av.container.OutputContainer:
+    fmt, options = MUXERS[container]
+    return av.open(str(dst), "w", format=fmt, options=dict(options))
+
+
+def start_shift(vin: av.VideoStream, time_base: Fraction | None) -> int:
+    """Ticks (of `time_base`) to subtract from a copied stream's timestamps. The output video starts
+    at 0 where the input video started, so every other stream (and the chapters) moves by the same
+    amount and keeps its place relative to the picture. (Engineer B owns this rule: issue 10 item 5.)"""
     video_start = (vin.start_time or 0) * vin.time_base if vin.time_base else 0
-    return round(Fraction(video_start) / stream.time_base) if stream.time_base else 0
+    return round(Fraction(video_start) / time_base) if time_base else 0
+
+
+def copy_accepted(template: av.stream.Stream, container: str) -> bool:
+    """Ask the muxer itself: add the stream to a throwaway in-memory file and write its header."""
+    fmt, _ = MUXERS[container]
+    try:
+        with av.open(io.BytesIO(), "w", format=fmt) as probe:
+            probe.add_stream_from_template(template)
+            probe.start_encoding()
+        return True
+    except (av.error.FFmpegError, ValueError) as exc:
+        logger.info("%s stream %s cannot be copied into %s: %s", template.type, _codec(template), container, exc)
+        return False
+
+
+@dataclass
+class StreamEntry:
+    """One input stream and what became of it (engine.streams in the manifest)."""
+
+    index: int
+    kind: str  # audio | subtitle | attachment | data | video
+    codec: str | None
+    action: str  # kept | converted | dropped
+    language: str | None = None
+    title: str | None = None
+    filename: str | None = None  # an attachment's
+    disposition: list[str] | None = None
+    to: str | None = None  # the codec it was converted to
+    output_index: int | None = None
+    reason: str | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def _codec(stream: av.stream.Stream) -> str | None:
+    """The codec's own name (subrip, hdmv_pgs_subtitle), not its decoder's (srt, pgssub)."""
+    if stream.codec_context is not None:
+        return stream.codec_context.codec.canonical_name
+    name = stream.metadata.get("mimetype") if stream.type == "attachment" else None
+    return name or None
+
+
+def _flags(stream: av.stream.Stream) -> list[str]:
+    return [name for name in _DISPOSITIONS if stream.disposition & getattr(av.stream.Disposition, name)]
+
+
+def content_tags(metadata: dict[str, str]) -> dict[str, str]:
+    """Tags about the content (title, language, creation time, ...), without those about the encoding."""
+    return {k: v for k, v in metadata.items()
+            if k.lower() not in _STALE_TAGS and not k.lower().startswith("_statistics")}
+
+
+def _entry(stream: av.stream.Stream, action: str, **extra) -> StreamEntry:
+    return StreamEntry(index=stream.index, kind=stream.type, codec=_codec(stream), action=action,
+                       language=stream.metadata.get("language"), title=stream.metadata.get("title"),
+                       filename=stream.metadata.get("filename"), disposition=_flags(stream) or None, **extra)
+
+
+def _mux_copied(output: av.container.OutputContainer, stream: av.stream.Stream, packet: av.Packet, shift: int) -> None:
+    if packet.dts is None:  # the demuxer's flush packet
+        return
+    packet.pts = None if packet.pts is None else packet.pts - shift
+    packet.dts -= shift
+    packet.stream = stream
+    output.mux(packet)
+
+
+class _Copy:
+    """Packets copied unchanged, moved by the video's start."""
+
+    def __init__(self, output: av.container.OutputContainer, sin: av.stream.Stream, vin: av.VideoStream) -> None:
+        self.output, self.stream = output, output.add_stream_from_template(sin)
+        self.shift = start_shift(vin, sin.time_base)
+
+    def packet(self, packet: av.Packet) -> None:
+        _mux_copied(self.output, self.stream, packet, self.shift)
+
+    def flush(self) -> None:
+        pass
 
 
 class AudioPath:
-    """Copies audio packets unchanged when MP4 accepts the codec; otherwise re-encodes to AAC."""
+    """Copies audio packets unchanged when the container accepts the codec; otherwise re-encodes to AAC."""
 
-    def __init__(self, output: av.container.OutputContainer, ain: av.AudioStream, vin: av.VideoStream) -> None:
+    def __init__(self, output: av.container.OutputContainer, ain: av.AudioStream, vin: av.VideoStream,
+                 container: str = "mp4") -> None:
         self.output, self.ain = output, ain
-        self.mode = "copy" if encode.audio_copy_accepted(ain) else "aac"
+        self.mode = "copy" if copy_accepted(ain, container) else "aac"
         if self.mode == "copy":
             self.stream = output.add_stream_from_template(ain)
         else:
@@ -39,16 +147,11 @@ class AudioPath:
             channels = len(ain.codec_context.layout.channels) if ain.codec_context.layout else 2
             self.stream.layout = _DEFAULT_LAYOUTS.get(channels, "stereo")
             self.resampler = av.AudioResampler(format="fltp", layout=self.stream.layout, rate=self.stream.rate)
-        self.shift = start_shift(vin, ain)
+        self.shift = start_shift(vin, ain.time_base)
 
     def packet(self, packet: av.Packet) -> None:
         if self.mode == "copy":
-            if packet.dts is None:  # the demuxer's flush packet
-                return
-            packet.pts = None if packet.pts is None else packet.pts - self.shift
-            packet.dts -= self.shift
-            packet.stream = self.stream
-            self.output.mux(packet)
+            _mux_copied(self.output, self.stream, packet, self.shift)
             return
         for frame in packet.decode():
             frame.pts = None
@@ -60,3 +163,179 @@ class AudioPath:
             for resampled in self.resampler.resample(None):
                 self.output.mux(self.stream.encode(resampled))
             self.output.mux(self.stream.encode())
+
+
+class SubtitlePath:
+    """Text subtitles decoded and re-encoded in the container's text codec, each cue at its own time."""
+
+    def __init__(self, output: av.container.OutputContainer, sin: av.SubtitleStream, vin: av.VideoStream,
+                 codec: str) -> None:
+        self.output, self.sin = output, sin
+        decoder = sin.codec_context
+        decoder.open()  # the decoder makes the ASS header the encoder needs
+        self.stream = output.add_stream(codec)
+        self.stream.time_base = sin.time_base
+        self.stream.codec_context.time_base = sin.time_base
+        self.stream.codec_context.subtitle_header = decoder.subtitle_header or DEFAULT_ASS_HEADER
+        self.shift = start_shift(vin, sin.time_base)
+        self.skipped = 0
+
+    def packet(self, packet: av.Packet) -> None:
+        if packet.dts is None or packet.pts is None:
+            return
+        try:
+            cues = self.sin.codec_context.decode2(packet)
+        except av.error.FFmpegError as exc:  # one unreadable cue costs that cue, not the job
+            logger.info("subtitle stream %d: cue at %s unreadable: %s", self.sin.index, packet.pts, exc)
+            self.skipped += 1
+            return
+        if cues is None or len(cues) == 0:
+            return
+        out = self.stream.codec_context.encode_subtitle(cues)
+        # The encoder stamps the packet in AVSubtitle units (microseconds, milliseconds): restamp it
+        # with the source packet's own time and duration, in the source's time base.
+        out.time_base = self.sin.time_base
+        out.pts = out.dts = packet.pts - self.shift
+        out.duration = packet.duration or _cue_duration(cues, self.sin.time_base)
+        out.stream = self.stream
+        self.output.mux(out)
+
+    def flush(self) -> None:
+        pass
+
+
+def _cue_duration(cues, time_base: Fraction) -> int:
+    ms = max(0, cues.end_display_time - cues.start_display_time)  # AVSubtitle display times are in ms
+    return round(Fraction(ms, 1000) / time_base)
+
+
+class OtherStreams:
+    """Every input stream except the processed video, planned at once (before the header is written):
+    each is copied, converted or dropped, and routed packet by packet while the video is demuxed."""
+
+    def __init__(self, container: av.container.InputContainer, output: av.container.OutputContainer,
+                 vin: av.VideoStream, fmt: str) -> None:
+        self.container, self.output, self.vin, self.fmt = container, output, vin, fmt
+        self.entries: list[StreamEntry] = []
+        self.notes: list[str] = []
+        self.routes: dict[int, object] = {}
+        self.audio: list[AudioPath] = []
+        for stream in container.streams:
+            if stream is not vin:
+                self._plan(stream)
+        output.metadata.update(content_tags(container.metadata))
+        self.chapters = _shifted_chapters(container.chapters(), vin)
+        if self.chapters:
+            output.set_chapters(self.chapters)
+
+    @property
+    def inputs(self) -> list[av.stream.Stream]:
+        """The input streams whose packets are wanted (attachments have none: they are in the header)."""
+        return [s for s in self.container.streams if s.index in self.routes]
+
+    @property
+    def audio_mode(self) -> str | None:
+        """The manifest's engine.audio: copy, aac (at least one track re-encoded), or None (no audio)."""
+        if not self.audio:
+            return None
+        return "aac" if any(a.mode == "aac" for a in self.audio) else "copy"
+
+    def packet(self, packet: av.Packet) -> None:
+        route = self.routes.get(packet.stream.index)
+        if route is not None:
+            route.packet(packet)
+
+    def flush(self) -> None:
+        for index, route in self.routes.items():
+            route.flush()
+            if getattr(route, "skipped", 0):
+                self.notes.append(f"subtitle stream {index}: {route.skipped} unreadable cue(s) left out")
+
+    def tag_video(self, vout: av.VideoStream) -> None:
+        """The processed video keeps its language, title and flags."""
+        vout.metadata.update({k: v for k, v in content_tags(self.vin.metadata).items()
+                              if k in ("language", "title", "handler_name")})
+        vout.disposition = self.vin.disposition
+
+    def manifest(self) -> list[dict]:
+        return [e.as_dict() for e in self.entries]
+
+    # -- planning --------------------------------------------------------------------------------
+    def _plan(self, stream: av.stream.Stream) -> None:
+        kind, codec = stream.type, _codec(stream)
+        if stream.discard == av.stream.Discard.all and kind == "data":  # MP4's chapter text track
+            self._add(stream, "converted", None, to="chapters", reason="the source's chapter track: its chapters are copied")
+            return
+        if kind == "video":
+            what = "cover art (an attached picture)" if stream.disposition & av.stream.Disposition.attached_pic \
+                else "a second video stream"
+            self._drop(stream, f"{what} is not carried: only the first video stream is processed")
+            return
+        if kind == "audio":
+            path = AudioPath(self.output, stream, self.vin, self.fmt)
+            self.audio.append(path)
+            if path.mode == "aac":
+                self._add(stream, "converted", path, to="aac", reason=f"{codec} cannot be stored in {self.fmt.upper()}")
+                self.notes.append(f"audio codec {codec} cannot be copied into {self.fmt.upper()}: "
+                                  f"stream {stream.index} re-encoded to AAC")
+            else:
+                self._add(stream, "kept", path)
+            return
+        if copy_accepted(stream, self.fmt):
+            self._add(stream, "kept", _Copy(self.output, stream, self.vin))
+            return
+        if kind == "subtitle" and codec in TEXT_SUBTITLES:
+            target = TEXT_SUBTITLE_CODEC[self.fmt]
+            self._add(stream, "converted", SubtitlePath(self.output, stream, self.vin, target), to=target,
+                      reason=f"{codec} cannot be stored in {self.fmt.upper()}")
+            if codec in ("ass", "ssa"):
+                self.notes.append(f"subtitle stream {stream.index} ({codec}) converted to {target}: "
+                                  "the text and times are kept, the styling is not")
+            return
+        hint = "" if self.fmt == "mkv" else " (JOB_CONTAINER=mkv keeps it)"
+        what = "bitmap subtitles" if kind == "subtitle" else f"{kind} streams" if kind != "attachment" else "attachments"
+        self._drop(stream, f"{what} ({codec or 'unknown codec'}) cannot be stored in {self.fmt.upper()}{hint}")
+
+    def _add(self, stream: av.stream.Stream, action: str, route, **extra) -> None:
+        entry = _entry(stream, action, **extra)
+        if route is not None:
+            out = route.stream
+            out.metadata.update(content_tags(stream.metadata))
+            out.disposition = stream.disposition
+            entry.output_index = out.index
+            if stream.type != "attachment":
+                self.routes[stream.index] = route
+        self.entries.append(entry)
+
+    def _drop(self, stream: av.stream.Stream, reason: str) -> None:
+        self.entries.append(_entry(stream, "dropped", reason=reason))
+        self.notes.append(f"dropped {stream.type} stream {stream.index}: {reason}")
+
+
+def _shifted_chapters(chapters: list[dict], vin: av.VideoStream) -> list[dict]:
+    """The chapters, moved like every stream so each still starts on the same picture."""
+    moved = []
+    for chapter in chapters:
+        shift = start_shift(vin, chapter["time_base"])
+        start, end = max(0, chapter["start"] - shift), max(0, chapter["end"] - shift)
+        moved.append({**chapter, "start": start, "end": max(start, end)})
+    return moved
+
+
+def check_output(dst: Path, entries: list[StreamEntry]) -> list[str]:
+    """Read the result back as a player would and say where a kept stream's language or flags differ
+    from the source's (MP4 marks the first track of a kind enabled when none is default)."""
+    notes = []
+    with av.open(str(dst)) as result:
+        for entry in entries:
+            if entry.output_index is None or entry.kind == "attachment":
+                continue
+            out = result.streams[entry.output_index]
+            flags = _flags(out) or None
+            if flags != entry.disposition:
+                notes.append(f"{entry.kind} stream {entry.index}: flags {entry.disposition or []} are "
+                             f"{flags or []} in the result (as the container stores them)")
+            language = out.metadata.get("language")
+            if entry.language and language != entry.language:
+                notes.append(f"{entry.kind} stream {entry.index}: language {entry.language!r} reads as {language!r}")
+    return notes
