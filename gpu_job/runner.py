@@ -22,6 +22,7 @@ import torch
 from gpu_job import callback, failures
 from gpu_job import device as devices
 from gpu_job.media import bounds, pipeline
+from gpu_job.media import colour as colours
 from gpu_job.media.probe import measure, probe
 from gpu_job.progress import Deadline, DeadlineExceeded, Progress
 from vastdrop import logs
@@ -102,6 +103,7 @@ class JobRunner:
         self.deadline.check("download")
 
         facts_in, timeline = measure(src)
+        facts_in = _with_colour(facts_in, src)
         state.media = MediaPair(input=facts_in)
         # Before any model is loaded or frame decoded: a refused input costs a probe, not a GPU-day.
         bounds.check(facts_in, timeline, bounds.Limits(spec.max_duration_s, spec.max_output_pixels, spec.upscale))
@@ -112,7 +114,7 @@ class JobRunner:
             report = pipeline.process(src, dst, plan, facts_in.duration_s, on_frame=progress)
         progress.log()
         state.timings.update({f"process_{k}": round(v, 3) for k, v in report.stage_s.items()})
-        facts_out = probe(dst)
+        facts_out = _with_colour(probe(dst), dst)
         state.media = MediaPair(input=facts_in, output=facts_out)
         state.engine = state.engine.model_copy(update={
             "interpolation": report.interpolation, "upscale": report.upscale, "encoder": report.encoder,
@@ -202,6 +204,12 @@ class JobRunner:
             yield
         finally:
             self.state.timings[name] = round(time.monotonic() - t0, 3)
+
+
+def _with_colour(facts: MediaFacts, path: Path) -> MediaFacts:
+    """The file's colour as a player reads it (matrix, range, primaries, transfer, bit depth, HDR
+    metadata): input and output side by side show what was kept."""
+    return MediaFacts(**facts.model_dump(), colour=colours.of_file(path).describe())
 
 
 def _sha256(path: Path) -> str:

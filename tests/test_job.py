@@ -94,7 +94,8 @@ def test_odd_frame_size_through_a_compact_model_and_the_crop_is_recorded(tmp_pat
     assert (m.width, m.height, m.frames) == (510, 286, 12)
     manifest = _manifest(tmp_path)
     assert manifest.engine.upscale == "realesr-animevideov3"
-    assert manifest.engine.notes == []  # 510x286 is even: nothing was adjusted
+    # 510x286 is even: no crop; the odd-sized source is 4:4:4, and the result 4:2:0 says so.
+    assert manifest.engine.notes == ["chroma 4:4:4 subsampled to 4:2:0 for playback everywhere"]
 
 
 def test_rrdb_x4_model_asked_for_x3_is_resized_and_says_so(tmp_path, clips):

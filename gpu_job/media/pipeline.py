@@ -20,8 +20,9 @@ import av
 import torch
 import torch.nn.functional as F
 
+from gpu_job.media import colour as colours
 from gpu_job.media import encode, filters, streams
-from gpu_job.media.frames import TimedFrame, from_av, to_float_batch, to_uint8_images
+from gpu_job.media.frames import TimedFrame, from_av, to_float_batch, to_images
 from gpu_job.media.probe import open_input
 from gpu_job.media.retime import RetimeStats, fps_fraction, output_frame_count, retime
 from vastdrop.errors import BadInputError
@@ -102,16 +103,25 @@ def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFra
         else:
             rate = Fraction(vin.average_rate or vin.guessed_rate or 25)
             time_base = Fraction(vin.time_base)
-        choice = encode.choose_encoder(plan.video_codec, out_w, out_h, rate, plan.crf, plan.device.type == "cuda")
+        # Colour: read with the source's own matrix and range, written and tagged with the same (colour.py).
+        source_colour = colours.of_file(src)
+        choice = encode.choose_encoder(plan.video_codec, out_w, out_h, rate, plan.crf, plan.device.type == "cuda",
+                                       source_colour)
         report.encoder, report.notes = choice.name, report.notes + choice.notes
+        out_colour, colour_notes = colours.for_output(source_colour, choice.bit_depth)
+        report.notes += colour_notes
+        if source_colour.deep and plan.target_fps is not None and plan.interpolator is None:
+            report.notes.append("minterpolate works in 8 bits: the frames it makes are 8-bit precise")
+        reader = colours.Converter(source_colour, plan.device)
+        writer = colours.Converter(out_colour, plan.device)
 
         with streams.open_output(dst, plan.container) as output:
-            vout = encode.add_video_stream(output, choice, out_w, out_h, rate, time_base)
+            vout = encode.add_video_stream(output, choice, out_w, out_h, rate, time_base, out_colour)
             others = streams.OtherStreams(container, output, vin, plan.container)
             others.tag_video(vout)
             report.audio, report.streams, report.notes = others.audio_mode, others.entries, report.notes + others.notes
 
-            frames = _decode(container, vin, others, report)
+            frames = _decode(container, vin, others, report, reader)
             frames = _interpolate_stage(frames, plan, duration_s, report)
             frames = _upscale_stage(frames, plan, report)
             origin: int | None = None
@@ -119,7 +129,7 @@ def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFra
                 image = frame.image[:out_h, :out_w]
                 origin = frame.pts if origin is None else origin
                 with report.timing("encode"):
-                    av_frame = TimedFrame(image, frame.pts - origin, time_base).to_av()
+                    av_frame = writer.to_frame(image, choice.pix_fmt, frame.pts - origin, time_base)
                     output.mux(vout.encode(av_frame))
                 report.frames_out += 1
                 if on_frame:
@@ -135,7 +145,8 @@ def _even(n: int) -> int:
     return n - (n % 2)
 
 
-def _decode(container, vin, others: streams.OtherStreams, report: Report) -> Iterator[TimedFrame]:
+def _decode(container, vin, others: streams.OtherStreams, report: Report,
+            reader: colours.Converter) -> Iterator[TimedFrame]:
     """Decoded video frames in order; other streams' packets are handed to their paths on the way.
     Only demuxing and decoding errors mean a bad input; anything downstream is our own failure."""
     width, height = vin.codec_context.width, vin.codec_context.height
@@ -153,7 +164,7 @@ def _decode(container, vin, others: streams.OtherStreams, report: Report) -> Ite
             last_pts = pts
             report.frames_in += 1
             with report.timing("decode"):
-                timed = from_av(frame, width, height, pts, time_base)
+                timed = from_av(frame, width, height, pts, time_base, reader)
             yield timed
 
 
@@ -193,7 +204,7 @@ def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration_s: flo
         img1 = images[[slot[id(f)] for f in rights]]
         t = torch.tensor(steps, device=plan.device, dtype=plan.dtype)
         with report.timing("model", plan.device):
-            return to_uint8_images(model(img0, img1, t))
+            return to_images(model(img0, img1, t), lefts[0].image.dtype)
 
     return retime(frames, rate, count, run, plan.batch_size, report.retime)
 
@@ -234,7 +245,7 @@ def _batched_upscale(frames: Iterator[TimedFrame], plan: Plan, model, report: Re
             target = (x.shape[-2] * plan.upscale, x.shape[-1] * plan.upscale)
             if tuple(y.shape[-2:]) != target:
                 y = F.interpolate(y, size=target, mode="bicubic", antialias=True, align_corners=False)
-            images = to_uint8_images(y)
+            images = to_images(y, batch[0].image.dtype)
         for src, image in zip(batch, images, strict=True):
             yield TimedFrame(image, src.pts, src.time_base)
         batch.clear()

@@ -59,6 +59,10 @@ def make_clip(
         stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
         stream.time_base = Fraction(1, ticks)
         stream.options = {"preset": "ultrafast", "crf": "10"}
+        # encode() converts rgb24 with swscale's default, BT.601 limited range: say so in the tags.
+        cc = stream.codec_context
+        cc.colorspace = cc.color_primaries = cc.color_trc = 6  # AVCOL_*_SMPTE170M
+        cc.color_range = 1  # AVCOL_RANGE_MPEG
         astream = out.add_stream(audio_codec, rate=48000) if audio else None
         if astream is not None:
             astream.layout = "stereo"
