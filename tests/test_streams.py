@@ -13,7 +13,7 @@ import av
 import pytest
 
 from handlers.deps import ControlConfig
-from tests.support.clips import CHAPTERS, CUES, FONT, make_rip, pgs_display_set
+from tests.support.clips import CHAPTERS, CUES, FONT, make_rip, make_timecoded, pgs_display_set
 from tests.support.jobs import REPO, file_job_env, run_job
 from vastdrop.jobid import job_id_for
 from vastdrop.jobspec import JobSpec
@@ -138,6 +138,17 @@ def test_job_container_mkv_keeps_bitmap_subtitles_and_attachments(tmp_path, rips
     assert not [e for e in manifest.engine.streams if e["action"] != "kept"]
     assert manifest.result.content_type == "video/x-matroska" and manifest.engine.container == "mkv"
     assert manifest.params == {"target_fps": None, "upscale": 1, "container": "mkv"}
+
+
+def test_a_camera_timecode_track_survives_as_the_result_s_timecode(tmp_path):
+    """GIVEN a camera MOV starting at timecode 01:02:03:04 (stored as a tmcd data track)
+    WHEN the job writes MP4 THEN the result carries the same start timecode, and the manifest says the
+    track became the timecode tag rather than claiming it was copied or silently losing it."""
+    result, manifest = _job(tmp_path, make_timecoded(tmp_path / "camera.mov"))
+    with av.open(str(result)) as c:
+        assert c.streams.video[0].metadata.get("timecode") == "01:02:03:04"
+    (entry,) = manifest.engine.streams
+    assert (entry["kind"], entry["action"], entry["to"]) == ("data", "converted", "timecode")
 
 
 def test_the_container_is_a_parameter_but_the_default_keeps_every_job_id():

@@ -89,8 +89,8 @@ def _codec(stream: av.stream.Stream) -> str | None:
     """The codec's own name (subrip, hdmv_pgs_subtitle), not its decoder's (srt, pgssub)."""
     if stream.codec_context is not None:
         return stream.codec_context.codec.canonical_name
-    name = stream.metadata.get("mimetype") if stream.type == "attachment" else None
-    return name or None
+    name = stream.metadata.get("mimetype") if stream.type == "attachment" else getattr(stream, "name", None)
+    return name or stream.metadata.get("handler_name") or None
 
 
 def _flags(stream: av.stream.Stream) -> list[str]:
@@ -220,6 +220,7 @@ class OtherStreams:
         self.notes: list[str] = []
         self.routes: dict[int, object] = {}
         self.audio: list[AudioPath] = []
+        self.timecode: str | None = vin.metadata.get("timecode")
         for stream in container.streams:
             if stream is not vin:
                 self._plan(stream)
@@ -255,6 +256,8 @@ class OtherStreams:
         """The processed video keeps its language, title and flags."""
         vout.metadata.update({k: v for k, v in content_tags(self.vin.metadata).items()
                               if k in ("language", "title", "handler_name")})
+        if self.timecode:  # the muxer writes it as MP4's timecode track or Matroska's tag
+            vout.metadata["timecode"] = self.timecode
         vout.disposition = self.vin.disposition
 
     def manifest(self) -> list[dict]:
@@ -265,6 +268,11 @@ class OtherStreams:
         kind, codec = stream.type, _codec(stream)
         if stream.discard == av.stream.Discard.all and kind == "data":  # MP4's chapter text track
             self._add(stream, "converted", None, to="chapters", reason="the source's chapter track: its chapters are copied")
+            return
+        if kind == "data" and stream.metadata.get("timecode"):  # a camera's tmcd track
+            self.timecode = self.timecode or stream.metadata["timecode"]
+            self._add(stream, "converted", None, to="timecode",
+                      reason="the source's timecode track: its start timecode is a tag of the video")
             return
         if kind == "video":
             what = "cover art (an attached picture)" if stream.disposition & av.stream.Disposition.attached_pic \
@@ -292,7 +300,7 @@ class OtherStreams:
                 self.notes.append(f"subtitle stream {stream.index} ({codec}) converted to {target}: "
                                   "the text and times are kept, the styling is not")
             return
-        hint = "" if self.fmt == "mkv" else " (JOB_CONTAINER=mkv keeps it)"
+        hint = " (JOB_CONTAINER=mkv keeps it)" if self.fmt != "mkv" and copy_accepted(stream, "mkv") else ""
         what = "bitmap subtitles" if kind == "subtitle" else f"{kind} streams" if kind != "attachment" else "attachments"
         self._drop(stream, f"{what} ({codec or 'unknown codec'}) cannot be stored in {self.fmt.upper()}{hint}")
 

@@ -13,7 +13,7 @@ from av.subtitles.subtitle import SubtitleSet
 from gpu_job.media.samples import _write_tone, make_clip
 from gpu_job.media.streams import DEFAULT_ASS_HEADER
 
-__all__ = ["make_audio_only", "make_clip", "make_rip", "make_truncated"]
+__all__ = ["make_audio_only", "make_clip", "make_rip", "make_timecoded", "make_truncated"]
 
 
 def make_truncated(src: Path, dest: Path, keep_fraction: float = 0.3) -> Path:
@@ -107,3 +107,17 @@ def pgs_display_set(show: bool, width: int = 64, height: int = 48) -> bytes:
     rle = (line + b"\x00\x00") * 8  # eight lines, each ended by 00 00
     ods = b"\x00\x00\x00\xc0" + (len(rle) + 4).to_bytes(3, "big") + struct.pack(">HH", 16, 8) + rle
     return segment(0x16, pcs) + segment(0x17, wds) + segment(0x14, pds) + segment(0x15, ods) + segment(0x80, b"")
+
+
+def make_timecoded(path: Path, timecode: str = "01:02:03:04") -> Path:
+    """A MOV as cameras write them: a start timecode, which the muxer stores as its own tmcd data track."""
+    with av.open(str(path), "w", format="mov") as out:
+        video = out.add_stream("libx264", rate=24, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.metadata["timecode"] = timecode
+        for i in range(12):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 16, np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+    return path
