@@ -150,3 +150,15 @@ def test_untagged_full_range_pixel_format_reads_as_full():
     sd = colour.of_frame(av.VideoFrame(720, 576, "yuv420p"))
     assert (sd.range, sd.matrix, sd.primaries) == (colour.RANGE_LIMITED, 6, 5)  # PAL: BT.470BG primaries
     assert colour.of_frame(av.VideoFrame(1280, 720, "yuv420p")).matrix == 1
+
+
+def test_dynamic_hdr_metadata_in_the_source_is_named_as_dropped():
+    """HDR10+ and Dolby Vision travel as per-frame side data that nothing here can re-attach: never
+    dropped silently. (This build's libx265 has no HDR10+, so no such file can be made here; the
+    names are checked against PyAV's own side-data types, so detection cannot silently never match.)"""
+    import av.sidedata.sidedata as sidedata
+
+    assert set(colour.DYNAMIC_METADATA) <= {t.name for t in sidedata.Type}
+    source = colour.Colour(transfer=colour.TRC_PQ, bit_depth=10, dynamic=("HDR10+ dynamic metadata",))
+    out, notes = colour.for_output(source, 10)
+    assert out.dynamic == () and any(n.startswith("HDR10+ dynamic metadata dropped") for n in notes)

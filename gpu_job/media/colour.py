@@ -93,6 +93,7 @@ class Colour:
     mastering: Mastering | None = None
     light: ContentLight | None = None
     assumed: tuple[str, ...] = ()  # what the file did not say and was taken as players take it
+    dynamic: tuple[str, ...] = ()  # per-frame HDR metadata the source carries (HDR10+, Dolby Vision)
 
     @property
     def hdr(self) -> str | None:
@@ -117,12 +118,18 @@ class Colour:
         }
 
 
+# Per-frame side data that no encoder here can be handed (PyAV cannot attach side data to the frames
+# it encodes): named in the manifest as lost, so a player's fallback to the static metadata is no surprise.
+DYNAMIC_METADATA = {"DYNAMIC_HDR_PLUS": "HDR10+ dynamic metadata", "DOVI_METADATA": "Dolby Vision metadata",
+                    "DOVI_RPU_BUFFER": "Dolby Vision RPU", "DYNAMIC_HDR_VIVID": "HDR Vivid dynamic metadata"}
+
+
 def for_output(source: Colour, bit_depth: int) -> tuple[Colour, list[str]]:
     """The output's colour: the source's, at the encoder's depth in 4:2:0, and the notes saying
     what was assumed about the source or could not be kept."""
     notes = [f"input colour {'; '.join(source.assumed)}: read as players read it and tagged so on the output"] \
         if source.assumed else []
-    out = replace(source, bit_depth=bit_depth, chroma="420", assumed=())
+    out = replace(source, bit_depth=bit_depth, chroma="420", assumed=(), dynamic=())
     if source.matrix == SPC_RGB:
         out = replace(out, matrix=SPC_BT709, range=RANGE_LIMITED)
         notes.append("RGB-coded source written as BT.709 limited-range YUV")
@@ -130,6 +137,9 @@ def for_output(source: Colour, bit_depth: int) -> tuple[Colour, list[str]]:
         notes.append(f"chroma {source.chroma[0]}:{source.chroma[1]}:{source.chroma[2]} subsampled to 4:2:0 for playback everywhere")
     if bit_depth < source.bit_depth and bit_depth > 8:
         notes.append(f"{source.bit_depth}-bit source written in {bit_depth} bits")
+    for lost in source.dynamic:
+        notes.append(f"{lost} dropped: it cannot be carried through re-encoding here; players use the static "
+                     "HDR metadata (mastering display, content light) instead")
     return out, notes
 
 
@@ -174,7 +184,9 @@ def of_frame(frame: av.VideoFrame, height: int | None = None) -> Colour:
         sub_h = frame.height // max(comps[1].height, 1) if comps[1].height else 1
         chroma = {(2, 2): "420", (2, 1): "422"}.get((sub_w, sub_h), "444")
     mastering, light = _side_data(frame)
-    return Colour(matrix, rng, primaries, transfer, comps[0].bits, chroma, mastering, light, tuple(assumed))
+    dynamic = tuple(DYNAMIC_METADATA[sd.type.name] for sd in frame.side_data if sd.type.name in DYNAMIC_METADATA)
+    return Colour(matrix, rng, primaries, transfer, comps[0].bits, chroma, mastering, light, tuple(assumed),
+                  tuple(dict.fromkeys(dynamic)))
 
 
 def _side_data(frame: av.VideoFrame) -> tuple[Mastering | None, ContentLight | None]:
