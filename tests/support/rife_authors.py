@@ -24,9 +24,15 @@ REFERENCE_TIMEOUT_S = 300
 
 
 def reference_frames(
-    rife_dir: Path, img0: np.ndarray, img1: np.ndarray, ratios: list[float]
+    rife_dir: Path,
+    img0: np.ndarray,
+    img1: np.ndarray,
+    ratios: list[float],
+    timeout_s: float = REFERENCE_TIMEOUT_S,
 ) -> np.ndarray:
-    """The authors' frames at each ratio, [N,3,H,W] float32 (CPU, float32)."""
+    """The authors' frames, [N,3,H,W] float32 (CPU, float32): pair n (img0[n], img1[n], each
+    [N,3,H,W] float32 in [0,1], or [1,...] for one pair at every ratio) at ratios[n]. Frames are
+    zero-padded to a multiple of 32 as their scripts do, and cropped back."""
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(src, img0=img0, img1=img1, ratios=np.asarray(ratios, dtype=np.float64))
@@ -34,7 +40,7 @@ def reference_frames(
             [sys.executable, __file__, str(rife_dir), str(src), str(dst)],
             capture_output=True,
             text=True,
-            timeout=REFERENCE_TIMEOUT_S,
+            timeout=timeout_s,
             check=False,
             env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"},
         )
@@ -45,6 +51,7 @@ def reference_frames(
 
 def _child(rife_dir: str, src: str, dst: str) -> None:
     import torch
+    import torch.nn.functional as F
 
     sys.path.insert(0, rife_dir)
     from train_log.IFNet_HDv3 import IFNet  # the authors' network
@@ -61,9 +68,13 @@ def _child(rife_dir: str, src: str, dst: str) -> None:
 
     data = np.load(src)
     img0, img1 = torch.from_numpy(data["img0"]), torch.from_numpy(data["img1"])
+    h, w = img0.shape[2:]
+    padding = (0, -w % 32, 0, -h % 32)  # inference_img.py: zeros up to a multiple of 32
+    img0, img1 = F.pad(img0, padding), F.pad(img1, padding)
     out = []
-    for ratio in data["ratios"].tolist():  # inference_img.py --ratio, threshold below 1/16
-        lo, hi, lo_r, hi_r = img0, img1, 0.0, 1.0
+    for n, ratio in enumerate(data["ratios"].tolist()):  # inference_img.py --ratio
+        i = n if img0.shape[0] > 1 else 0
+        lo, hi, lo_r, hi_r = img0[i : i + 1], img1[i : i + 1], 0.0, 1.0
         for _ in range(8):
             middle = inference(lo, hi)
             mid_r = (lo_r + hi_r) / 2
@@ -73,7 +84,7 @@ def _child(rife_dir: str, src: str, dst: str) -> None:
                 lo, lo_r = middle, mid_r
             else:
                 hi, hi_r = middle, mid_r
-        out.append(middle[0].numpy())
+        out.append(middle[0, :, :h, :w].numpy())
     np.savez(dst, frames=np.stack(out))
 
 
