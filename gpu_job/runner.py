@@ -21,7 +21,7 @@ import torch
 
 from gpu_job import callback, failures
 from gpu_job import device as devices
-from gpu_job.media import bounds, pipeline
+from gpu_job.media import bounds, geometry, pipeline
 from gpu_job.media import colour as colours
 from gpu_job.media.probe import measure, probe
 from gpu_job.progress import Deadline, DeadlineExceeded, Progress
@@ -103,7 +103,7 @@ class JobRunner:
         self.deadline.check("download")
 
         facts_in, timeline = measure(src)
-        facts_in = _with_colour(facts_in, src)
+        facts_in = _with_geometry(_with_colour(facts_in, src), src)
         state.media = MediaPair(input=facts_in)
         # Before any model is loaded or frame decoded: a refused input costs a probe, not a GPU-day.
         bounds.check(facts_in, timeline, bounds.Limits(spec.max_duration_s, spec.max_output_pixels, spec.upscale))
@@ -114,12 +114,13 @@ class JobRunner:
             report = pipeline.process(src, dst, plan, facts_in.duration_s, on_frame=progress)
         progress.log()
         state.timings.update({f"process_{k}": round(v, 3) for k, v in report.stage_s.items()})
-        facts_out = _with_colour(probe(dst), dst)
+        facts_out = _with_geometry(_with_colour(probe(dst), dst), dst)
         state.media = MediaPair(input=facts_in, output=facts_out)
         state.engine = state.engine.model_copy(update={
             "interpolation": report.interpolation, "upscale": report.upscale, "encoder": report.encoder,
             "audio": report.audio, "notes": state.engine.notes + report.notes,
             "container": spec.container, "streams": [entry.as_dict() for entry in report.streams],
+            "geometry": report.geometry,
             "frames": {"in": report.frames_in, "out": report.frames_out, "interpolated": report.retime.interpolated,
                        "copied": report.retime.copied, "scene_cuts": report.retime.scene_cuts},
         })
@@ -210,6 +211,11 @@ def _with_colour(facts: MediaFacts, path: Path) -> MediaFacts:
     """The file's colour as a player reads it (matrix, range, primaries, transfer, bit depth, HDR
     metadata): input and output side by side show what was kept."""
     return MediaFacts(**facts.model_dump(), colour=colours.of_file(path).describe())
+
+
+def _with_geometry(facts: MediaFacts, path: Path) -> MediaFacts:
+    """The picture as a player shows it: rotation, displayed size, sample and display aspect, scan."""
+    return MediaFacts(**facts.model_dump(), **geometry.inspect(path).facts())
 
 
 def _sha256(path: Path) -> str:

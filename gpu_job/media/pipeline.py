@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from gpu_job.media import colour as colours
-from gpu_job.media import encode, filters, streams
+from gpu_job.media import encode, filters, geometry, interlace, offsets, streams
 from gpu_job.media.frames import TimedFrame, from_av, to_float_batch, to_images
 from gpu_job.media.probe import open_input
 from gpu_job.media.retime import RetimeStats, fps_fraction, output_frame_count, retime
@@ -55,6 +55,7 @@ class Report:
     encoder: str | None = None
     audio: str | None = None
     streams: list[streams.StreamEntry] = field(default_factory=list)  # every other input stream's fate
+    geometry: dict = field(default_factory=dict)  # orientation, aspect, deinterlace (engine.geometry)
     notes: list[str] = field(default_factory=list)
     frames_in: int = 0
     frames_out: int = 0
@@ -91,7 +92,13 @@ def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFra
     with open_input(src) as container:
         vin = container.streams.video[0]
         vin.thread_type = "AUTO"
-        width, height = vin.codec_context.width, vin.codec_context.height
+        # Shape and scan (geometry.py, interlace.py): the display matrix is applied to the pixels, the
+        # sample aspect ratio kept, interlaced frames deinterlaced (bwdif) before any other step.
+        geo = geometry.inspect(src)
+        deint = interlace.plan_for(geo, plan.target_fps is not None)
+        report.notes += geometry.notes(geo, plan.upscale) + ([deint.note()] if deint else [])
+        report.geometry = {**geometry.manifest_entry(geo), "deinterlace": deint.manifest_entry() if deint else None}
+        width, height = geo.display_size
         out_w, out_h = _even(width * plan.upscale), _even(height * plan.upscale)
         if (out_w, out_h) != (width * plan.upscale, height * plan.upscale):
             report.notes.append(
@@ -117,19 +124,21 @@ def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFra
 
         with streams.open_output(dst, plan.container) as output:
             vout = encode.add_video_stream(output, choice, out_w, out_h, rate, time_base, out_colour)
+            geometry.configure_stream(vout, geo, time_base)
             others = streams.OtherStreams(container, output, vin, plan.container)
             others.tag_video(vout)
             report.audio, report.streams, report.notes = others.audio_mode, others.entries, report.notes + others.notes
 
-            frames = _decode(container, vin, others, report, reader)
+            frames = _decode(container, vin, others, report, reader, geo.orientation, deint)
             frames = _interpolate_stage(frames, plan, duration_s, report)
             frames = _upscale_stage(frames, plan, report)
             origin: int | None = None
+            lead = round(offsets.video_lead(vin) / time_base)  # another stream may start before the picture
             for frame in frames:
                 image = frame.image[:out_h, :out_w]
                 origin = frame.pts if origin is None else origin
                 with report.timing("encode"):
-                    av_frame = writer.to_frame(image, choice.pix_fmt, frame.pts - origin, time_base)
+                    av_frame = writer.to_frame(image, choice.pix_fmt, frame.pts - origin + lead, time_base)
                     output.mux(vout.encode(av_frame))
                 report.frames_out += 1
                 if on_frame:
@@ -145,13 +154,14 @@ def _even(n: int) -> int:
     return n - (n % 2)
 
 
-def _decode(container, vin, others: streams.OtherStreams, report: Report,
-            reader: colours.Converter) -> Iterator[TimedFrame]:
+def _decode(container, vin, others: streams.OtherStreams, report: Report, reader: colours.Converter,
+            orientation: geometry.Orientation, deint: interlace.Deinterlace | None) -> Iterator[TimedFrame]:
     """Decoded video frames in order; other streams' packets are handed to their paths on the way.
     Only demuxing and decoding errors mean a bad input; anything downstream is our own failure."""
     width, height = vin.codec_context.width, vin.codec_context.height
     time_base = Fraction(vin.time_base)
     last_pts: int | None = None
+    deinterlacer = interlace.Deinterlacer(deint, time_base) if deint else None
     for packet, decoded in _demux_decode(container, [vin, *others.inputs], vin, report):
         if packet.stream is not vin:
             others.packet(packet)
@@ -163,9 +173,19 @@ def _decode(container, vin, others: streams.OtherStreams, report: Report,
                 continue
             last_pts = pts
             report.frames_in += 1
-            with report.timing("decode"):
-                timed = from_av(frame, width, height, pts, time_base, reader)
-            yield timed
+            frame.pts = pts
+            for picture in deinterlacer.push(frame) if deinterlacer else [frame]:
+                yield _picture(picture, width, height, reader, orientation, report)
+    for picture in deinterlacer.flush() if deinterlacer else []:
+        yield _picture(picture, width, height, reader, orientation, report)
+
+
+def _picture(frame: av.VideoFrame, width: int, height: int, reader: colours.Converter,
+             orientation: geometry.Orientation, report: Report) -> TimedFrame:
+    """A decoded (and deinterlaced) frame as RGB, turned as the display matrix says."""
+    with report.timing("decode"):
+        timed = from_av(frame, width, height, frame.pts, Fraction(frame.time_base), reader)
+        return TimedFrame(orientation.apply(timed.image), timed.pts, timed.time_base)
 
 
 def _demux_decode(container, wanted, vin, report: Report) -> Iterator[tuple[av.Packet, list]]:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import av
 
+from gpu_job.media import offsets
+
 logger = logging.getLogger(__name__)
 
 # The result's container: the muxer and its options. MP4 puts its index first so players start at once.
@@ -45,11 +47,10 @@ def open_output(dst: Path, container: str) -> av.container.OutputContainer:
 
 
 def start_shift(vin: av.VideoStream, time_base: Fraction | None) -> int:
-    """Ticks (of `time_base`) to subtract from a copied stream's timestamps. The output video starts
-    at 0 where the input video started, so every other stream (and the chapters) moves by the same
-    amount and keeps its place relative to the picture. (Engineer B owns this rule: issue 10 item 5.)"""
-    video_start = (vin.start_time or 0) * vin.time_base if vin.time_base else 0
-    return round(Fraction(video_start) / time_base) if time_base else 0
+    """Ticks (of `time_base`) to subtract from a copied stream's timestamps. Every stream, the video
+    and the chapters included, moves by the same amount (from the earliest stream's start: the rule
+    is gpu_job.media.offsets', issue 10 item 5), so each keeps its place relative to the picture."""
+    return offsets.shift(vin.container, time_base)
 
 
 def copy_accepted(template: av.stream.Stream, container: str) -> bool:
@@ -154,7 +155,8 @@ class AudioPath:
             _mux_copied(self.output, self.stream, packet, self.shift)
             return
         for frame in packet.decode():
-            frame.pts = None
+            if frame.pts is not None:  # its place on the timeline, moved like every stream (offsets.py)
+                frame.pts -= self.shift
             for resampled in self.resampler.resample(frame):
                 self.output.mux(self.stream.encode(resampled))
 
