@@ -150,6 +150,7 @@ class JobRunner:
             scale = RIFE_UHD_SCALE if max(facts.width, facts.height) > RIFE_FULL_SCALE_MAX_PX else 1.0
             interpolator = RifeInterpolator.from_file(self._model_file(spec.interpolation_model), device=device,
                                                       dtype=dtype, scale=scale)
+            self.state.engine.notes.extend(interpolator.notes)  # e.g. 3.x HD's rounding of timesteps
             if scale != 1.0:
                 self.state.engine.notes.append(f"RIFE flow estimated at scale {scale} for {facts.width}x{facts.height}")
         if spec.upscale > 1 and spec.upscale_model:

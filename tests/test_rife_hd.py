@@ -231,11 +231,6 @@ def test_the_job_names_hd_weights_in_its_manifest(weights: Path, tmp_path: Path)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="gpu_job/runner.py must add the interpolator's notes to the manifest "
-    "(self.state.engine.notes.extend(interpolator.notes)); remove this marker when it does",
-)
 def test_the_job_manifest_states_the_bisection_approximation(weights: Path, tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", width=64, height=48, fps=24, seconds=0.5)
     env = file_job_env(tmp_path, clip, JOB_TARGET_FPS="60", JOB_INTERPOLATION_MODEL=str(weights))

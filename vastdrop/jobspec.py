@@ -45,7 +45,7 @@ class JobSpec(BaseModel):
                                      description="output frame rate, 1 to 1000; 59.94 means 60000/1001")
     upscale: int = Field(1, ge=1, le=4, description="upscale factor: 1 (none), 2, 3 or 4")
     interpolation_model: str | None = Field(
-        None, description="RIFE 4.x flownet.pkl; unset or empty: libavfilter minterpolate, noted in the manifest")
+        None, description="RIFE 4.x or 3.x HD flownet.pkl; unset or empty: libavfilter minterpolate, noted in the manifest")
     upscale_model: str | None = Field(
         None, description="Real-ESRGAN-family .pth (spandrel); unset or empty: lanczos, noted in the manifest")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch device; auto takes CUDA when usable")
