@@ -99,7 +99,9 @@ def main() -> int:
         os._exit(runner.EXIT_TRANSIENT)
 
     runner.start_deadline_watchdog(spec.deadline, on_deadline_stuck)
-    job = runner.JobRunner(spec, workdir)
+    log_path = Path(workdir_handle.name) / LOG_NAME
+    job = runner.JobRunner(spec, workdir, before_manifest=(lambda: _upload_log(spec.log_url, log_path))
+                           if spec.log_url else None)
     code, _manifest = job.run()
     _finish(own, "deadline" if job.deadline_hit else "done", spec.log_url, workdir_handle)
     return code

@@ -11,7 +11,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +59,11 @@ class _State:
 
 
 class JobRunner:
-    def __init__(self, spec: JobSpec, workdir: Path) -> None:
+    def __init__(self, spec: JobSpec, workdir: Path, before_manifest: Callable[[], None] | None = None) -> None:
         self.spec, self.workdir = spec, workdir
+        # The control plane destroys the instance as soon as it sees the manifest: whatever must
+        # surely get out (the job's log so far) goes first.
+        self.before_manifest = before_manifest
         self.deadline = Deadline(spec.deadline)
         self.state = _State(input=ObjectRef(url=redact_url(spec.input_url)))
         self.log = logs.ContextLogger(logger, {"job_id": spec.id, "key": redact_url(spec.input_url)})
@@ -77,6 +80,8 @@ class JobRunner:
         self.state.timings["total"] = round(time.monotonic() - started, 3)
         manifest.timings_s = dict(self.state.timings)
         body = manifest.to_json()
+        if self.before_manifest is not None:
+            self.before_manifest()
         try:
             self._storage(self.spec.manifest_url).put_bytes(body, self.spec.manifest_url, "application/json")
             self.log.info("manifest written", extra={"status": manifest.status, "exit_code": code})

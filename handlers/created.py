@@ -78,7 +78,7 @@ def on_object_created(event: ObjectEvent, deps: Deps, *, force: bool = False) ->
             return Outcome("failed", job_id, reason=refusal)
         if not force and (published := _already_published(record, deps)) is not None:
             return published
-        return _launched(jobs.launch(record, deps, JobState.QUEUED), job_id)
+        return _launched(jobs.launch(_past_old_staging(record, deps), deps, JobState.QUEUED), job_id)
     existing = deps.ledger.get(job_id)
     if existing is None:
         return Outcome("lost-race", job_id)
@@ -121,6 +121,22 @@ def _already_published(record: JobRecord, deps: Deps) -> Outcome | None:
         return Outcome("lost-race", record.job_id)
     jobs.log_for(record).info("already published (%s): not launched again", result.etag)
     return Outcome("duplicate", record.job_id, reason="already published for this input version")
+
+
+def _past_old_staging(record: JobRecord, deps: Deps) -> JobRecord:
+    """A new claim for a job id the ledger forgot (TTL, a new state file) must not reuse an attempt
+    number whose staging folder still holds what an earlier run's host wrote: its attempts start
+    after the highest one found there, and that old staging is removed."""
+    root = deps.layout.staging_root + record.job_id + "/"
+    folders = {key[len(root):].split("/", 1)[0] for key, _ in deps.outputs.list(root)}
+    attempts = {int(f) for f in folders if f.isascii() and f.isdigit()}
+    if not attempts:
+        return record
+    fresh = max(attempts) + 1
+    deps.outputs.delete_prefix(root)
+    jobs.log_for(record).warning("old staging found for attempts up to %d: removed; this run starts at %d",
+                                 fresh - 1, fresh)
+    return deps.ledger.update(record.job_id, record.version, attempt=fresh, first_attempt=fresh) or record
 
 
 def _key_too_long(key: str, job_id: str, deps: Deps) -> str | None:

@@ -98,16 +98,24 @@ def on_job_finished(job_id: str, deps: Deps) -> str:
         jobs.stop_instance(verifying, verifying.instance_id, deps, manifest)
         jobs.end_attempt(verifying, deps, S.VERIFYING, "internal", manifest)
         return manifest
-    if manifest.status != "succeeded":
-        error = manifest.error
-        kind = error.kind.value if error else "internal"
-        jobs.stop_instance(verifying, verifying.instance_id, deps, f"job failed ({kind})")
-        jobs.end_attempt(verifying, deps, S.VERIFYING, kind, error.message if error else "failed without an error")
-        return f"failed ({kind})"
+    if not manifest.succeeded:
+        jobs.stop_instance(verifying, verifying.instance_id, deps, f"job failed ({_kind(manifest)})")
+        return _failed(verifying, manifest, deps)
     jobs.stop_instance(verifying, verifying.instance_id, deps, "manifest written",
                        bytes_up=manifest.result.size if manifest.result else 0,
                        job_s=_number(manifest.timings_s.get("total")))
     return continue_verification(deps.ledger.get(job_id) or verifying, deps, manifest)
+
+
+def _kind(manifest: Manifest) -> str:
+    return manifest.error.kind.value if manifest.error else "internal"
+
+
+def _failed(record: JobRecord, manifest: Manifest, deps: Deps) -> str:
+    """The attempt ends as its failure manifest says (bad input is permanent, the rest retried)."""
+    error = manifest.error
+    jobs.end_attempt(record, deps, S.VERIFYING, _kind(manifest), error.message if error else "failed without an error")
+    return f"failed ({_kind(manifest)})"
 
 
 def _number(value: object) -> float | None:
@@ -120,12 +128,19 @@ def continue_verification(record: JobRecord, deps: Deps, manifest: Manifest | No
     if manifest is None:
         found = read_manifest(record, deps)
         manifest = found if isinstance(found, Manifest) else None
+    if manifest is not None and not manifest.succeeded:
+        # A failure manifest whose first handling was cut short (a crash, a destroy that failed),
+        # or a host that rewrote its success meanwhile: the attempt ends as it now says.
+        return _failed(record, manifest, deps)
+    cfg = deps.config
+    if deps.clock() - record.updated_at > cfg.launch_timeout_s + cfg.verify_interval_s * cfg.verify_attempts:
+        jobs.end_attempt(record, deps, S.VERIFYING, "transient", "verification did not finish in time")
+        return "verification failed"
     problem = "the manifest disappeared or became invalid" if manifest is None else _check_staged(manifest, record, deps)
     if problem is not None:
         log.error("manifest does not match the staged result: %s", logs.bounded(problem))
         jobs.end_attempt(record, deps, S.VERIFYING, "transient", problem)
         return "verification failed"
-    cfg = deps.config
     window_s = cfg.verify_interval_s * max(0, cfg.verify_attempts - 1)
     if deps.clock() - record.updated_at < window_s:
         return "verifying"

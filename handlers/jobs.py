@@ -205,7 +205,7 @@ def end_attempt(record: JobRecord, deps: Deps, expected: JobState, kind: str, me
         target, changes = S.FAILED, {"finished_at": now}
         message = f"{message} (gave up after {tried} attempts)"
     else:
-        target, changes = S.RETRYING, {"next_attempt_at": now + backoff_s(record.attempt, deps)}
+        target, changes = S.RETRYING, {"next_attempt_at": now + backoff_s(tried, deps)}
     updated = deps.ledger.transition(record.job_id, expected, target, error_kind=kind, error=message[:500], **changes)
     if updated is not None:
         log_for(record).log(logging.WARNING if target == S.RETRYING else logging.ERROR,

@@ -180,10 +180,13 @@ def test_a_deadline_in_the_past_exits_75_with_a_transient_failure_manifest(tmp_p
 
 class _CallbackSink(http.server.BaseHTTPRequestHandler):
     received: list[tuple[dict, bytes]] = []
+    log_path: Path | None = None  # whether the job's log is already stored when its callback arrives
+    log_seen: list[bool] = []
 
     def do_POST(self):  # noqa: N802 (http.server's naming)
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.received.append((dict(self.headers), body))
+        self.log_seen.append(self.log_path is not None and self.log_path.exists())
         self.send_response(204)
         self.end_headers()
 
@@ -195,6 +198,7 @@ def test_callback_posts_the_manifest_signed_and_secrets_stay_out_of_logs(tmp_pat
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CallbackSink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     secret = "cb-secret-0123456789"
+    _CallbackSink.log_path = tmp_path / "bucket" / "logs" / "job-1.log"
     try:
         proc = run_job(file_job_env(
             tmp_path, clips["silent"], JOB_CALLBACK_URL=f"http://127.0.0.1:{server.server_port}/done?token=abc123xyz",
@@ -207,6 +211,8 @@ def test_callback_posts_the_manifest_signed_and_secrets_stay_out_of_logs(tmp_pat
     headers, body = _CallbackSink.received[-1]
     assert signing.verify(secret, body, headers["X-Signature"])
     assert body == _outputs(tmp_path)[1].read_bytes()
+    # The control plane destroys the instance on seeing the manifest: the log went up before it.
+    assert _CallbackSink.log_seen[-1] is True
     log_text = (_outputs(tmp_path)[2] / "job-1.log").read_text()
     for text in (proc.stderr, log_text, body.decode()):
         assert secret not in text and "abc123xyz" not in text

@@ -246,3 +246,65 @@ def test_a_final_manifest_of_ours_is_not_a_jobs_manifest(deps):
     assert on_manifest_key("output/a.mp4.manifest.json", deps) == "not a job's manifest"
     body = json.loads(_path(deps, "output/a.mp4.manifest.json").read_text())
     assert body["status"] == "succeeded" and body["result"]["url"].endswith("/output/a.mp4")
+
+
+def test_a_forgotten_job_does_not_reuse_an_attempt_whose_folder_a_host_wrote_into(tmp_path):
+    """An earlier run's host (its URLs still valid) writes into attempt 1's folder after that attempt
+    ended; the ledger then forgets the job. The new run starts past that folder, removes it, and
+    nothing the old host wrote is published."""
+    deps = _deps(tmp_path)
+    job_id = _drop(deps, "input/a.mp4")
+    first = deps.ledger.get(job_id)
+    jobs.stop_instance(first, first.instance_id, deps, "test: lost")
+    jobs.end_attempt(first, deps, S.RUNNING, "transient", "host lost")
+    _host_writes(deps, first, b"HOSTILE late write")
+    forgetful = _deps(tmp_path, ledger_name="fresh.sqlite")
+    assert on_object_created(ObjectEvent("input/a.mp4", source="webhook"), forgetful).action == "launched"
+    record = forgetful.ledger.get(job_id)
+    assert record.attempt == record.first_attempt == 2
+    assert not _path(deps, f"output/.attempts/{job_id}/1").exists()
+    reap(forgetful)
+    assert forgetful.ledger.get(job_id).state == S.RUNNING and not _path(deps, "output/a.mp4").exists()
+    for d in (deps, forgetful):
+        for inst in d.compute.list_ours():
+            d.compute.destroy(inst.id)
+
+
+def test_a_failure_manifest_whose_handling_was_cut_short_still_ends_the_attempt_as_it_says(deps):
+    """The first handling moved the job to verifying and then died (a destroy that failed): the
+    reaper finishes it from the manifest, so bad input stays permanent, never a paid retry."""
+    job_id = _drop(deps, "input/a.mp4")
+    record = deps.ledger.get(job_id)
+    _host_writes(deps, record, None, status="failed", result=None,
+                 error={"kind": "bad_input", "message": "not a video"})
+    deps.ledger.transition(job_id, S.RUNNING, S.VERIFYING)
+    reap(deps)
+    after = deps.ledger.get(job_id)
+    assert after.state == S.FAILED and after.error_kind == "bad_input" and "not a video" in after.error
+
+
+def test_a_host_rewriting_its_success_as_a_failure_during_the_window_ends_its_own_attempt(tmp_path):
+    deps = _deps(tmp_path, verify_attempts=3, verify_interval_s=30.0)
+    job_id = _drop(deps, "input/a.mp4")
+    _host_writes(deps, deps.ledger.get(job_id), b"r")
+    assert on_job_finished(job_id, deps) == "verifying"
+    _host_writes(deps, deps.ledger.get(job_id), b"r", status="failed", result=None,
+                 error={"kind": "transient", "message": "changed my mind"})
+    assert reap(deps).get("error", 0) == 0
+    after = deps.ledger.get(job_id)
+    assert after.state == S.RETRYING and not _path(deps, "output/a.mp4").exists()
+    for inst in deps.compute.list_ours():
+        deps.compute.destroy(inst.id)
+
+
+def test_a_multibyte_name_that_passes_the_claim_check_is_also_published(deps):
+    key = "input/" + "字" * 77 + ".mov"  # 235 bytes: the result's manifest name is 249 bytes
+    job_id = _drop(deps, key)
+    _host_writes(deps, deps.ledger.get(job_id), b"r")
+    assert on_job_finished(job_id, deps) == "succeeded"
+    assert _path(deps, "output/" + "字" * 77 + ".mp4").read_bytes() == b"r"
+
+
+def test_staging_is_never_an_input_or_a_result(deps):
+    layout = deps.layout
+    assert not layout.is_input("input/.attempts/x.mp4") and layout.staged_attempt("output/.attempts/j/²/manifest.json") is None

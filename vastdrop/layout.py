@@ -44,7 +44,9 @@ class Layout:
         if size is not None and size <= 0:
             return False
         name = posixpath.basename(key)
-        return bool(name) and not name.startswith((".", "_"))
+        if not name or name.startswith((".", "_")):
+            return False
+        return not self.result_key(key).startswith(self.staging_root)  # staging is scratch, never a result
 
     def result_key(self, input_key: str) -> str:
         if not input_key.startswith(self.input_prefix):
@@ -82,7 +84,7 @@ class Layout:
         if not key.startswith(self.staging_root):
             return None
         parts = key[len(self.staging_root) :].split("/")
-        if len(parts) != 3 or parts[2] != STAGED_MANIFEST or not parts[0] or not parts[1].isdigit():
+        if len(parts) != 3 or parts[2] != STAGED_MANIFEST or not parts[0] or not (parts[1].isascii() and parts[1].isdigit()):
             return None
         return parts[0], int(parts[1])
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from handlers.created import ObjectEvent, on_object_created
 from handlers.deps import Deps
 from handlers.reaper import reap
+from vastdrop import logs
 from vastdrop.errors import TransientError
 from vastdrop.jobid import job_id_for
 from vastdrop.states import JobState
@@ -57,7 +58,7 @@ class Poller:
                 logger.warning("%s: not handled yet: %s", key, exc, extra={"key": key})
                 continue
             except Exception as exc:  # one input must not stop the poll for the others
-                logger.error("%s: could not be handled: %s: %s", key, type(exc).__name__, str(exc)[:300],
+                logger.error("%s: could not be handled: %s: %s", key, type(exc).__name__, logs.bounded(exc, 300),
                              extra={"key": key})
                 continue
             logger.info("%s: %s %s", key, outcome.action, outcome.reason, extra={"key": key, "job_id": outcome.job_id})

@@ -94,6 +94,8 @@ def main() -> int:
                                 params=spec.params())
             code = 0
         manifest = manifest.model_copy(update={"timings_s": {"total": round(time.monotonic() - STARTED, 3)}})
+        if notes and spec.log_url:  # what its hostile acts got, before its manifest: the instance is
+            _put_log(spec, notes)  # destroyed as soon as the manifest is seen, maybe before the end
         if mode in BAD_MANIFESTS:
             storage_for(spec.manifest_url).put_bytes(BAD_MANIFESTS[mode](manifest), spec.manifest_url,
                                                      "application/json")
@@ -106,9 +108,13 @@ def main() -> int:
 
                 callback.post(spec.callback_url, spec.callback_secret, manifest.to_json())
         if spec.log_url:
-            log = b"stub job log\n" + "".join(f"{note}\n" for note in notes).encode()
-            storage_for(spec.log_url).put_bytes(log, spec.log_url, "text/plain; charset=utf-8")
+            _put_log(spec, notes)
     return code
+
+
+def _put_log(spec, notes: list[str]) -> None:
+    log = b"stub job log\n" + "".join(f"{note}\n" for note in notes).encode()
+    storage_for(spec.log_url).put_bytes(log, spec.log_url, "text/plain; charset=utf-8")
 
 
 # A hostile host's manifest, from the honest one it would have written.

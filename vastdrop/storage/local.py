@@ -156,14 +156,10 @@ class LocalStorage:
         """Copy one file to another, atomically; with `if_match`, only if the source's ETag is that
         (else TransientError, as S3's 412), checked on the very bytes copied."""
         src, dest = file_url_to_path(src_url), file_url_to_path(dst_url)
-        with _translate("copy", src_url), open(src, "rb") as fh:
-            tmp_dest = dest.with_name(f".{dest.name[:100]}.copying")
-            with atomic_writer(tmp_dest) as out:
-                digest, size = _md5_copy(fh, out)
-            if if_match is not None and digest != if_match:
-                tmp_dest.unlink()
+        with _translate("copy", src_url), open(src, "rb") as fh, atomic_writer(dest) as out:
+            digest, size = _md5_copy(fh, out)
+            if if_match is not None and digest != if_match:  # raised inside: dest is left as it was
                 raise TransientError(f"copy {redact_url(src_url)}: object changed (ETag {digest}, want {if_match})")
-            os.replace(tmp_dest, dest)
         return ObjectInfo(url=dst_url, etag=digest, size=size, last_modified=dest.stat().st_mtime)
 
     def delete(self, url: str) -> None:
@@ -182,7 +178,8 @@ def atomic_writer(dest: Path) -> Iterator[BinaryIO]:
     temporary name, fsynced, renamed over `dest`. Parent directories are created."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:100]}.", suffix=".part", dir=dest.parent)
+    # A short fixed-size name: the destination's own name may already be near the 255-byte limit.
+    fd, tmp = tempfile.mkstemp(prefix=".vd-", suffix=".part", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
