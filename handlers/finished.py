@@ -133,7 +133,9 @@ def continue_verification(record: JobRecord, deps: Deps, manifest: Manifest | No
         # or a host that rewrote its success meanwhile: the attempt ends as it now says.
         return _failed(record, manifest, deps)
     cfg = deps.config
-    if deps.clock() - record.updated_at > cfg.launch_timeout_s + cfg.verify_interval_s * cfg.verify_attempts:
+    # A backstop, never the normal path: a check that keeps failing (a store that stays down) ends the
+    # attempt after as long as a whole attempt may take, not forever in `verifying`.
+    if deps.clock() - record.updated_at > cfg.job_timeout_s + cfg.verify_interval_s * cfg.verify_attempts:
         jobs.end_attempt(record, deps, S.VERIFYING, "transient", "verification did not finish in time")
         return "verification failed"
     problem = "the manifest disappeared or became invalid" if manifest is None else _check_staged(manifest, record, deps)
