@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
 from handlers import jobs
 from handlers.deps import Deps
+from handlers.finished import load_manifest
 from vastdrop.errors import PermanentError
 from vastdrop.jobid import job_id_for
 from vastdrop.ledger.base import JobRecord
-from vastdrop.manifest import MAX_MANIFEST_BYTES, Manifest
+from vastdrop.manifest import Manifest
 from vastdrop.states import JobState
 
 logger = logging.getLogger(__name__)
@@ -104,12 +103,8 @@ def _already_published(record: JobRecord, deps: Deps) -> Outcome | None:
     """A claim for a job whose final manifest already describes this very input version and params
     (the ledger forgot it: DynamoDB's TTL, a new state file) is succeeded again, not relaunched.
     Final manifests are written only by the control plane, after verification (finished.publish)."""
-    try:
-        raw = deps.outputs.get_bytes(jobs.manifest_key(record, deps), MAX_MANIFEST_BYTES)
-        manifest = Manifest.from_json(raw) if raw is not None else None
-    except (PermanentError, ValidationError):
-        return None
-    if manifest is None or not manifest.succeeded or manifest.job_id != record.job_id \
+    manifest = load_manifest(jobs.manifest_key(record, deps), deps)
+    if not isinstance(manifest, Manifest) or not manifest.succeeded or manifest.job_id != record.job_id \
             or manifest.input.etag != record.input_etag or manifest.params != record.params:
         return None
     result = deps.outputs.head(jobs.result_key(record, deps))

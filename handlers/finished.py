@@ -33,17 +33,23 @@ ACTIVE = (S.LAUNCHING, S.RUNNING)
 def read_manifest(record: JobRecord, deps: Deps) -> Manifest | None | str:
     """The current attempt's staged manifest, None if absent, or a string saying why it is unusable
     (too large, invalid, or about another job, attempt, input version or parameters)."""
+    manifest = load_manifest(jobs.staged_manifest_key(record, deps), deps)
+    return _not_ours(manifest, record) or manifest if isinstance(manifest, Manifest) else manifest
+
+
+def load_manifest(key: str, deps: Deps) -> Manifest | None | str:
+    """The manifest at `key`, read with a size limit; None if absent, or a string saying why it is
+    unusable (too large, invalid)."""
     try:
-        raw = deps.outputs.get_bytes(jobs.staged_manifest_key(record, deps), MAX_MANIFEST_BYTES)
+        raw = deps.outputs.get_bytes(key, MAX_MANIFEST_BYTES)
     except PermanentError:  # the host wrote something huge: that job's problem alone
         return f"invalid manifest: larger than {MAX_MANIFEST_BYTES} bytes"
     if raw is None:
         return None
     try:
-        manifest = Manifest.from_json(raw)
+        return Manifest.from_json(raw)
     except ValidationError as exc:
         return f"invalid manifest: {exc.error_count()} validation errors"
-    return _not_ours(manifest, record) or manifest
 
 
 def _not_ours(manifest: Manifest, record: JobRecord) -> str | None:
