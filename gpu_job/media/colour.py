@@ -251,7 +251,7 @@ class Converter:
 
     def planes_to_rgb_float(self, planes: list[torch.Tensor], bits: int, height: int, width: int) -> torch.Tensor:
         """[H, W, 3] float RGB in [0, 1] from integer planes (Y, Cb, Cr or G, B, R)."""
-        planes = [p.to(self.device, non_blocking=True).to(torch.float32) for p in planes]
+        planes = [_widen(to_device(p, self.device)).to(torch.float32) for p in planes]
         if self.colour.matrix == SPC_RGB:
             g, b, r = planes
             return torch.stack([r, g, b], dim=-1).div_(float((1 << bits) - 1))
@@ -266,16 +266,24 @@ class Converter:
                  tags: Colour | None = None) -> av.VideoFrame:
         """[H, W, 3] RGB integers -> a YUV frame of `pix_fmt` with this stream's matrix and range,
         tagged with `tags` (default: this stream's colour)."""
-        scale = float(torch.iinfo(image.dtype).max) if not image.is_floating_point() else 1.0
-        rgb = image.to(self.device, non_blocking=True).to(torch.float32).div_(scale)
-        frame = _write_planes(self.rgb_float_to_planes(rgb, pix_fmt), pix_fmt, rgb.shape[1], rgb.shape[0])
+        frame = self.to_planes(image, pix_fmt).frame()
         tag(frame, tags or self.colour)
         frame.pts = pts
         if time_base is not None:
             frame.time_base = time_base
         return frame
 
-    def rgb_float_to_planes(self, rgb: torch.Tensor, pix_fmt: str) -> list[np.ndarray]:
+    def to_planes(self, image: torch.Tensor, pix_fmt: str) -> HostPlanes:
+        """[H, W, 3] RGB integers (on any device) -> the YUV planes of `pix_fmt`, converted on this
+        converter's device and on their way to host memory (see HostPlanes)."""
+        scale = float(torch.iinfo(image.dtype).max) if not image.is_floating_point() else 1.0
+        rgb = image.to(self.device, non_blocking=True).to(torch.float32).div_(scale)
+        planes, ready = to_host(self.rgb_float_to_planes(rgb, pix_fmt))
+        return HostPlanes(planes, ready, pix_fmt, rgb.shape[1], rgb.shape[0])
+
+    def rgb_float_to_planes(self, rgb: torch.Tensor, pix_fmt: str) -> list[torch.Tensor]:
+        """Planes as integers on the device: uint8, or int16 holding the 9..16-bit codes (the same
+        bits as uint16, in which CUDA has no arithmetic)."""
         bits, (sy, sx) = _layout(pix_fmt)
         if self._from_rgb is None:
             raise ValueError("an RGB-coded source is written as YUV with BT.709: choose it before converting")
@@ -284,10 +292,50 @@ class Converter:
         cb, cr = _downsample(cb, sy, sx), _downsample(cr, sy, sx)
         y, cb, cr = _denormalise(y, cb, cr, bits, self.colour.range)
         top = float((1 << bits) - 1)
-        dtype = torch.int16 if bits <= 8 else torch.int32
-        out = [p.round_().clamp_(0, top).to(dtype).cpu().numpy() for p in (y, cb, cr)]
-        np_dtype = np.uint8 if bits <= 8 else np.uint16
-        return [p.astype(np_dtype) for p in out]
+        dtype = torch.uint8 if bits <= 8 else torch.int16
+        return [p.round_().clamp_(0, top).to(dtype) for p in (y, cb, cr)]
+
+
+@dataclass
+class HostPlanes:
+    """An output frame's Y, Cb, Cr planes in host memory. From a CUDA device they arrive by
+    non-blocking copies into pinned buffers: `frame()` waits for that copy only, so the encoding
+    thread never blocks the device's queue of work."""
+
+    planes: list[torch.Tensor]
+    ready: torch.cuda.Event | None  # recorded after the copies (None: already in host memory)
+    pix_fmt: str
+    width: int
+    height: int
+
+    def arrays(self) -> list[np.ndarray]:
+        if self.ready is not None:
+            self.ready.synchronize()
+        arrays = [p.numpy() for p in self.planes]
+        return [a.view(np.uint16) if a.dtype == np.int16 else a for a in arrays]
+
+    def frame(self) -> av.VideoFrame:
+        return _write_planes(self.arrays(), self.pix_fmt, self.width, self.height)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host -> device. To CUDA through a pinned buffer, so the copy is asynchronous (from pageable
+    memory it would not be); torch's caching host allocator keeps the buffer until the copy is done."""
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    pinned = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    pinned.copy_(tensor)
+    return pinned.to(device, non_blocking=True)
+
+
+def to_host(tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.cuda.Event | None]:
+    """Device -> host: from CUDA into pinned buffers, without waiting; the event says when they are done."""
+    if not tensors or tensors[0].device.type != "cuda":
+        return [t.cpu() for t in tensors], None
+    host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True) for t in tensors]
+    ready = torch.cuda.Event()
+    ready.record()
+    return host, ready
 
 
 def tag(target, colour: Colour) -> None:
@@ -316,7 +364,7 @@ def _read_planes(frame: av.VideoFrame, colour: Colour) -> tuple[list[torch.Tenso
     if not (_PLANAR_YUV.match(name) or name.startswith(("gbrp", "gray")) or name in ("nv12", "p010le")):
         if colour.matrix == SPC_RGB or name.startswith(("rgb", "bgr", "argb", "abgr", "pal8")):
             rgb = frame.to_ndarray(format="rgb48le")  # RGB -> RGB: no matrix involved
-            g, b, r = (torch.from_numpy(rgb[..., i].copy()) for i in (1, 2, 0))
+            g, b, r = (torch.from_numpy(rgb[..., i].copy().view(np.int16)) for i in (1, 2, 0))
             return [g, b, r], 16, frame.height, frame.width
         frame = frame.reformat(format="yuv444p16le", src_colorspace=colour.matrix, dst_colorspace=colour.matrix,
                                src_color_range=colour.range, dst_color_range=colour.range)
@@ -336,8 +384,15 @@ def _read_planes(frame: av.VideoFrame, colour: Colour) -> tuple[list[torch.Tenso
         planes = [y, mid, mid]
     else:
         planes = [_plane(p, dtype, p.height, p.width) for p in frame.planes[:3]]
-    tensors = [torch.from_numpy(p.astype(np.int32) if dtype == np.uint16 else np.ascontiguousarray(p)) for p in planes]
+    # 16-bit codes travel as int16 (same bits, half the bytes of int32); _widen restores them on the device.
+    tensors = [torch.from_numpy(np.ascontiguousarray(p).view(np.int16) if dtype == np.uint16 else np.ascontiguousarray(p))
+               for p in planes]
     return tensors, bits, h, w
+
+
+def _widen(plane: torch.Tensor) -> torch.Tensor:
+    """A plane of int16-carried 16-bit codes as int32 with its true (unsigned) values."""
+    return plane.to(torch.int32).bitwise_and_(0xFFFF) if plane.dtype == torch.int16 else plane
 
 
 def _plane(plane, dtype, height: int, width: int) -> np.ndarray:

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from fractions import Fraction
 
 import av
@@ -20,79 +21,124 @@ MINTERPOLATE_OPTIONS = "mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1:scd=fdif
 MINTERPOLATE_SPACE = Colour(matrix=SPC_BT709, range=RANGE_FULL, bit_depth=8, chroma="444")
 
 
-def _run_graph(frames: Iterator[TimedFrame], filter_name: str, args: str,
-               yuv: Converter | None = None) -> Iterator[TimedFrame]:
-    """Frames through one filter: as RGB (rgb24 / rgb48le, their own depth), or, with `yuv`, as
-    yuv444p made and read back by that converter."""
-    graph: av.filter.Graph | None = None
-    depth = torch.uint8
+# Times a piece of work (a stage's busy time); the default times nothing.
+Timing = Callable[[], AbstractContextManager]
 
-    def drain() -> Iterator[TimedFrame]:
-        assert graph is not None
+
+def graph_frames(frames: Iterator[av.VideoFrame], filter_name: str, args: str,
+                 timing: Timing = nullcontext) -> Iterator[av.VideoFrame]:
+    """PyAV frames through one filter, in their own pixel format and colour: the buffer source is
+    told the frames' matrix and range, so libavfilter inserts no conversion and assumes none."""
+    graph: av.filter.Graph | None = None
+
+    def drain() -> Iterator[av.VideoFrame]:
         while True:
             try:
-                out = graph.pull()
+                with timing():
+                    out = graph.pull()
             except (av.BlockingIOError, av.EOFError):
                 return
-            if yuv is not None:
-                rgb = _depth(yuv.to_rgb(out), depth)
-            else:
-                rgb = torch.from_numpy(out.to_ndarray(format=RGB_FORMATS[depth]))
-            yield TimedFrame(rgb, int(out.pts), Fraction(out.time_base))
+            yield out
 
     for frame in frames:
-        if graph is None:  # built on the first frame: its size and time base configure the source
-            depth = frame.image.dtype
-            graph = av.filter.Graph()
-            source = graph.add_buffer(
-                width=frame.width, height=frame.height, format="yuv444p" if yuv else frame.rgb_format,
-                time_base=frame.time_base,
-            )
-            graph.link_nodes(source, graph.add(filter_name, args), graph.add("buffersink")).configure()
-        graph.push(yuv.to_frame(frame.image, "yuv444p", frame.pts, frame.time_base) if yuv else frame.to_av())
+        with timing():
+            if graph is None:  # built on the first frame: its size, format and time base configure the source
+                graph = av.filter.Graph()
+                tb = Fraction(frame.time_base)
+                source = graph.add("buffer", (
+                    f"video_size={frame.width}x{frame.height}:pix_fmt={frame.format.name}:"
+                    f"time_base={tb.numerator}/{tb.denominator}:pixel_aspect=1/1:"
+                    f"colorspace={frame.colorspace}:range={frame.color_range}"))
+                graph.link_nodes(source, graph.add(filter_name, args), graph.add("buffersink")).configure()
+            graph.push(frame)
         yield from drain()
     if graph is not None:
-        graph.push(None)
+        with timing():
+            graph.push(None)
         yield from drain()
 
 
-def minterpolate(frames: Iterator[TimedFrame], fps: Fraction, count: int) -> Iterator[TimedFrame]:
-    """Exactly `count` frames at k/fps. minterpolate stops at the last source frame's time, so the
-    tail is held on the last frame to cover the input's duration, as the learned path does."""
+def minterpolate_frames(frames: Iterator[av.VideoFrame], fps: Fraction, count: int,
+                        timing: Timing = nullcontext) -> Iterator[tuple[int, av.VideoFrame]]:
+    """(k, frame) for exactly `count` output frames at k/fps (8-bit YUV in and out). minterpolate
+    stops at the last source frame's time, so the tail holds the last frame to cover the input's
+    duration, as the learned path does. A held frame is yielded again, not changed: set its pts
+    only when it is encoded."""
     args = f"fps={fps.numerator}/{fps.denominator}:{MINTERPOLATE_OPTIONS}"
-    time_base = 1 / fps
-    seen: list[TimedFrame] = []
+    seen: list[av.VideoFrame] = []
 
-    def remembered() -> Iterator[TimedFrame]:  # the last source frame, for when the filter yields none
+    def remembered() -> Iterator[av.VideoFrame]:  # the last source frame, for when the filter yields none
         for frame in frames:
             seen[:] = [frame]
             yield frame
 
     k, last = 0, None
-    for out in _run_graph(remembered(), "minterpolate", args, Converter(MINTERPOLATE_SPACE)):
+    for out in graph_frames(remembered(), "minterpolate", args, timing):
         if k >= count:
             continue
         last = out
-        yield TimedFrame(out.image, k, time_base)
+        yield k, out
         k += 1
     if last is None and seen:  # a single source frame: minterpolate needs two to emit anything
         last = seen[0]
     while last is not None and k < count:
-        yield TimedFrame(last.image, k, time_base)
+        yield k, last
         k += 1
 
 
-def lanczos_scale(frames: Iterator[TimedFrame], factor: int) -> Iterator[TimedFrame]:
+def lanczos_frames(frames: Iterator[av.VideoFrame], factor: int, timing: Timing = nullcontext) -> Iterator[av.VideoFrame]:
+    """Frames scaled by `factor` with swscale's lanczos, in their own pixel format (YUV stays YUV:
+    no matrix is applied, as ffmpeg's `-vf scale` does it)."""
     first = next(frames, None)
     if first is None:
         return
 
-    def chain() -> Iterator[TimedFrame]:
+    def chain() -> Iterator[av.VideoFrame]:
         yield first
         yield from frames
 
     args = f"w={first.width * factor}:h={first.height * factor}:flags=lanczos"
-    yield from _run_graph(chain(), "scale", args)
+    yield from graph_frames(chain(), "scale", args, timing)
+
+
+# -- the same filters for RGB TimedFrames (the learned path's currency) -----------------------------
+
+
+def minterpolate(frames: Iterator[TimedFrame], fps: Fraction, count: int,
+                 timing: Timing = nullcontext) -> Iterator[TimedFrame]:
+    """RGB frames cross into minterpolate's 8-bit YUV through a named working space and back."""
+    space = Converter(MINTERPOLATE_SPACE)
+    depth: list[torch.dtype] = []
+
+    def yuv() -> Iterator[av.VideoFrame]:
+        for frame in frames:
+            depth[:] = [frame.image.dtype]
+            with timing():
+                crossed = space.to_frame(frame.image, "yuv444p", frame.pts, frame.time_base)
+            yield crossed
+
+    time_base = 1 / fps
+    for k, out in minterpolate_frames(yuv(), fps, count, timing):
+        with timing():
+            image = _depth(space.to_rgb(out), depth[0])
+        yield TimedFrame(image, k, time_base)
+
+
+def lanczos_scale(frames: Iterator[TimedFrame], factor: int, timing: Timing = nullcontext) -> Iterator[TimedFrame]:
+    """RGB frames (rgb24 / rgb48le, their own depth) through lanczos_frames."""
+    depth: list[torch.dtype] = []
+
+    def rgb() -> Iterator[av.VideoFrame]:
+        for frame in frames:
+            depth[:] = [frame.image.dtype]
+            with timing():
+                crossed = frame.to_av()
+            yield crossed
+
+    for out in lanczos_frames(rgb(), factor, timing):
+        with timing():
+            image = torch.from_numpy(out.to_ndarray(format=RGB_FORMATS[depth[0]]))
+        yield TimedFrame(image, int(out.pts), Fraction(out.time_base))
 
 
 def _depth(rgb: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -1,15 +1,22 @@
 """The streaming media path: demux -> decode -> [interpolate] -> [upscale] -> encode -> mux.
 
-Frames flow through generators one batch at a time; no frame ever touches the disk. Audio packets are
-muxed as they are demuxed, so the output stays interleaved. Interpolation runs before upscaling:
-RIFE is trained at native resolution, and minterpolate on upscaled frames would cost scale^2 more.
+Three stages overlap, each in its own thread, joined by small bounded queues (gpu_job.media.stages):
+demux and decode (other streams' packets are muxed there as they are demuxed, so the output stays
+interleaved); the device stage (YUV planes to the device, RGB there for the models, YUV planes back);
+and encode and mux, in the caller's thread, where the deadline and progress run. No frame touches
+the disk. Interpolation runs before upscaling, on the device: RIFE is trained at native resolution,
+and its output goes straight into the upscaler.
+
+Without a model the video never leaves YUV: the libavfilter fallbacks (minterpolate, lanczos) work
+on the decoded frames, as ffmpeg's CLI does, and the encoder gets them as they come out.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,12 +26,14 @@ from pathlib import Path
 import av
 import torch
 import torch.nn.functional as F
+from av.video.frame import PictureType
 
 from gpu_job.media import colour as colours
 from gpu_job.media import encode, filters, geometry, interlace, offsets, streams
 from gpu_job.media.frames import TimedFrame, from_av, to_float_batch, to_images
 from gpu_job.media.probe import open_input
 from gpu_job.media.retime import RetimeStats, fps_fraction, output_frame_count, retime
+from gpu_job.media.stages import Stages
 from vastdrop.errors import BadInputError
 
 logger = logging.getLogger(__name__)
@@ -46,6 +55,8 @@ class Plan:
     container: str = "mp4"  # the result's: mp4 or mkv (gpu_job.media.streams.MUXERS)
     crf: int = 18
     batch_size: int = DEFAULT_BATCH_SIZE
+    threads: bool = True  # False: the same stages one after another in one thread (for comparison)
+    yuv_passthrough: bool = True  # False: even without a model, every frame goes through RGB
 
 
 @dataclass
@@ -60,7 +71,10 @@ class Report:
     frames_in: int = 0
     frames_out: int = 0
     retime: RetimeStats = field(default_factory=RetimeStats)
-    stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # decode, model, encode
+    # Busy seconds of each kind of work, whichever thread did it: decode (demux, decode, deinterlace),
+    # convert (YUV <-> RGB and to and from the device), model (models or libavfilter), encode (and mux).
+    stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @contextmanager
     def timing(self, stage: str, device: torch.device | None = None):
@@ -70,7 +84,8 @@ class Report:
         finally:
             if device is not None and device.type == "cuda":
                 torch.cuda.synchronize(device)  # GPU work is asynchronous: charge it to its stage
-            self.stage_s[stage] += time.perf_counter() - t0
+            with self._lock:  # stages run in several threads
+                self.stage_s[stage] += time.perf_counter() - t0
 
 
 # Called after each output frame with the count so far; may raise (deadline) to stop the job.
@@ -119,49 +134,182 @@ def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFra
         report.notes += colour_notes
         if source_colour.deep and plan.target_fps is not None and plan.interpolator is None:
             report.notes.append("minterpolate works in 8 bits: the frames it makes are 8-bit precise")
-        reader = colours.Converter(source_colour, plan.device)
-        writer = colours.Converter(out_colour, plan.device)
+        keep_yuv = plan.yuv_passthrough and _yuv_throughout(plan, geo, vin, source_colour, choice, (out_w, out_h))
 
-        with streams.open_output(dst, plan.container) as output:
+        stages = Stages(plan.threads)
+        with streams.open_output(dst, plan.container) as container_out:
+            # Other streams' packets are muxed by the decoding thread as they are demuxed, the video by
+            # this one as it is encoded: one mux at a time.
+            output = SerialMux(container_out)
             vout = encode.add_video_stream(output, choice, out_w, out_h, rate, time_base, out_colour)
             geometry.configure_stream(vout, geo, time_base)
             others = streams.OtherStreams(container, output, vin, plan.container)
             others.tag_video(vout)
             report.audio, report.streams, report.notes = others.audio_mode, others.entries, report.notes + others.notes
-
-            frames = _decode(container, vin, others, report, reader, geo.orientation, deint)
-            frames = _interpolate_stage(frames, plan, duration_s, report)
-            frames = _upscale_stage(frames, plan, report)
-            origin: int | None = None
-            lead = round(offsets.video_lead(vin) / time_base)  # another stream may start before the picture
-            for frame in frames:
-                image = frame.image[:out_h, :out_w]
-                origin = frame.pts if origin is None else origin
-                with report.timing("encode"):
-                    av_frame = writer.to_frame(image, choice.pix_fmt, frame.pts - origin + lead, time_base)
-                    output.mux(vout.encode(av_frame))
-                report.frames_out += 1
-                if on_frame:
-                    on_frame(report.frames_out)
-            with report.timing("encode"):
-                output.mux(vout.encode())
+            try:
+                decoded = stages.thread(_decode(container, vin, others, report, deint), DECODED_QUEUE, "decode")
+                if keep_yuv:
+                    pictures = _yuv_stages(decoded, plan, duration_s, report, (width, height), choice.pix_fmt)
+                else:
+                    reader = colours.Converter(source_colour, plan.device)
+                    writer = colours.Converter(out_colour, plan.device)
+                    coded = (vin.codec_context.width, vin.codec_context.height)  # turned on the device
+                    pictures = _device_stages(decoded, plan, duration_s, report, reader, writer, geo.orientation,
+                                              coded, (out_w, out_h), choice.pix_fmt)
+                pictures = stages.thread(pictures, ENCODE_QUEUE, "device")
+                lead = round(offsets.video_lead(vin) / time_base)  # another stream may start before the picture
+                _encode(pictures, output, vout, out_colour, time_base, lead, report, on_frame)
+            finally:
+                stages.close()
             others.flush()
     report.notes += streams.check_output(dst, report.streams)
     return report
+
+
+# Frames waiting between stages: enough to smooth out a batch's arrival, few enough that 4K frames
+# in flight stay a few hundred MB at most.
+DECODED_QUEUE = 8
+ENCODE_QUEUE = 8
+
+
+class SerialMux:
+    """The output container, muxed from two threads, one packet batch at a time."""
+
+    def __init__(self, container: av.container.OutputContainer) -> None:
+        self._container = container
+        self._lock = threading.Lock()
+
+    def mux(self, packets) -> None:
+        with self._lock:
+            self._container.mux(packets)
+
+    def __getattr__(self, name: str):
+        return getattr(self._container, name)
+
+
+@dataclass
+class Picture:
+    """One output frame on its way to the encoder, at `pts` of the output's time base: either a PyAV
+    YUV frame (the path without models, which never leaves YUV) or planes made on the device."""
+
+    pts: int
+    frame: av.VideoFrame | None = None
+    planes: colours.HostPlanes | None = None
+
+
+def _encode(pictures: Iterator[Picture], output: SerialMux, vout: av.VideoStream, colour: colours.Colour,
+            time_base: Fraction, lead: int, report: Report, on_frame: OnFrame | None) -> None:
+    """Encode and mux in this (the calling) thread, so the deadline and progress callback run here."""
+    origin: int | None = None
+    for picture in pictures:
+        origin = picture.pts if origin is None else origin
+        with report.timing("encode"):
+            frame = picture.frame if picture.frame is not None else picture.planes.frame()
+            colours.tag(frame, colour)
+            # A decoded frame remembers its coded type: left so, the encoder would copy the source's GOP.
+            frame.pict_type = PictureType.NONE
+            frame.pts, frame.time_base = picture.pts - origin + lead, time_base
+            output.mux(vout.encode(frame))
+        report.frames_out += 1
+        if on_frame:
+            on_frame(report.frames_out)
+    with report.timing("encode"):
+        output.mux(vout.encode())
 
 
 def _even(n: int) -> int:
     return n - (n % 2)
 
 
-def _decode(container, vin, others: streams.OtherStreams, report: Report, reader: colours.Converter,
-            orientation: geometry.Orientation, deint: interlace.Deinterlace | None) -> Iterator[TimedFrame]:
-    """Decoded video frames in order; other streams' packets are handed to their paths on the way.
-    Only demuxing and decoding errors mean a bad input; anything downstream is our own failure."""
-    width, height = vin.codec_context.width, vin.codec_context.height
-    time_base = Fraction(vin.time_base)
+# Pixel formats with the same planes, bit depth and chroma siting, told apart only by their packing
+# (or, for yuvj420p, the old way of saying full range): a frame in one is repacked into the other by
+# swscale, its range named on both sides, without any arithmetic on its values.
+_SAME_LAYOUT = {"yuv420p": {"yuv420p", "nv12"}, "nv12": {"yuv420p", "nv12"}, "yuvj420p": {"yuv420p", "nv12"},
+                "yuv420p10le": {"yuv420p10le", "p010le"}, "p010le": {"yuv420p10le", "p010le"}}
+
+
+def _yuv_throughout(plan: Plan, geo: geometry.Geometry, vin: av.VideoStream, source: colours.Colour,
+                    choice: encode.EncoderChoice, out_size: tuple[int, int]) -> bool:
+    """Whether the video can stay in its decoded YUV from decoder to encoder: no model runs (the
+    libavfilter fallbacks work on YUV as ffmpeg's CLI does), nothing turns the picture, no odd size
+    must be cropped, and the source's planes are the encoder's (so no matrix and no chroma
+    resampling is involved: the RGB route's chroma filters have nothing to do)."""
+    width, height = geo.display_size
+    learned = ((plan.target_fps is not None and plan.interpolator is not None)
+               or (plan.upscale > 1 and plan.upscaler is not None))
+    return (not learned and geo.orientation.identity and out_size == (width * plan.upscale, height * plan.upscale)
+            and source.matrix != colours.SPC_RGB and (plan.target_fps is None or not source.deep)
+            and choice.pix_fmt in _SAME_LAYOUT.get(vin.codec_context.pix_fmt or "", ()))
+
+
+def _yuv_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration_s: float, report: Report,
+                size: tuple[int, int], pix_fmt: str) -> Iterator[Picture]:
+    """The path without models: decoded frames, kept in YUV, through libavfilter (minterpolate,
+    lanczos) when the plan asks for them."""
+    frames = _same_shape(frames, size, pix_fmt, report)
+    timing = lambda: report.timing("model")  # noqa: E731
+    if plan.target_fps is not None:
+        report.interpolation = "ffmpeg-minterpolate"
+        report.notes.append("no interpolation model given: frame rate by libavfilter minterpolate (non-learned)")
+        count = _retimed_count(plan.target_fps, duration_s)
+        retimed = filters.minterpolate_frames(frames, fps_fraction(plan.target_fps), count, timing)
+    else:
+        retimed = ((frame.pts, frame) for frame in frames)
+    if plan.upscale == 1:
+        for pts, frame in retimed:
+            yield Picture(pts, frame=frame)
+        return
+    report.upscale = "lanczos"
+    report.notes.append(f"no upscale model given: x{plan.upscale} by libavfilter lanczos scale (non-learned)")
+    waiting: deque[int] = deque()  # scale gives one frame per frame, in order: the pts travel beside it
+
+    def unstamped() -> Iterator[av.VideoFrame]:
+        for pts, frame in retimed:
+            waiting.append(pts)
+            yield frame
+
+    for frame in filters.lanczos_frames(unstamped(), plan.upscale, timing):
+        yield Picture(waiting.popleft(), frame=frame)
+
+
+def _same_shape(frames: Iterator[av.VideoFrame], size: tuple[int, int], pix_fmt: str,
+                report: Report) -> Iterator[av.VideoFrame]:
+    """Frames in the stream's size and the encoder's packing: one whose size changed mid-stream is
+    scaled (YUV -> YUV, its own matrix and range on both sides)."""
+    width, height = size
+    for frame in frames:
+        if (frame.width, frame.height, frame.format.name) != (width, height, pix_fmt):
+            with report.timing("decode"):  # a repack (or a resize) of the decoded planes, never to RGB
+                frame = frame.reformat(width=width, height=height, format=pix_fmt, interpolation="LANCZOS",
+                                       src_colorspace=frame.colorspace, dst_colorspace=frame.colorspace,
+                                       src_color_range=frame.color_range, dst_color_range=frame.color_range)
+        yield frame
+
+
+def _device_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration_s: float, report: Report,
+                   reader: colours.Converter, writer: colours.Converter, orientation: geometry.Orientation,
+                   size: tuple[int, int], out_size: tuple[int, int], pix_fmt: str) -> Iterator[Picture]:
+    """The learned path, all on the plan's device: YUV planes in, RGB for the models, YUV planes out
+    (already on their way back to host memory when the encoder gets them). `size` is the decoded
+    (coded) size; the display matrix turns the picture after conversion."""
+    width, height = size
+    out_w, out_h = out_size
+    rgb = (_picture(frame, width, height, reader, orientation, report) for frame in frames)
+    rgb = _interpolate_stage(rgb, plan, duration_s, report)
+    rgb = _upscale_stage(rgb, plan, report)
+    for frame in rgb:
+        with report.timing("convert"):
+            planes = writer.to_planes(frame.image[:out_h, :out_w], pix_fmt)
+        yield Picture(frame.pts, planes=planes)
+
+
+def _decode(container, vin, others: streams.OtherStreams, report: Report,
+            deint: interlace.Deinterlace | None) -> Iterator[av.VideoFrame]:
+    """Decoded (and deinterlaced) video frames in order; other streams' packets are handed to their
+    paths on the way. Only demuxing and decoding errors mean a bad input; anything downstream is our
+    own failure."""
     last_pts: int | None = None
-    deinterlacer = interlace.Deinterlacer(deint, time_base) if deint else None
+    deinterlacer = interlace.Deinterlacer(deint, Fraction(vin.time_base)) if deint else None
     for packet, decoded in _demux_decode(container, [vin, *others.inputs], vin, report):
         if packet.stream is not vin:
             others.packet(packet)
@@ -174,16 +322,22 @@ def _decode(container, vin, others: streams.OtherStreams, report: Report, reader
             last_pts = pts
             report.frames_in += 1
             frame.pts = pts
-            for picture in deinterlacer.push(frame) if deinterlacer else [frame]:
-                yield _picture(picture, width, height, reader, orientation, report)
-    for picture in deinterlacer.flush() if deinterlacer else []:
-        yield _picture(picture, width, height, reader, orientation, report)
+            if deinterlacer is None:
+                yield frame
+                continue
+            with report.timing("decode"):
+                pictures = deinterlacer.push(frame)
+            yield from pictures
+    if deinterlacer is not None:
+        with report.timing("decode"):
+            pictures = deinterlacer.flush()
+        yield from pictures
 
 
 def _picture(frame: av.VideoFrame, width: int, height: int, reader: colours.Converter,
              orientation: geometry.Orientation, report: Report) -> TimedFrame:
-    """A decoded (and deinterlaced) frame as RGB, turned as the display matrix says."""
-    with report.timing("decode"):
+    """A decoded (and deinterlaced) frame as RGB on the device, turned as the display matrix says."""
+    with report.timing("convert"):
         timed = from_av(frame, width, height, frame.pts, Fraction(frame.time_base), reader)
         return TimedFrame(orientation.apply(timed.image), timed.pts, timed.time_base)
 
@@ -211,7 +365,7 @@ def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration_s: flo
     if plan.interpolator is None:
         report.interpolation = "ffmpeg-minterpolate"
         report.notes.append("no interpolation model given: frame rate by libavfilter minterpolate (non-learned)")
-        return _timed_stage(filters.minterpolate(frames, rate, count), report)
+        return filters.minterpolate(frames, rate, count, lambda: report.timing("model"))
     model = plan.interpolator
     report.interpolation = model.name
 
@@ -235,24 +389,12 @@ def _upscale_stage(frames: Iterator[TimedFrame], plan: Plan, report: Report) -> 
     if plan.upscaler is None:
         report.upscale = "lanczos"
         report.notes.append(f"no upscale model given: x{plan.upscale} by libavfilter lanczos scale (non-learned)")
-        return _timed_stage(filters.lanczos_scale(frames, plan.upscale), report)
+        return filters.lanczos_scale(frames, plan.upscale, lambda: report.timing("model"))
     model = plan.upscaler
     report.upscale = model.name
     if model.scale != plan.upscale:
         report.notes.append(f"model {model.name} is x{model.scale}; resized to x{plan.upscale} (bicubic, antialiased)")
     return _batched_upscale(frames, plan, model, report)
-
-
-def _timed_stage(stage: Iterator[TimedFrame], report: Report) -> Iterator[TimedFrame]:
-    """A libavfilter stage pulls its input inside next(): subtract the upstream decode time."""
-    while True:
-        before = report.stage_s["decode"]
-        t0 = time.perf_counter()
-        frame = next(stage, None)
-        report.stage_s["model"] += time.perf_counter() - t0 - (report.stage_s["decode"] - before)
-        if frame is None:
-            return
-        yield frame
 
 
 def _batched_upscale(frames: Iterator[TimedFrame], plan: Plan, model, report: Report) -> Iterator[TimedFrame]:
