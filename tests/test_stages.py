@@ -242,11 +242,22 @@ def test_a_demuxing_error_is_still_a_bad_input_with_threads(tmp_path, clip, monk
             return getattr(self._container, name)
 
     @contextlib.contextmanager
-    def failing_open(src):
-        with real_open(src) as container:
+    def failing_open(src, hw_decode=None):
+        with real_open(src, hw_decode) as container:
             yield FailingMidStream(container)
 
     monkeypatch.setattr(pipeline, "open_input", failing_open)
     with pytest.raises(BadInputError, match="corrupt after frame"):
         pipeline.process(clip, tmp_path / "out.mp4", pipeline.Plan(), 0.5)
     assert not _stage_threads()
+
+
+def test_nvdec_asked_for_on_a_host_without_cuda_decodes_in_software_and_says_so(tmp_path, clip):
+    """A CUDA job asks FFmpeg for NVDEC; where no CUDA device opens (this host), the job decodes in
+    software, gives the same frames, and the manifest's notes say why."""
+    plain = pipeline.process(clip, tmp_path / "sw.mp4", pipeline.Plan(hw_decode=False), 0.5)
+    asked = pipeline.process(clip, tmp_path / "hw.mp4", pipeline.Plan(hw_decode=True), 0.5)
+    assert asked.frames_out == plain.frames_out
+    assert any(n.startswith("NVDEC unavailable") and "software" in n for n in asked.notes), asked.notes
+    assert not any("NVDEC" in n for n in plain.notes)
+    assert _pts(tmp_path / "sw.mp4") == _pts(tmp_path / "hw.mp4")

@@ -123,6 +123,9 @@ def add_video_stream(output: av.container.OutputContainer, choice: EncoderChoice
     stream = output.add_stream(choice.name, rate=rate, options=choice.options)
     stream.width, stream.height, stream.pix_fmt = width, height, choice.pix_fmt
     stream.time_base = time_base
+    # Frame and slice threads, as ffmpeg's CLI asks for: PyAV's default (slice only) makes libx264
+    # and libx265 run sliced threads, slower and a different stream than the CLI's.
+    stream.codec_context.thread_type = "AUTO"
     if colour is not None:
         tag(stream.codec_context, colour)
     return stream

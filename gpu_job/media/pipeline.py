@@ -57,6 +57,7 @@ class Plan:
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: bool = True  # False: the same stages one after another in one thread (for comparison)
     yuv_passthrough: bool = True  # False: even without a model, every frame goes through RGB
+    hw_decode: bool | None = None  # NVDEC; None: when the device is CUDA
 
 
 @dataclass
@@ -104,7 +105,10 @@ def _retimed_count(target_fps: float, duration_s: float) -> int:
 
 def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFrame | None = None) -> Report:
     report = Report()
-    with open_input(src) as container:
+    hw_decode = plan.hw_decode if plan.hw_decode is not None else plan.device.type == "cuda"
+    decode_notes: list[str] = []
+    with open_input(src, decode_notes if hw_decode else None) as container:
+        report.notes += decode_notes
         vin = container.streams.video[0]
         vin.thread_type = "AUTO"
         # Shape and scan (geometry.py, interlace.py): the display matrix is applied to the pixels, the

@@ -10,17 +10,30 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.codec.hwaccel import HWAccel
 
 from vastdrop.errors import BadInputError
 from vastdrop.manifest import MediaFacts
 
 
-def open_input(path: Path) -> av.container.InputContainer:
-    """Open a media file, or BadInputError with the reason in words."""
+def open_input(path: Path, hw_decode: list[str] | None = None) -> av.container.InputContainer:
+    """Open a media file, or BadInputError with the reason in words.
+
+    hw_decode: a list to ask for decoding on NVDEC (FFmpeg's CUDA hwaccel; frames come back to host
+    memory as NV12 or P010). The decoder itself falls back to software for a stream NVDEC cannot
+    take; when no CUDA device can be opened at all, the file is opened for software decoding. Either
+    way a note in words is appended to the list."""
     if path.stat().st_size == 0:
         raise BadInputError("the input file is empty (0 bytes)")
+    container = None
+    if hw_decode is not None:
+        try:
+            container = av.open(str(path), "r", hwaccel=HWAccel("cuda", allow_software_fallback=True))
+            hw_decode.append("video decoded on NVDEC where it takes the stream (software otherwise)")
+        except av.error.FFmpegError as exc:
+            hw_decode.append(f"NVDEC unavailable ({exc.strerror or exc}): video decoded in software")
     try:
-        container = av.open(str(path), "r")
+        container = container or av.open(str(path), "r")
     except av.error.FFmpegError as exc:
         raise BadInputError(f"not a readable media file: {exc.strerror or exc}") from exc
     if not container.streams.video:
