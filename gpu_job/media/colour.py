@@ -228,7 +228,7 @@ class Converter:
 
     def __post_init__(self) -> None:
         if self.colour.matrix == SPC_RGB:
-            self._to_rgb = self._from_rgb = None
+            self._from_rgb_rows = self._to_rgb_rows = []
         else:
             _, kr, kb = MATRICES[self.colour.matrix]
             kg = 1.0 - kr - kb
@@ -236,8 +236,9 @@ class Converter:
             m = torch.tensor([[kr, kg, kb],
                               [-kr / (2 * (1 - kb)), -kg / (2 * (1 - kb)), 0.5],
                               [0.5, -kg / (2 * (1 - kr)), -kb / (2 * (1 - kr))]], dtype=torch.float64)
-            self._from_rgb = m.to(torch.float32).to(self.device)
-            self._to_rgb = torch.linalg.inv(m).to(torch.float32).to(self.device)
+            # Rows of float32 values, for weighted sums of planes (a matrix product with K=3 is slow on a CPU).
+            self._from_rgb_rows = m.to(torch.float32).tolist()
+            self._to_rgb_rows = torch.linalg.inv(m).to(torch.float32).tolist()
 
     @property
     def image_dtype(self) -> torch.dtype:
@@ -258,7 +259,7 @@ class Converter:
         y = planes[0]
         cb, cr = (_upsample(c, height, width) for c in planes[1:])
         y, cb, cr = _normalise(y, cb, cr, bits, self.colour.range)
-        rgb = torch.stack([y, cb, cr], dim=-1) @ self._to_rgb.T
+        rgb = torch.stack([y * a + cb * b + cr * c for a, b, c in self._to_rgb_rows], dim=-1)
         return rgb.clamp_(0.0, 1.0)
 
     # encode side
@@ -285,10 +286,10 @@ class Converter:
         """Planes as integers on the device: uint8, or int16 holding the 9..16-bit codes (the same
         bits as uint16, in which CUDA has no arithmetic)."""
         bits, (sy, sx) = _layout(pix_fmt)
-        if self._from_rgb is None:
+        if not self._from_rgb_rows:
             raise ValueError("an RGB-coded source is written as YUV with BT.709: choose it before converting")
-        ycc = rgb @ self._from_rgb.T
-        y, cb, cr = ycc[..., 0], ycc[..., 1], ycc[..., 2]
+        r, g, b = rgb.unbind(-1)
+        y, cb, cr = (r * kr + g * kg + b * kb for kr, kg, kb in self._from_rgb_rows)
         cb, cr = _downsample(cb, sy, sx), _downsample(cr, sy, sx)
         y, cb, cr = _denormalise(y, cb, cr, bits, self.colour.range)
         top = float((1 << bits) - 1)
@@ -428,17 +429,26 @@ def _upsample(c: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def _downsample(c: torch.Tensor, sy: int, sx: int) -> torch.Tensor:
     """2:1 per subsampled axis with the 4-tap [-1, 3, 3, -1] / 4 kernel: the exact inverse of the
     bilinear upsampling above (replicated edges both ways), so an unprocessed frame's chroma comes back
-    as it was; a bicubic-like low-pass that removes the fine grid's Nyquist entirely."""
+    as it was; a bicubic-like low-pass that removes the fine grid's Nyquist entirely. Written as four
+    strided slices, not a convolution: a one-channel strided conv costs several times more on a CPU."""
     x = c[None, None]
-    k = _DOWN_TAPS.to(c.device, c.dtype)
     if sx:
-        x = F.conv2d(F.pad(_even_pad(x, -1), (1, 1, 0, 0), mode="replicate"), k.view(1, 1, 1, 4), stride=(1, 2))
+        x = _halve(F.pad(_even_pad(x, -1), (1, 1, 0, 0), mode="replicate"), -1)
     if sy:
-        x = F.conv2d(F.pad(_even_pad(x, -2), (0, 0, 1, 1), mode="replicate"), k.view(1, 1, 4, 1), stride=(2, 1))
+        x = _halve(F.pad(_even_pad(x, -2), (0, 0, 1, 1), mode="replicate"), -2)
     return x[0, 0]
 
 
-_DOWN_TAPS = torch.tensor([-0.25, 0.75, 0.75, -0.25])
+def _halve(padded: torch.Tensor, dim: int) -> torch.Tensor:
+    """out[i] = (-p[2i] + 3 p[2i+1] + 3 p[2i+2] - p[2i+3]) / 4 along `dim` of the edge-padded `padded`."""
+    n = (padded.shape[dim] - 2) // 2
+
+    def taps(start: int) -> torch.Tensor:  # p[start], p[start + 2], ... (n of them)
+        index = [slice(None)] * padded.dim()
+        index[dim] = slice(start, start + 2 * n, 2)
+        return padded[tuple(index)]
+
+    return (taps(1) + taps(2)).mul_(0.75).sub_((taps(0) + taps(3)).mul_(0.25))
 
 
 def _even_pad(x: torch.Tensor, dim: int) -> torch.Tensor:
