@@ -133,14 +133,13 @@ class JobRunner:
             raise RuntimeError(f"encoded {report.frames_out} frames but the output holds {facts_out.frames}")
         self.deadline.check("processing")
 
-        sha256 = _sha256(dst)
-        with self._timed("upload"):
+        with self._timed("upload"), _sha256_alongside(dst) as sha256:
             result = self._storage(spec.output_url).upload(dst, spec.output_url, content_type_for(spec.container))
         self.log.info("result uploaded", extra={"etag": result.etag, "bytes": result.size})
         return Manifest(
             job_id=spec.id, attempt=spec.attempt, status="succeeded", input=state.input,
             result=ResultRef(url=redact_url(spec.output_url), etag=result.etag, size=result.size,
-                             sha256=sha256, content_type=content_type_for(spec.container)),
+                             sha256=sha256.hexdigest(), content_type=content_type_for(spec.container)),
             params=spec.params(), media=state.media, engine=state.engine,
         )
 
@@ -224,12 +223,30 @@ def _with_geometry(facts: MediaFacts, path: Path) -> MediaFacts:
     return MediaFacts(**facts.model_dump(), **geometry.inspect(path).facts())
 
 
-def _sha256(path: Path) -> str:
+@contextmanager
+def _sha256_alongside(path: Path) -> Iterator[hashlib._Hash]:
+    """The file's sha256, computed in a thread while the body runs (the upload reads the same bytes,
+    from the page cache by then): the digest costs no wall time of its own. hashlib releases the
+    GIL on large updates. The digest is complete when the block ends."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    failure: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            with path.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+        except BaseException as exc:  # re-raised in the job's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=read, name="vastdrop-sha256", daemon=True)
+    worker.start()
+    try:
+        yield digest
+    finally:
+        worker.join()
+    if failure:
+        raise failure[0]
 
 
 def start_deadline_watchdog(deadline: float | None, on_expiry) -> None:
