@@ -88,6 +88,10 @@ class Report:
             with self._lock:  # stages run in several threads
                 self.stage_s[stage] += time.perf_counter() - t0
 
+    def model_timing(self):
+        """Times libavfilter's work as the model's (a filters.Timing)."""
+        return self.timing("model")
+
 
 # Called after each output frame with the count so far; may raise (deadline) to stop the job.
 OnFrame = Callable[[int], None]
@@ -251,20 +255,17 @@ def _yuv_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration_s: float, 
     """The path without models: decoded frames, kept in YUV, through libavfilter (minterpolate,
     lanczos) when the plan asks for them."""
     frames = _same_shape(frames, size, pix_fmt, report)
-    timing = lambda: report.timing("model")  # noqa: E731
     if plan.target_fps is not None:
-        report.interpolation = "ffmpeg-minterpolate"
-        report.notes.append("no interpolation model given: frame rate by libavfilter minterpolate (non-learned)")
+        _say_minterpolate(report)
         count = _retimed_count(plan.target_fps, duration_s)
-        retimed = filters.minterpolate_frames(frames, fps_fraction(plan.target_fps), count, timing)
+        retimed = filters.minterpolate_frames(frames, fps_fraction(plan.target_fps), count, report.model_timing)
     else:
         retimed = ((frame.pts, frame) for frame in frames)
     if plan.upscale == 1:
         for pts, frame in retimed:
             yield Picture(pts, frame=frame)
         return
-    report.upscale = "lanczos"
-    report.notes.append(f"no upscale model given: x{plan.upscale} by libavfilter lanczos scale (non-learned)")
+    _say_lanczos(report, plan.upscale)
     waiting: deque[int] = deque()  # scale gives one frame per frame, in order: the pts travel beside it
 
     def unstamped() -> Iterator[av.VideoFrame]:
@@ -272,8 +273,18 @@ def _yuv_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration_s: float, 
             waiting.append(pts)
             yield frame
 
-    for frame in filters.lanczos_frames(unstamped(), plan.upscale, timing):
+    for frame in filters.lanczos_frames(unstamped(), plan.upscale, report.model_timing):
         yield Picture(waiting.popleft(), frame=frame)
+
+
+def _say_minterpolate(report: Report) -> None:
+    report.interpolation = "ffmpeg-minterpolate"
+    report.notes.append("no interpolation model given: frame rate by libavfilter minterpolate (non-learned)")
+
+
+def _say_lanczos(report: Report, factor: int) -> None:
+    report.upscale = "lanczos"
+    report.notes.append(f"no upscale model given: x{factor} by libavfilter lanczos scale (non-learned)")
 
 
 def _same_shape(frames: Iterator[av.VideoFrame], size: tuple[int, int], pix_fmt: str,
@@ -367,9 +378,8 @@ def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration_s: flo
     rate = fps_fraction(plan.target_fps)
     count = _retimed_count(plan.target_fps, duration_s)
     if plan.interpolator is None:
-        report.interpolation = "ffmpeg-minterpolate"
-        report.notes.append("no interpolation model given: frame rate by libavfilter minterpolate (non-learned)")
-        return filters.minterpolate(frames, rate, count, lambda: report.timing("model"))
+        _say_minterpolate(report)
+        return filters.minterpolate(frames, rate, count, report.model_timing)
     model = plan.interpolator
     report.interpolation = model.name
 
@@ -391,9 +401,8 @@ def _upscale_stage(frames: Iterator[TimedFrame], plan: Plan, report: Report) -> 
     if plan.upscale == 1:
         return frames
     if plan.upscaler is None:
-        report.upscale = "lanczos"
-        report.notes.append(f"no upscale model given: x{plan.upscale} by libavfilter lanczos scale (non-learned)")
-        return filters.lanczos_scale(frames, plan.upscale, lambda: report.timing("model"))
+        _say_lanczos(report, plan.upscale)
+        return filters.lanczos_scale(frames, plan.upscale, report.model_timing)
     model = plan.upscaler
     report.upscale = model.name
     if model.scale != plan.upscale:
