@@ -156,7 +156,8 @@ def run_case(case: Case, load, clips, device, dtype, args, tmp: Path) -> dict:
     model = load(case, width, height)
     plan = Plan(target_fps=2 * SOURCE_FPS if case.rife else None, upscale=case.scale,
                 interpolator=model if case.rife else None, upscaler=None if case.rife else model,
-                device=device, dtype=dtype, video_codec=args.codec, crf=args.crf, batch_size=args.batch)
+                device=str(device), dtype=str(dtype).removeprefix("torch."), video_codec=args.codec, crf=args.crf,
+                batch_size=args.batch)
     warm = clips(width, height, WARMUP_FRAMES)
     process(warm, tmp / "warm.mp4", plan, probe(warm).duration_s)
     src = clips(width, height, min(case.frames, SMOKE_FRAMES) if args.smoke else case.frames)

@@ -15,9 +15,10 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
+from gpu_job.lazy import imported, lazy_import
 from vastdrop.errors import TransientError
+
+torch = lazy_import("torch")  # imported on first use: the YUV-only path never needs it
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 CPU_ALLOCATOR_MARKS = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
@@ -61,8 +62,8 @@ def _disk_full(exc: OSError, workdir: Path) -> ResourceExhausted:
                              "the job needs room for its input and its result")
 
 
-def _out_of_memory(exc: BaseException, device: torch.device | None) -> ResourceExhausted:
-    if isinstance(exc, torch.OutOfMemoryError) and device is not None and device.type == "cuda":
+def _out_of_memory(exc: BaseException, device: str | None) -> ResourceExhausted:
+    if _torch_oom(exc) and device is not None and device.startswith("cuda"):
         try:
             free, total = torch.cuda.mem_get_info(device)
             where = f"{device} ({_mib(free)} free of {_mib(total)})"
@@ -76,15 +77,20 @@ def _out_of_memory(exc: BaseException, device: torch.device | None) -> ResourceE
     return ResourceExhausted(f"out of memory on {where}: {_first_line(exc)}")
 
 
-def resource_exhausted(exc: BaseException, workdir: Path, device: torch.device | None) -> ResourceExhausted | None:
+def resource_exhausted(exc: BaseException, workdir: Path, device: str | None) -> ResourceExhausted | None:
     """The disk-full or out-of-memory error behind `exc`, in words; None when it is neither."""
     for link in _chain(exc):
         if isinstance(link, ResourceExhausted):
             return link
         if isinstance(link, OSError) and link.errno in DISK_FULL_ERRNOS:
             return _disk_full(link, workdir)
-        if isinstance(link, torch.OutOfMemoryError | MemoryError) or (
+        if _torch_oom(link) or isinstance(link, MemoryError) or (
             isinstance(link, RuntimeError) and any(mark in str(link) for mark in CPU_ALLOCATOR_MARKS)
         ):
             return _out_of_memory(link, device)
     return None
+
+
+def _torch_oom(exc: BaseException) -> bool:
+    # Without torch imported, no error can be torch's (and asking would import it).
+    return imported("torch") and isinstance(exc, torch.OutOfMemoryError)

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
-import torch
 
 from gpu_job import callback, failures
 from gpu_job import device as devices
+from gpu_job.lazy import lazy_import
 from gpu_job.media import bounds, geometry, pipeline
 from gpu_job.media import colour as colours
 from gpu_job.media.probe import measure, probe
@@ -39,7 +39,10 @@ from vastdrop.manifest import (
     ObjectRef,
     ResultRef,
 )
-from vastdrop.storage import storage_for
+from vastdrop.multipart import MAX_PLAN_BYTES, PartsPlan
+from vastdrop.storage import ObjectInfo, storage_for
+
+torch = lazy_import("torch")  # imported on first use: the YUV-only path never needs it
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ class JobRunner:
         self.state = _State(input=ObjectRef(url=redact_url(spec.input_url)))
         self.log = logs.ContextLogger(logger, {"job_id": spec.id, "key": redact_url(spec.input_url)})
         self.deadline_hit = False
-        self._device: torch.device | None = None
+        self._device: str | None = None  # a torch device's name
 
     def run(self) -> tuple[int, Manifest | None]:
         started = time.monotonic()
@@ -98,7 +101,7 @@ class JobRunner:
         self.deadline.check("start")
         device = self._device = devices.pick_device(spec.device)
         diag = devices.log_diagnostics(device)
-        state.engine = Engine(device=str(diag["device"]), torch=torch.__version__, av=av.__version__)
+        state.engine = Engine(device=str(diag["device"]), torch=str(diag["torch"]), av=av.__version__)
 
         src, dst = self.workdir / "input", self.workdir / f"output{result_ext_for(spec.container)}"
         with self._timed("download"):
@@ -134,7 +137,7 @@ class JobRunner:
         self.deadline.check("processing")
 
         with self._timed("upload"), _sha256_alongside(dst) as sha256:
-            result = self._storage(spec.output_url).upload(dst, spec.output_url, content_type_for(spec.container))
+            result = self._upload_result(dst)
         self.log.info("result uploaded", extra={"etag": result.etag, "bytes": result.size})
         return Manifest(
             job_id=spec.id, attempt=spec.attempt, status="succeeded", input=state.input,
@@ -143,27 +146,45 @@ class JobRunner:
             params=spec.params(), media=state.media, engine=state.engine,
         )
 
-    def _plan(self, device: torch.device, facts: MediaFacts) -> pipeline.Plan:
+    def _plan(self, device: str, facts: MediaFacts) -> pipeline.Plan:
         spec = self.spec
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
-        interpolator = upscaler = None
+        dtype = "float16" if device.startswith("cuda") else "float32"
+        interpolator = upscaler = None  # the models take torch's objects: torch is imported only for them
         if spec.target_fps is not None and spec.interpolation_model:
             from gpu_job.models.rife import RifeInterpolator
 
             # Flow on a half-resolution pyramid above 1440p, as Practical-RIFE recommends for UHD.
             scale = RIFE_UHD_SCALE if max(facts.width, facts.height) > RIFE_FULL_SCALE_MAX_PX else 1.0
-            interpolator = RifeInterpolator.from_file(self._model_file(spec.interpolation_model), device=device,
-                                                      dtype=dtype, scale=scale)
+            interpolator = RifeInterpolator.from_file(self._model_file(spec.interpolation_model),
+                                                      device=torch.device(device), dtype=getattr(torch, dtype),
+                                                      scale=scale)
             self.state.engine.notes.extend(interpolator.notes)  # e.g. 3.x HD's rounding of timesteps
             if scale != 1.0:
                 self.state.engine.notes.append(f"RIFE flow estimated at scale {scale} for {facts.width}x{facts.height}")
         if spec.upscale > 1 and spec.upscale_model:
             from gpu_job.models.upscaler import Upscaler
 
-            upscaler = Upscaler.from_file(self._model_file(spec.upscale_model), device=device, dtype=dtype)
+            upscaler = Upscaler.from_file(self._model_file(spec.upscale_model), device=torch.device(device),
+                                         dtype=getattr(torch, dtype))
         return pipeline.Plan(target_fps=spec.target_fps, upscale=spec.upscale, interpolator=interpolator,
                              upscaler=upscaler, device=device, dtype=dtype, video_codec=spec.video_codec, crf=spec.crf,
                              container=spec.container)
+
+    def _upload_result(self, dst: Path) -> ObjectInfo:
+        """One PUT to the output URL; in parts when the control plane gave a multipart plan and the
+        result is larger than the plan's single-PUT limit (vastdrop.multipart)."""
+        spec = self.spec
+        if spec.output_parts_url:
+            raw = self._storage(spec.output_parts_url).get_bytes(spec.output_parts_url, MAX_PLAN_BYTES)
+            try:
+                plan = PartsPlan.from_json(raw)
+            except ValueError as exc:  # the control plane's own document: its fault, worth another attempt
+                raise TransientError(f"the result's multipart upload plan is unreadable: {type(exc).__name__}") from None
+            size = dst.stat().st_size
+            if size > plan.single_put_max_bytes:
+                self.log.info("uploading the result in parts", extra={"bytes": size, "part_bytes": plan.part_size})
+                return self._storage(plan.complete_url).upload_in_parts(dst, plan)
+        return self._storage(spec.output_url).upload(dst, spec.output_url, content_type_for(spec.container))
 
     def _model_file(self, ref: str) -> Path:
         if ref.startswith(MODEL_URL_SCHEMES):

@@ -11,6 +11,7 @@ from vastdrop.jobspec import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_OUTPUT_PIXELS, 
 from vastdrop.layout import DEFAULT_CONTAINER, Layout
 from vastdrop.ledger.base import Ledger
 from vastdrop.location import Location
+from vastdrop.multipart import DEFAULT_MAX_RESULT_BYTES, DEFAULT_PART_BYTES, MAX_SINGLE_PUT_BYTES
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class ControlConfig:
     # Bounds on one job (not hashed into the job id), refused by the job as bad input.
     max_duration_s: float = DEFAULT_MAX_DURATION_S
     max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS
+    # Results too large for one PUT go up in parts (vastdrop.multipart).
+    single_put_max_bytes: int = MAX_SINGLE_PUT_BYTES
+    result_part_bytes: int = DEFAULT_PART_BYTES
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
     # Retries.
     max_attempts: int = 3
     retry_backoff_s: float = 10.0  # first retry waits this long, doubling, capped below

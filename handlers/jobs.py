@@ -52,6 +52,10 @@ def staged_result_key(record: JobRecord, deps: Deps) -> str:
     return layout_for(record, deps).staged_result_key(record.job_id, record.attempt)
 
 
+def staged_parts_plan_key(record: JobRecord, deps: Deps) -> str:
+    return deps.layout.staged_parts_plan_key(record.job_id, record.attempt)
+
+
 def staged_manifest_key(record: JobRecord, deps: Deps) -> str:
     """The current attempt's own manifest: the only manifest its host can write."""
     return deps.layout.staged_manifest_key(record.job_id, record.attempt)
@@ -67,15 +71,20 @@ def remove_staging(record: JobRecord, deps: Deps) -> None:
 
 
 def build_spec(record: JobRecord, deps: Deps, deadline: float) -> JobSpec:
-    """The job's URLs: GET for its input, PUT only for its own attempt's staging keys and its log."""
+    """The job's URLs: GET for its input, PUT only for its own attempt's staging keys and its log
+    (and the part URLs of a multipart upload to its staged result, should it be larger than one PUT
+    takes). Starting that upload talks to the store: a TransientError here is a launch that failed."""
     cfg = deps.config
     expires = int(deadline - deps.clock() + cfg.url_expiry_margin_s)
+    result, content_type = staged_result_key(record, deps), content_type_for(container_of(record))
     return JobSpec(
         id=record.job_id,
         attempt=record.attempt,
         input_url=deps.inputs.job_get_url(record.key, expires),
-        output_url=deps.outputs.job_put_url(staged_result_key(record, deps), expires,
-                                            content_type_for(container_of(record))),
+        output_url=deps.outputs.job_put_url(result, expires, content_type),
+        output_parts_url=deps.outputs.job_parts_url(
+            result, staged_parts_plan_key(record, deps), expires, content_type, part_bytes=cfg.result_part_bytes,
+            max_result_bytes=cfg.max_result_bytes, single_put_max_bytes=cfg.single_put_max_bytes),
         manifest_url=deps.outputs.job_put_url(staged_manifest_key(record, deps), expires, "application/json"),
         log_url=deps.outputs.job_put_url(deps.layout.log_key(record.job_id), expires, "text/plain; charset=utf-8"),
         target_fps=record.params.get("target_fps"),
@@ -105,8 +114,8 @@ def launch(record: JobRecord, deps: Deps, expected: JobState) -> JobRecord | Non
     if claimed is None:
         return None
     log = log_for(claimed)
-    spec = build_spec(claimed, deps, deadline)
     try:
+        spec = build_spec(claimed, deps, deadline)
         instance = deps.compute.launch(spec, spec.to_env())
     except CapacityError as exc:
         # Not the job's fault (our caps, the API's pace, the account): back in the queue, attempt kept.

@@ -92,6 +92,29 @@ def test_real_jobs_on_vast_finish_verified_and_every_instance_is_destroyed(seawe
         assert all(r.state == JobState.SUCCEEDED and r.gpu_name for r in deps.ledger.list())
 
 
+def test_a_result_larger_than_one_put_goes_up_in_parts_and_is_published_verified(seaweed, bucket, clip, tmp_path):
+    """GIVEN a single-PUT limit below the result's size (5 GB in production, 1 KB here)
+    WHEN the real job runs on the emulator with presigned URLs only
+    THEN it uploads its result as a multipart upload through presigned part URLs and completes it,
+    the control plane verifies that ETag and publishes the result, and no upload is left pending."""
+    with VastEmulator(loading_s=0.05, kill_grace_s=0.5) as emu:  # the real `python -m gpu_job`
+        deps = make_deps(seaweed, bucket, emu, tmp_path, device="cpu", single_put_max_bytes=1024)
+        drop(seaweed, bucket, "input/big.mp4", clip)
+        assert driver.run_once(deps, TICK_S)
+        s3 = seaweed.client()
+        final = Manifest.from_json(s3.get_object(Bucket=bucket, Key="output/big.mp4.manifest.json")["Body"].read())
+        head = s3.head_object(Bucket=bucket, Key="output/big.mp4")
+        assert final.status == "succeeded" and final.result.size == head["ContentLength"] > 1024
+        assert final.result.etag == head["ETag"]
+        record = deps.ledger.list()[0]
+        log = s3.get_object(Bucket=bucket, Key=f"logs/{record.job_id}.log")["Body"].read().decode()
+        assert "uploading the result in parts" in log
+        assert emu.live_instances() == []
+        assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+        assert s3.list_objects_v2(Bucket=bucket, Prefix="output/.attempts/").get("KeyCount", 0) == 0
+        assert any("JOB_OUTPUT_PARTS_URL" in k for k in emu.create_requests[0]["env_keys"])
+
+
 def test_duplicate_webhook_deliveries_launch_once_and_bad_signatures_get_401(seaweed, bucket, clip, tmp_path, emu):
     deps = make_deps(seaweed, bucket, emu, tmp_path)
     drop(seaweed, bucket, "input/dup.mp4", clip)

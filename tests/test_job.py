@@ -77,6 +77,26 @@ def test_fallback_interpolation_and_upscale_are_recorded_and_the_output_is_right
     assert any(line["msg"].startswith("progress 60/60") for line in log_lines)
 
 
+@pytest.mark.parametrize("extra", [{}, {"JOB_TARGET_FPS": "60", "JOB_UPSCALE": "2"}], ids=["transcode", "fallbacks"])
+def test_a_job_without_models_on_the_cpu_never_imports_torch(tmp_path, clips, extra):
+    """GIVEN no model and JOB_DEVICE=cpu (the picture stays in YUV: libavfilter does the work)
+    WHEN the job runs in a process where importing torch fails
+    THEN it succeeds all the same, and says which torch the image holds: torch's ~2 s import is
+    not paid by a job that has no use for it."""
+    proc = run_job(file_job_env(tmp_path, clips["plain"], **extra), unimportable=("torch",))
+    assert proc.returncode == 0, proc.stderr
+    manifest = _manifest(tmp_path)
+    assert manifest.status == "succeeded" and manifest.media.output.frames == (60 if extra else 24)
+    assert manifest.engine.torch and manifest.engine.torch[0].isdigit()
+
+
+def test_the_torch_guard_fails_a_job_that_needs_torch(tmp_path, clips):
+    """The guard above can fail: an odd-sized picture is cropped on the device (RGB), which needs
+    torch, and where torch cannot be imported that job does not succeed."""
+    proc = run_job(file_job_env(tmp_path, clips["odd"]), unimportable=("torch",))
+    assert proc.returncode == 70 and _manifest(tmp_path).status == "failed"
+
+
 @pytest.mark.parametrize(("target", "frames", "fps"), [("70", 35, 70.0), ("59.94", 30, 59.94)])
 def test_any_target_rate_keeps_the_duration(tmp_path, clips, target, frames, fps):
     proc = run_job(file_job_env(tmp_path, clips["odd"], JOB_TARGET_FPS=target))

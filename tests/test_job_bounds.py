@@ -247,7 +247,7 @@ def _wrapped_as_bad_input(inner: BaseException) -> BaseException:
     (lambda: _wrapped_as_bad_input(_raised(lambda: av.error.err_check(-errno.ENOMEM))), "the host"),  # a decoder's ENOMEM
 ])
 def test_out_of_memory_however_it_surfaces_is_transient_and_said_in_words(tmp_path, make, where):
-    found = failures.resource_exhausted(make(), tmp_path, torch.device("cpu"))
+    found = failures.resource_exhausted(make(), tmp_path, "cpu")
     assert isinstance(found, failures.ResourceExhausted)
     assert str(found).startswith(f"out of memory on {where} (") and " available of " in str(found)
     assert len(str(found)) < 500

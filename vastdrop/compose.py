@@ -21,6 +21,8 @@ def control_config(s: ControlSettings) -> ControlConfig:
         target_fps=s.target_fps, upscale=s.upscale, interpolation_model=s.interpolation_model,
         upscale_model=s.upscale_model, device=s.device, video_codec=s.video_codec, crf=s.crf, container=s.container,
         max_duration_s=s.max_duration_s, max_output_pixels=s.max_output_pixels,
+        single_put_max_bytes=s.single_put_max_bytes, result_part_bytes=s.result_part_bytes,
+        max_result_bytes=s.max_result_bytes,
         max_attempts=s.max_attempts, retry_backoff_s=s.retry_backoff_s, job_timeout_s=s.job_timeout_s,
         loading_timeout_s=s.loading_timeout_s, verify_interval_s=s.verify_interval_s,
         callback_url=s.callback_url, event_max_age_s=s.event_max_age_s,

@@ -39,6 +39,9 @@ class JobSpec(BaseModel):
     id: str = Field(min_length=1, max_length=200, description="job id, recorded in the manifest and logs")
     input_url: str = Field(description="the input video: s3://, file:// or a presigned https:// GET")
     output_url: str = Field(description="where the result MP4 goes: s3://, file:// or a presigned https:// PUT")
+    output_parts_url: str | None = Field(
+        None, description="a presigned GET of the result's multipart upload plan (vastdrop.multipart): a result "
+        "larger than the plan's single-PUT limit goes up in parts; unset: always one PUT")
     manifest_url: str = Field(description="where the manifest JSON goes, written last")
     log_url: str | None = Field(None, description="where the job uploads its own log at exit (optional)")
     target_fps: float | None = Field(None, ge=MIN_TARGET_FPS, le=MAX_TARGET_FPS,
@@ -65,7 +68,7 @@ class JobSpec(BaseModel):
     max_output_pixels: int = Field(
         DEFAULT_MAX_OUTPUT_PIXELS, ge=1, description="the largest output frame (width x height); larger is bad input")
 
-    _urls = field_validator("input_url", "output_url", "manifest_url", "log_url", "callback_url")(
+    _urls = field_validator("input_url", "output_url", "output_parts_url", "manifest_url", "log_url", "callback_url")(
         classmethod(lambda cls, v: _check_url(v))
     )
 
@@ -76,7 +79,8 @@ class JobSpec(BaseModel):
             raise ValueError("target fps must be a finite number")
         return v
 
-    @field_validator("interpolation_model", "upscale_model", "callback_url", "log_url", mode="before")
+    @field_validator("interpolation_model", "upscale_model", "callback_url", "log_url", "output_parts_url",
+                     mode="before")
     @classmethod
     def _empty_is_none(cls, v: object) -> object:
         return None if v == "" else v
@@ -103,6 +107,7 @@ class JobSpec(BaseModel):
         }
         optional = {
             "JOB_LOG_URL": self.log_url,
+            "JOB_OUTPUT_PARTS_URL": self.output_parts_url,
             "JOB_TARGET_FPS": None if self.target_fps is None else repr(self.target_fps),
             "JOB_INTERPOLATION_MODEL": self.interpolation_model,
             "JOB_UPSCALE_MODEL": self.upscale_model,

@@ -13,6 +13,7 @@ MANIFEST_SUFFIX = ".manifest.json"
 STAGING_DIR = ".attempts/"
 STAGED_MANIFEST = "manifest.json"
 STAGED_RESULT = "result"  # + result_ext
+STAGED_PARTS_PLAN = "result-parts.json"  # the presigned part URLs of a result too large for one PUT
 # The result's container (JOB_CONTAINER): its key's extension and its content type.
 CONTAINERS = {"mp4": (".mp4", "video/mp4"), "mkv": (".mkv", "video/x-matroska")}
 DEFAULT_CONTAINER = "mp4"
@@ -77,6 +78,9 @@ class Layout:
 
     def staged_manifest_key(self, job_id: str, attempt: int) -> str:
         return self.staging_prefix(job_id, attempt) + STAGED_MANIFEST
+
+    def staged_parts_plan_key(self, job_id: str, attempt: int) -> str:
+        return self.staging_prefix(job_id, attempt) + STAGED_PARTS_PLAN
 
     def staged_attempt(self, key: str) -> tuple[str, int] | None:
         """(job id, attempt) of a staged manifest's key, else None. The key, not the manifest's

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vastdrop.errors import ConfigError, NotFoundError
+from vastdrop.multipart import PartsPlan, plan_size
 from vastdrop.storage import ObjectInfo, storage_for
 from vastdrop.storage.local import file_url_to_path, key_path, path_to_file_url
 
@@ -111,6 +112,8 @@ class Location:
         keys = [key for key, _info in self.list(prefix)]
         for key in keys:
             self.storage.delete(self.url(key))
+        if not self.is_local:  # a multipart upload the job never completed (vastdrop.multipart)
+            self.storage.abort_uploads(self.url(prefix))
         if self.is_local:  # S3 has no folders; a local tree should not keep their empty shells
             _remove_empty_dirs(file_url_to_path(self.root), prefix)
         return len(keys)
@@ -122,6 +125,20 @@ class Location:
         if self.is_local:
             return self.url(key)
         return self.storage.presign_put(self.url(key), expires_s, content_type)
+
+    def job_parts_url(self, key: str, plan_key: str, expires_s: int, content_type: str, *, part_bytes: int,
+                      max_result_bytes: int, single_put_max_bytes: int) -> str | None:
+        """For a result too large for one PUT: a multipart upload to `key`, its presigned part URLs
+        written as a PartsPlan at `plan_key`, and a presigned GET of that plan for the job. None for
+        file://, where the job writes the file itself, whatever its size."""
+        if self.is_local:
+            return None
+        part_size, count = plan_size(max_result_bytes, part_bytes)
+        part_urls, complete_url = self.storage.presign_parts(self.url(key), expires_s, content_type, count)
+        plan = PartsPlan(single_put_max_bytes=single_put_max_bytes, part_size=part_size, part_urls=part_urls,
+                         complete_url=complete_url)
+        self.storage.put_bytes(plan.to_json(), self.url(plan_key), "application/json")
+        return self.storage.presign_get(self.url(plan_key), expires_s)
 
 
 def _remove_empty_dirs(root: Path, prefix: str) -> None:

@@ -21,6 +21,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from vastdrop.errors import ConfigError
 from vastdrop.jobspec import JobSpec
+from vastdrop.multipart import (
+    DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_PART_BYTES,
+    MAX_PART_BYTES,
+    MAX_PARTS,
+    MAX_SINGLE_PUT_BYTES,
+    MIN_PART_BYTES,
+)
 
 DEFAULT_INPUT = "file://./bucket/input/"
 DEFAULT_OUTPUT = "file://./bucket/output/"
@@ -82,6 +90,16 @@ class ControlSettings(BaseSettings):
     # bounds, handed on as its JOB_* variables (not hashed into the job id: limits, not parameters).
     max_duration_s: float = _job_field("max_duration_s")
     max_output_pixels: int = _job_field("max_output_pixels")
+    # Results larger than one PUT takes go up in parts through presigned part URLs (vastdrop.multipart).
+    single_put_max_bytes: int = Field(
+        MAX_SINGLE_PUT_BYTES, ge=1, le=MAX_SINGLE_PUT_BYTES,
+        description="a larger result goes up as a multipart upload (S3 and B2 take at most 5 GB in one PUT)")
+    result_part_bytes: int = Field(
+        DEFAULT_PART_BYTES, ge=MIN_PART_BYTES, le=MAX_PART_BYTES,
+        description="part size of a result's multipart upload (5 MiB to 5 GB; grown when 10,000 parts would not do)")
+    max_result_bytes: int = Field(
+        DEFAULT_MAX_RESULT_BYTES, ge=1, le=MAX_PARTS * MAX_PART_BYTES,
+        description="the largest result a job may upload: its part URLs are presigned at launch")
     # Retries and time limits.
     max_attempts: int = Field(3, ge=1, description="attempts per job before it fails (bad input is never retried)")
     retry_backoff_s: float = Field(10.0, ge=0, description="first retry's delay, doubling after each attempt")

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import av
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+from gpu_job.lazy import lazy_import
+
+torch = lazy_import("torch")  # imported on first use: the YUV-only path never needs it
 
 # AVColorSpace (libavutil/pixfmt.h) -> (name, Kr, Kb). RGB (0) and YCgCo (8) have no Kr/Kb.
 MATRICES = {
@@ -224,9 +226,10 @@ class Converter:
     """YUV planes <-> RGB for one stream, on one device: the source's matrix and range both ways."""
 
     colour: Colour
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device | str = "cpu"
 
     def __post_init__(self) -> None:
+        self.device = torch.device(self.device)
         if self.colour.matrix == SPC_RGB:
             self._from_rgb_rows = self._to_rgb_rows = []
         else:
@@ -421,7 +424,7 @@ def _upsample(c: torch.Tensor, height: int, width: int) -> torch.Tensor:
     if c.numel() == 1:  # gray: neutral chroma
         return c.expand(height, width)
     sy, sx = -(-height // c.shape[0]), -(-width // c.shape[1])
-    up = F.interpolate(c[None, None], size=(c.shape[0] * sy, c.shape[1] * sx), mode="bilinear",
+    up = torch.nn.functional.interpolate(c[None, None], size=(c.shape[0] * sy, c.shape[1] * sx), mode="bilinear",
                        align_corners=False)
     return up[0, 0, :height, :width]
 
@@ -433,9 +436,9 @@ def _downsample(c: torch.Tensor, sy: int, sx: int) -> torch.Tensor:
     strided slices, not a convolution: a one-channel strided conv costs several times more on a CPU."""
     x = c[None, None]
     if sx:
-        x = _halve(F.pad(_even_pad(x, -1), (1, 1, 0, 0), mode="replicate"), -1)
+        x = _halve(torch.nn.functional.pad(_even_pad(x, -1), (1, 1, 0, 0), mode="replicate"), -1)
     if sy:
-        x = _halve(F.pad(_even_pad(x, -2), (0, 0, 1, 1), mode="replicate"), -2)
+        x = _halve(torch.nn.functional.pad(_even_pad(x, -2), (0, 0, 1, 1), mode="replicate"), -2)
     return x[0, 0]
 
 
@@ -456,7 +459,7 @@ def _even_pad(x: torch.Tensor, dim: int) -> torch.Tensor:
     if x.shape[dim] % 2 == 0:
         return x
     pad = (0, 1, 0, 0) if dim == -1 else (0, 0, 0, 1)
-    return F.pad(x, pad, mode="replicate")
+    return torch.nn.functional.pad(x, pad, mode="replicate")
 
 
 def _normalise(y, cb, cr, bits: int, rng: int):

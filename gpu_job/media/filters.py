@@ -9,10 +9,12 @@ from fractions import Fraction
 
 import av
 import av.filter
-import torch
 
+from gpu_job.lazy import lazy_import
 from gpu_job.media.colour import RANGE_FULL, SPC_BT709, Colour, Converter
-from gpu_job.media.frames import RGB_FORMATS, TimedFrame
+from gpu_job.media.frames import TimedFrame, rgb_format
+
+torch = lazy_import("torch")  # imported on first use: the YUV-only path never needs it
 
 # Motion-compensated interpolation with overlapped blocks: the best quality minterpolate offers.
 MINTERPOLATE_OPTIONS = "mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1:scd=fdiff"
@@ -137,7 +139,7 @@ def lanczos_scale(frames: Iterator[TimedFrame], factor: int, timing: Timing = nu
 
     for out in lanczos_frames(rgb(), factor, timing):
         with timing():
-            image = torch.from_numpy(out.to_ndarray(format=RGB_FORMATS[depth[0]]))
+            image = torch.from_numpy(out.to_ndarray(format=rgb_format(depth[0])))
         yield TimedFrame(image, int(out.pts), Fraction(out.time_base))
 
 

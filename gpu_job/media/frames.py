@@ -12,12 +12,16 @@ from fractions import Fraction
 
 import av
 import numpy as np
-import torch
 
+from gpu_job.lazy import lazy_import
 from gpu_job.media.colour import Converter
 
-# RGB pixel formats that hold a TimedFrame's image as it is (RGB -> RGB: no matrix involved).
-RGB_FORMATS = {torch.uint8: "rgb24", torch.uint16: "rgb48le"}
+torch = lazy_import("torch")  # imported on first use: the YUV-only path never needs it
+
+
+def rgb_format(dtype: torch.dtype) -> str:
+    """The RGB pixel format that holds a TimedFrame's image as it is (RGB -> RGB: no matrix involved)."""
+    return {torch.uint8: "rgb24", torch.uint16: "rgb48le"}[dtype]
 
 
 @dataclass
@@ -41,7 +45,7 @@ class TimedFrame:
     @property
     def rgb_format(self) -> str:
         """The PyAV RGB pixel format of this image (rgb24 or rgb48le)."""
-        return RGB_FORMATS[self.image.dtype]
+        return rgb_format(self.image.dtype)
 
     def numpy(self) -> np.ndarray:
         return self.image.cpu().numpy()
@@ -73,7 +77,7 @@ def to_float_batch(frames: list[TimedFrame], device: torch.device, dtype: torch.
     return stacked.permute(0, 3, 1, 2).to(dtype).div_(image_scale(stacked.dtype))
 
 
-def to_images(batch: torch.Tensor, like: torch.dtype = torch.uint8) -> list[torch.Tensor]:
+def to_images(batch: torch.Tensor, like: torch.dtype) -> list[torch.Tensor]:
     """[B, 3, H, W] float in [0, 1] -> B integer [H, W, 3] tensors of dtype `like` (left on the
     batch's device): the source frames' own depth, so a 10-bit source is not cut to 8 bits."""
     # One float copy (mul), rounded and clamped in place: at 8K x4 each float copy of a frame is 6 GB.

@@ -21,7 +21,10 @@ from pathlib import Path
 
 import av
 import numpy as np
-import torch
+
+from gpu_job.lazy import lazy_import
+
+torch = lazy_import("torch")  # imported on first use: the YUV-only path never needs it
 
 DISPLAYMATRIX = "DISPLAYMATRIX"
 FIXED_ONE = 1 << 16  # the matrix's 2x2 part is 16.16 fixed point (libavutil/display.h)

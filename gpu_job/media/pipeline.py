@@ -24,10 +24,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import torch
-import torch.nn.functional as F
 from av.video.frame import PictureType
 
+from gpu_job.lazy import lazy_import
 from gpu_job.media import colour as colours
 from gpu_job.media import encode, filters, geometry, interlace, offsets, streams
 from gpu_job.media.frames import TimedFrame, from_av, to_float_batch, to_images
@@ -35,6 +34,8 @@ from gpu_job.media.probe import open_input
 from gpu_job.media.retime import RetimeStats, fps_fraction, output_frame_count, retime
 from gpu_job.media.stages import Stages
 from vastdrop.errors import BadInputError
+
+torch = lazy_import("torch")  # imported on first use: the YUV-only path never needs it
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,9 @@ class Plan:
     upscale: int = 1
     interpolator: Callable | None = None  # RifeInterpolator
     upscaler: Callable | None = None  # Upscaler
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    dtype: torch.dtype = torch.float32
+    # Names, not torch objects: the path that keeps the picture in YUV never imports torch.
+    device: str = "cpu"  # a torch device ("cpu", "cuda:0")
+    dtype: str = "float32"  # the models' precision, a torch dtype ("float16" on CUDA)
     video_codec: str = "auto"
     container: str = "mp4"  # the result's: mp4 or mkv (gpu_job.media.streams.MUXERS)
     crf: int = 18
@@ -58,6 +60,14 @@ class Plan:
     threads: bool = True  # False: the same stages one after another in one thread (for comparison)
     yuv_passthrough: bool = True  # False: even without a model, every frame goes through RGB
     hw_decode: bool | None = None  # NVDEC; None: when the device is CUDA
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
 
 
 @dataclass
@@ -78,12 +88,12 @@ class Report:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @contextmanager
-    def timing(self, stage: str, device: torch.device | None = None):
+    def timing(self, stage: str, device: str | None = None):
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            if device is not None and device.type == "cuda":
+            if device is not None and device.startswith("cuda"):
                 torch.cuda.synchronize(device)  # GPU work is asynchronous: charge it to its stage
             with self._lock:  # stages run in several threads
                 self.stage_s[stage] += time.perf_counter() - t0
@@ -109,7 +119,7 @@ def _retimed_count(target_fps: float, duration_s: float) -> int:
 
 def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFrame | None = None) -> Report:
     report = Report()
-    hw_decode = plan.hw_decode if plan.hw_decode is not None else plan.device.type == "cuda"
+    hw_decode = plan.hw_decode if plan.hw_decode is not None else plan.on_cuda
     decode_notes: list[str] = []
     with open_input(src, decode_notes if hw_decode else None) as container:
         report.notes += decode_notes
@@ -135,7 +145,7 @@ def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFra
             time_base = Fraction(vin.time_base)
         # Colour: read with the source's own matrix and range, written and tagged with the same (colour.py).
         source_colour = colours.of_file(src)
-        choice = encode.choose_encoder(plan.video_codec, out_w, out_h, rate, plan.crf, plan.device.type == "cuda",
+        choice = encode.choose_encoder(plan.video_codec, out_w, out_h, rate, plan.crf, plan.on_cuda,
                                        source_colour)
         report.encoder, report.notes = choice.name, report.notes + choice.notes
         out_colour, colour_notes = colours.for_output(source_colour, choice.bit_depth)
@@ -387,10 +397,10 @@ def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration_s: flo
         # A batch reuses few source frames (24 -> 60: 8 slots, ~3 frames): move each to the device once.
         unique = list({id(f): f for f in lefts + rights}.values())
         slot = {id(f): i for i, f in enumerate(unique)}
-        images = to_float_batch(unique, plan.device, plan.dtype)
+        images = to_float_batch(unique, plan.device, plan.torch_dtype)
         img0 = images[[slot[id(f)] for f in lefts]]
         img1 = images[[slot[id(f)] for f in rights]]
-        t = torch.tensor(steps, device=plan.device, dtype=plan.dtype)
+        t = torch.tensor(steps, device=plan.device, dtype=plan.torch_dtype)
         with report.timing("model", plan.device):
             return to_images(model(img0, img1, t), lefts[0].image.dtype)
 
@@ -415,11 +425,11 @@ def _batched_upscale(frames: Iterator[TimedFrame], plan: Plan, model, report: Re
 
     def flush() -> Iterator[TimedFrame]:
         with report.timing("model", plan.device):
-            x = to_float_batch(batch, plan.device, plan.dtype)
+            x = to_float_batch(batch, plan.device, plan.torch_dtype)
             y = model(x)
             target = (x.shape[-2] * plan.upscale, x.shape[-1] * plan.upscale)
             if tuple(y.shape[-2:]) != target:
-                y = F.interpolate(y, size=target, mode="bicubic", antialias=True, align_corners=False)
+                y = torch.nn.functional.interpolate(y, size=target, mode="bicubic", antialias=True, align_corners=False)
             images = to_images(y, batch[0].image.dtype)
         for src, image in zip(batch, images, strict=True):
             yield TimedFrame(image, src.pts, src.time_base)

@@ -14,17 +14,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
-import torch
-import torch.nn.functional as F
-
+from gpu_job.lazy import lazy_import
 from gpu_job.media.frames import TimedFrame
+
+torch = lazy_import("torch")  # imported on first use: the YUV-only path never needs it
 
 # Mean absolute difference (0..1) of 64x64 grey thumbnails above which two frames are different shots.
 SCENE_CUT_THRESHOLD = 0.2
 NTSC_TOLERANCE = 0.005
 
 # Interpolates a batch: (left frames, right frames, timesteps in (0, 1)) -> middle frames, same order.
-BatchInterpolator = Callable[[list[TimedFrame], list[TimedFrame], list[float]], list[torch.Tensor]]
+BatchInterpolator = Callable[[list[TimedFrame], list[TimedFrame], list[float]], list["torch.Tensor"]]
 
 
 def fps_fraction(fps: float) -> Fraction:
@@ -42,7 +42,7 @@ def output_frame_count(duration_s: Fraction | float, fps: Fraction) -> int:
 
 def grey_thumbnail(image: torch.Tensor) -> torch.Tensor:
     x = image.permute(2, 0, 1).unsqueeze(0).float().mean(dim=1, keepdim=True) / 255.0
-    return F.adaptive_avg_pool2d(x, (64, 64))
+    return torch.nn.functional.adaptive_avg_pool2d(x, (64, 64))
 
 
 def is_scene_cut(a: TimedFrame, b: TimedFrame) -> bool:

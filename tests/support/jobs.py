@@ -14,14 +14,17 @@ REPO = Path(__file__).resolve().parents[2]
 JOB_TIMEOUT_S = 240
 
 
-def run_job(env: dict[str, str], timeout: float = JOB_TIMEOUT_S) -> subprocess.CompletedProcess:
-    """The job as the control plane starts it: a child process configured only by its environment."""
+def run_job(env: dict[str, str], timeout: float = JOB_TIMEOUT_S,
+            unimportable: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """The job as the control plane starts it: a child process configured only by its environment.
+    `unimportable`: modules that the job must not import (any use of one is an error in the job)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("JOB_", "AWS_"))}
     base["PYTHONPATH"] = str(REPO)
-    return subprocess.run(
-        [sys.executable, "-m", "gpu_job"], env={**base, **env}, capture_output=True, text=True,
-        timeout=timeout, cwd=REPO,
-    )
+    command = [sys.executable, "-m", "gpu_job"]
+    if unimportable:  # None in sys.modules: `import x` raises, and so does any use of a lazy binding
+        command = [sys.executable, "-c", f"import runpy, sys; sys.modules.update(dict.fromkeys({unimportable!r}));"
+                   " runpy.run_module('gpu_job', run_name='__main__', alter_sys=True)"]
+    return subprocess.run(command, env={**base, **env}, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 def file_job_env(tmp: Path, source: Path, job_id: str = "job-1", **extra: str) -> dict[str, str]:

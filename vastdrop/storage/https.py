@@ -15,15 +15,18 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
 import tenacity
 import urllib3.exceptions
+from s3transfer.utils import ReadFileChunk
 
 from vastdrop.errors import NotFoundError, PermanentError, TransientError
 from vastdrop.jobspec import redact_url
+from vastdrop.multipart import MAX_SINGLE_PUT_BYTES, PartsPlan, complete_body, completed_etag
 from vastdrop.storage.base import ObjectInfo
 from vastdrop.storage.local import CHUNK, atomic_writer, os_error
 
@@ -35,9 +38,7 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(?:\d+-\d+|\*)/(\d+)\s*$", re.I)
 _S3_CODE = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
 _QUERY = re.compile(r"\?[^\s'\")>]*")
 _TRANSIENT_STATUS = {408, 425, 429}
-# The most one presigned PUT may carry: S3 and B2 take at most 5 GB in a single upload (B2 counts
-# 10^9-byte GB, the smaller reading). A larger file is refused before any byte is sent.
-MAX_SINGLE_PUT_BYTES = 5 * 10**9
+PART_CONCURRENCY = 4  # parts in flight at once: a rented host's uplink is rarely filled by one stream
 _NETWORK_ERRORS = (
     requests.ConnectionError,  # includes ConnectTimeout, SSLError, ProxyError
     requests.Timeout,
@@ -89,8 +90,32 @@ class HttpsStorage:
         if size > MAX_SINGLE_PUT_BYTES:  # the same file would be refused on every retry
             raise PermanentError(
                 f"upload {redact_url(url)}: {size / 1e9:.2f} GB is more than one presigned PUT takes "
-                f"({MAX_SINGLE_PUT_BYTES / 1e9:g} GB); a lower upscale or a higher CRF makes a smaller result")
+                f"({MAX_SINGLE_PUT_BYTES / 1e9:g} GB) and no multipart upload plan was given; "
+                "a lower upscale or a higher CRF makes a smaller result")
         return self._retrying(lambda: self._upload_once(src, size, url, content_type))
+
+    def upload_in_parts(self, src: Path, plan: PartsPlan) -> ObjectInfo:
+        """The file as a multipart upload through the plan's presigned URLs (vastdrop.multipart):
+        each part a seekable window on the file, retried on its own; then the upload completed, and
+        the ETag that the store gave the whole object returned."""
+        try:
+            size = os.stat(src).st_size
+        except OSError as exc:
+            raise os_error("upload", plan.complete_url, exc, local=True) from exc
+        if size > plan.max_bytes:  # the same file would be too large on every retry
+            raise PermanentError(
+                f"the result is {size / 1e9:.2f} GB, more than its multipart upload takes ({plan.max_bytes / 1e9:g} GB "
+                "in all); a lower upscale or a higher CRF makes a smaller result")
+        parts = plan.parts_for(size)
+
+        def one(part: tuple[int, int, int]) -> str:
+            number, offset, length = part
+            return self._retrying(lambda: self._put_part(src, plan.part_urls[number - 1], offset, length))
+
+        with ThreadPoolExecutor(max_workers=min(PART_CONCURRENCY, len(parts)), thread_name_prefix="vastdrop-part") as pool:
+            etags = list(pool.map(one, parts))
+        etag = self._retrying(lambda: self._complete(plan.complete_url, etags))
+        return ObjectInfo(url=plan.complete_url, etag=etag, size=size)
 
     def put_bytes(self, data: bytes, url: str, content_type: str | None = None) -> ObjectInfo:
         return self._retrying(lambda: self._put(url, data, len(data), content_type))
@@ -149,6 +174,22 @@ class HttpsStorage:
             raise os_error("upload", url, exc, local=True) from exc
         with fh:  # a fresh handle per attempt, so a retry starts from byte 0
             return self._put(url, fh, size, content_type)
+
+    def _put_part(self, src: Path, url: str, offset: int, length: int) -> str:
+        # A fresh window per attempt, so a retry sends the part from its first byte.
+        with ReadFileChunk.from_filename(str(src), offset, length, enable_callbacks=False) as body:
+            return self._put(url, body, length, None).etag
+
+    def _complete(self, url: str, etags: list[str]) -> str:
+        body = complete_body(etags)
+        with self._request("POST", url, data=body, headers={"Content-Length": str(len(body))}) as resp:
+            _raise_for_status(resp, "complete upload", url)
+            with _network("complete upload", url):
+                answer = resp.content[:65536]
+        try:
+            return completed_etag(answer)
+        except ValueError as exc:  # S3's 200 with an <Error> inside: InternalError and the like, worth a retry
+            raise TransientError(f"complete upload {redact_url(url)}: {exc}") from None
 
     def _put(self, url: str, body: object, size: int, content_type: str | None) -> ObjectInfo:
         headers = {"Content-Length": str(size)}

@@ -267,6 +267,34 @@ class S3Storage:
         with _translate("delete", url):
             self.client.delete_object(Bucket=bucket, Key=key)
 
+    # ---- multipart uploads by a job (vastdrop.multipart) ------------------------------------------
+
+    def presign_parts(self, url: str, expires_s: int, content_type: str, count: int) -> tuple[builtins.list[str], str]:
+        """Start a multipart upload to `url`; presigned URLs for its parts 1..`count` (UploadPart,
+        PUT) and for completing it (CompleteMultipartUpload, POST). Never log them unredacted."""
+        bucket, key = _object(url)
+        with _translate("presign", url):
+            upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)["UploadId"]
+            upload = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
+            parts = [self.client.generate_presigned_url("upload_part", Params={**upload, "PartNumber": n},
+                                                        ExpiresIn=int(expires_s)) for n in range(1, count + 1)]
+            complete = self.client.generate_presigned_url("complete_multipart_upload", Params=upload,
+                                                          ExpiresIn=int(expires_s))
+        return parts, complete
+
+    def abort_uploads(self, prefix_url: str) -> int:
+        """Abort every multipart upload under the prefix that was never completed: its parts are
+        stored, and billed, until then. Returns how many."""
+        bucket, prefix = parse_s3_url(prefix_url)
+        aborted = 0
+        with _translate("abort", prefix_url):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    self.client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    aborted += 1
+        return aborted
+
     # ---- multipart ----------------------------------------------------------------------------
 
     def _multipart_upload(
