@@ -86,7 +86,7 @@ def on_object_created(event: ObjectEvent, deps: Deps, *, force: bool = False) ->
         # (or a host still holding its URLs) wrote can stand in for this run's work.
         fresh = existing.attempt + 1
         requeued = deps.ledger.transition(job_id, existing.state, JobState.QUEUED, attempt=fresh,
-                                          first_attempt=fresh, error=None, error_kind=None,
+                                          first_attempt=fresh, preemptions=0, error=None, error_kind=None,
                                           finished_at=None, instance_id=None, next_attempt_at=None)
         if requeued is None:
             return Outcome("lost-race", job_id)
@@ -131,7 +131,7 @@ def _past_old_staging(record: JobRecord, deps: Deps) -> JobRecord:
     deps.outputs.delete_prefix(root)
     jobs.log_for(record).warning("old staging found for attempts up to %d: removed; this run starts at %d",
                                  fresh - 1, fresh)
-    return deps.ledger.update(record.job_id, record.version, attempt=fresh, first_attempt=fresh) or record
+    return deps.ledger.update(record.job_id, record.version, attempt=fresh, first_attempt=fresh, preemptions=0) or record
 
 
 def _key_too_long(key: str, job_id: str, deps: Deps) -> str | None:

@@ -34,6 +34,7 @@ class ControlConfig:
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
     # Retries.
     max_attempts: int = 3
+    max_preemptions: int = 20  # interruptible instances the market stopped, per run: relaunched, no attempt used
     retry_backoff_s: float = 10.0  # first retry waits this long, doubling, capped below
     retry_backoff_max_s: float = 600.0
     capacity_wait_s: float = 5.0  # refused for capacity (caps full): ask again after this, attempt kept

@@ -205,17 +205,28 @@ def _jittered(seconds: float) -> float:
 
 
 def end_attempt(record: JobRecord, deps: Deps, expected: JobState, kind: str, message: str) -> JobRecord | None:
-    """A failed attempt: bad input fails the job; anything else retries until attempts run out."""
+    """A failed attempt: bad input fails the job; anything else retries until attempts run out.
+    kind "preempted" (the market stopped an interruptible instance) is not the job's failure: it
+    relaunches soon and uses no attempt, up to max_preemptions in a run."""
     message = logs.bounded(message, 500)  # often the host's words (its manifest's error): bounded, scrubbed
     now = deps.clock()
+    preempted = kind == "preempted"
+    preemptions = record.preemptions + (1 if preempted else 0)
+    tried = record.attempt - record.first_attempt + 1 - preemptions
     if kind == "bad_input":
         target, changes = S.FAILED, {"finished_at": now}
-    elif (tried := record.attempt - record.first_attempt + 1) >= deps.config.max_attempts:
+    elif preempted and preemptions > deps.config.max_preemptions:
+        target, changes = S.FAILED, {"finished_at": now}
+        message = f"{message} (gave up after {preemptions} preemptions)"
+    elif preempted:
+        target, changes = S.RETRYING, {"next_attempt_at": now + _jittered(deps.config.retry_backoff_s)}
+    elif tried >= deps.config.max_attempts:
         target, changes = S.FAILED, {"finished_at": now}
         message = f"{message} (gave up after {tried} attempts)"
     else:
         target, changes = S.RETRYING, {"next_attempt_at": now + backoff_s(tried, deps)}
-    updated = deps.ledger.transition(record.job_id, expected, target, error_kind=kind, error=message[:500], **changes)
+    updated = deps.ledger.transition(record.job_id, expected, target, error_kind=kind, error=message[:500],
+                                     preemptions=preemptions, **changes)
     if updated is not None:
         log_for(record).log(logging.WARNING if target == S.RETRYING else logging.ERROR,
                             "attempt %d ended: %s -> %s", record.attempt, message, target.value)

@@ -4,6 +4,7 @@
 - a running job whose manifest exists is finished (a missed event costs a tick, not a GPU-hour);
 - verifying jobs get their next check, and succeed once the window has passed;
 - past the deadline, stuck in `loading`, or exited without a manifest: destroyed, then retried or failed;
+- an interruptible instance the market stopped: destroyed and relaunched, using no attempt;
 - a `launching` job with no recorded instance adopts the instance carrying its label, or retries;
 - instances carrying our label with no live job (orphans) are destroyed.
 """
@@ -82,6 +83,11 @@ def _check_running(record: JobRecord, deps: Deps, live: dict[str, Instance], now
     if read_manifest(record, deps) is not None:
         result = on_job_finished(record.job_id, deps)
         return None if result.startswith("no manifest") else "finished"
+    if state is InstanceState.PREEMPTED:  # the market took the GPU: not the job's failure, no attempt used
+        jobs.stop_instance(record, record.instance_id, deps, "preempted")
+        jobs.end_attempt(record, deps, record.state, "preempted",
+                         f"interruptible instance stopped by the market ({_says(instance)}); relaunched elsewhere")
+        return "preempted"
     if record.deadline and now > record.deadline + cfg.deadline_grace_s:
         return _fail_attempt(record, deps, "deadline passed without a manifest")
     if state in (InstanceState.PENDING, InstanceState.LOADING) and now - (record.launched_at or now) > cfg.loading_timeout_s:

@@ -509,3 +509,53 @@ def test_a_container_that_cannot_start_is_exited_and_a_destroyed_one_gone(emu: V
     assert compute.get(inst.id).state is InstanceState.GONE  # cur_state "unloaded" first, then null
     assert state_of({"id": 1, "actual_status": "running", "cur_state": "unloaded"}) is InstanceState.GONE
     assert state_of({"id": 1, "actual_status": "created", "status_msg": "pulling"}) is InstanceState.LOADING
+
+
+def test_an_interruptible_launch_bids_its_ratio_of_the_on_demand_price_and_an_outbid_reads_preempted(
+        emu: VastEmulator) -> None:
+    """GIVEN interruptible=True and bid_ratio 0.7
+    WHEN a job launches, and later the market outbids its instance
+    THEN the create carried price = 0.7 x the offer's on-demand GPU price (the cheapest matching
+    offer, the RTX 3090 at $0.18/h), the instance's rates bill that bid, and its state is PREEMPTED."""
+    compute = _compute(emu, interruptible=True, bid_ratio=0.7)
+    inst = compute.launch(_spec(), _env(_spec()))
+    offer = next(o for o in emu.offers if o["id"] == 31000001)
+    bid = round(0.7 * offer["dph_base"], 4)
+    (req,) = emu.create_requests
+    assert inst.offer_id == "31000001" and req["price"] == bid and req["status"] == 200
+    storage_dph = offer["storage_cost"] * 20 / 720
+    assert inst.rates["gpu_dph"] == pytest.approx(bid) and inst.dph == pytest.approx(bid + storage_dph)
+    assert emu.instance(int(inst.id))["is_bid"]
+    _wait_state(compute, inst.id, InstanceState.RUNNING)
+    emu.outbid(int(inst.id))
+    assert _wait_state(compute, inst.id, InstanceState.PREEMPTED).extra["is_bid"] is True
+    assert [i.state for i in compute.list_ours()] == [InstanceState.PREEMPTED]
+    # An on-demand instance stopped the same way is not a preemption: it just never finishes our job.
+    stopped = {"id": 1, "actual_status": "stopped", "cur_state": "stopped", "intended_status": "stopped",
+               "next_state": "stopped"}
+    assert state_of({**stopped, "is_bid": False}) is InstanceState.EXITED
+    assert state_of({**stopped, "is_bid": True}) is InstanceState.PREEMPTED
+    assert state_of({**stopped, "is_bid": True, "intended_status": "running"}) is InstanceState.EXITED
+
+
+def test_an_offer_whose_min_bid_is_above_our_bid_is_skipped_and_one_that_rises_meanwhile_moves_on(
+        emu: VastEmulator) -> None:
+    """The 3090's min_bid ($0.17) is above 0.7 x $0.18: the next offer is rented. When an offer's
+    min_bid rises between the search and the create, the create answers invalid_price with a
+    stopped contract: that contract is destroyed and the next offer is tried."""
+    from tests.support.vast_emulator import DEFAULT_OFFERS
+
+    pricey = [{**o, "min_bid": 0.17} if o["id"] == 31000001 else o for o in DEFAULT_OFFERS]
+    emu.set_offers(pricey)
+    compute = _compute(emu, interruptible=True)
+    inst = compute.launch(_spec(), _env(_spec()))
+    assert inst.offer_id == "31000002" and emu.create_requests[0]["price"] == round(0.7 * 0.35, 4)
+    compute.destroy(inst.id)
+
+    emu.set_offers(DEFAULT_OFFERS)
+    client = _hooked(emu)
+    client.after_search = lambda offers: emu.set_offers(pricey)
+    raced = _compute(emu, client, interruptible=True).launch(_spec("job-vast-2"), _env(_spec("job-vast-2")))
+    refused = emu.create_requests[1]
+    assert refused["error"] == "invalid_price" and emu.instance(refused["instance_id"])["destroyed"]
+    assert raced.offer_id == "31000002" and _live_ids(emu) == [raced.id]

@@ -374,6 +374,46 @@ def test_a_host_that_goes_offline_is_replaced_and_the_job_succeeds(seaweed, buck
         assert len(emu.create_requests) == 2 and emu.rate_limited == []
 
 
+def test_an_outbid_interruptible_instance_is_relaunched_without_using_an_attempt(seaweed, bucket, clip, tmp_path):
+    """GIVEN run --interruptible and max_attempts 1
+    WHEN the market outbids the job's instance mid-run (Vast stops it, keeps billing its storage)
+    THEN that instance is destroyed, the job runs again on a new bid instance and succeeds: the
+    preemption used no attempt, the ledger counts it, and its cost includes both instances."""
+    with VastEmulator(command=stub("ok", sleep_s=3.0), loading_s=0.05, kill_grace_s=0.5) as emu:
+        deps = make_deps(seaweed, bucket, emu, tmp_path, vast={"interruptible": True}, max_attempts=1)
+        drop(seaweed, bucket, "input/outbid.mp4", clip)
+        outcome = on_object_created(ObjectEvent("input/outbid.mp4"), deps)
+        first_id = int(deps.ledger.get(outcome.job_id).instance_id)
+        emu.wait_for_status(first_id, "running")
+        emu.outbid(first_id)
+        states = driver.wait_for([outcome.job_id], deps, 0.3, show_progress=False, timeout_s=90)
+        record = deps.ledger.get(outcome.job_id)
+        assert states[outcome.job_id] == JobState.SUCCEEDED
+        assert (record.attempt, record.preemptions) == (2, 1)
+        first = emu.instance(first_id)
+        assert first["destroyed"] and first["outbid"] and emu.live_instances() == []
+        on_demand = {o["id"]: o["dph_base"] for o in emu.offers}
+        requests_ = emu.create_requests
+        assert len(requests_) == 2 and requests_[0]["offer_id"] == first["offer_id"] != requests_[1]["offer_id"]
+        assert all(r["price"] == round(0.7 * on_demand[r["offer_id"]], 4) for r in requests_)  # elsewhere, bid
+        billed = sum(emu.cost(i["id"]) for i in emu.all_instances())
+        assert record.cost == pytest.approx(billed, rel=0.35) and record.cost > emu.cost(first_id)
+
+
+def test_preemptions_beyond_the_limit_fail_the_job_with_a_clear_reason(seaweed, bucket, clip, tmp_path):
+    from tests.support.vast_emulator import Faults
+
+    faults = Faults(outbid_chance=1.0, outbid_after_s=(0.05, 0.1), seed=1)
+    with VastEmulator(command=stub("ok", sleep_s=3.0), loading_s=0.05, kill_grace_s=0.2, faults=faults) as emu:
+        deps = make_deps(seaweed, bucket, emu, tmp_path, vast={"interruptible": True}, max_preemptions=1)
+        drop(seaweed, bucket, "input/always-outbid.mp4", clip)
+        assert not driver.run_once(deps, TICK_S)
+        (record,) = deps.ledger.list()
+        assert record.state == JobState.FAILED and record.preemptions == 2
+        assert "gave up after 2 preemptions" in record.error and record.error_kind == "preempted"
+        assert len(emu.create_requests) == 2 and emu.live_instances() == []
+
+
 def test_a_throttled_launch_waits_in_the_queue_and_status_says_so(seaweed, bucket, clip, tmp_path, emu):
     """Another process on the key creates first: our create gets a plain-text 429. The job is queued,
     waiting for the Vast API, its attempt kept; `status` says why; it launches after the penalty."""

@@ -202,7 +202,7 @@ class FakeVast:
     name = "vast"
 
     def __init__(self, offers=None, error: Exception | None = None) -> None:
-        self.config = SimpleNamespace(disk_gb=30.0, max_instances=3)
+        self.config = SimpleNamespace(disk_gb=30.0, max_instances=3, interruptible=False, bid_ratio=0.7)
         self._offers, self._error, self.searches = offers or [], error, 0
 
     def offers(self):
@@ -287,6 +287,29 @@ def test_plan_against_the_vast_emulator_rents_nothing(bucket_dir: Path):
         assert short.offer.rates.dph == pytest.approx(float(cheapest["dph_total"]))  # storage included
         assert short.cost.total > 0
         assert emu.create_requests == [] and emu.live_instances() == [] and emu.all_instances() == []
+
+
+def test_plan_shows_the_cost_both_ways_on_demand_and_interruptible(bucket_dir: Path):
+    """The same offers priced on-demand and at our bid (bid_ratio x the on-demand GPU price): each plan
+    gives the other way's total, and the two plans agree on both figures."""
+    from vastdrop.compute.vast import VastCompute, VastConfig
+
+    with VastEmulator(command=[sys.executable, "-c", "pass"], limits=Limits().scaled(0.05)) as emu:
+        plans = {}
+        for interruptible in (False, True):
+            compute = VastCompute(api_key=emu.api_key, server_url=emu.url, config=VastConfig(
+                disk_gb=30, pace_scale=0.05, api_margin_s=0.01, interruptible=interruptible, bid_ratio=0.7))
+            plans[interruptible] = planner.estimate(_deps(bucket_dir, compute, target_fps=60.0))
+        on_demand, bidding = plans[False], plans[True]
+        kind, as_bid = on_demand.other_way
+        assert kind == "interruptible" and as_bid.storage == pytest.approx(on_demand.total_cost.storage)
+        assert as_bid.gpu == pytest.approx(0.7 * on_demand.total_cost.gpu, rel=0.01)
+        assert bidding.total_cost.total == pytest.approx(as_bid.total, rel=0.01)
+        assert bidding.other_way[0] == "on-demand"
+        assert bidding.other_way[1].total == pytest.approx(on_demand.total_cost.total, rel=0.01)
+        assert f"the same jobs interruptible: ${as_bid.total:.4f}" in planner.render(on_demand)
+        assert planner.to_json(bidding)["total"]["cost_other_way"]["kind"] == "on-demand"
+        assert emu.create_requests == []
 
 
 def test_plan_with_vast_compute_probes_presigned_urls(seaweed, bucket, tmp_path: Path):

@@ -136,3 +136,17 @@ def test_overlapping_input_and_output_are_refused_naming_both(inputs, outputs):
 ])
 def test_separate_input_and_output_are_accepted(inputs, outputs):
     refuse_loops(_loc(inputs), _loc(outputs), Layout(_loc(inputs).prefix, _loc(outputs).prefix))
+
+
+def test_run_interruptible_is_a_switch_and_also_reads_watcher_interruptible(monkeypatch: pytest.MonkeyPatch) -> None:
+    from watcher.cli import _parser, _settings
+
+    monkeypatch.delenv("WATCHER_INTERRUPTIBLE", raising=False)
+    assert _settings(_parser().parse_args(["run", "--interruptible", "--bid-ratio", "0.5"])).interruptible is True
+    assert _settings(_parser().parse_args(["run"])).interruptible is False
+    monkeypatch.setenv("WATCHER_INTERRUPTIBLE", "true")
+    settings = _settings(_parser().parse_args(["run"]))
+    assert settings.interruptible is True and settings.bid_ratio == 0.7
+    monkeypatch.setenv("WATCHER_VAST_API_KEY", "k")
+    vast = build_compute(_settings(_parser().parse_args(["run", "--compute", "vast", "--bid-ratio", "0.5"])), Path("."))
+    assert vast.config.interruptible is True and vast.config.bid_ratio == 0.5

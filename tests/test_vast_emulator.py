@@ -452,7 +452,8 @@ def test_value_limits_refuse_creates_with_vasts_error_shape() -> None:
         assert emu.all_instances() == []
         assert {r["status"] for r in emu.create_requests} == {400}
 
-        # At each limit exactly: accepted.
+        # At each limit exactly: accepted (the bid of 0.001 $/h on a machine that takes it).
+        emu.set_offers([{**o, "min_bid": 0.001} for o in DEFAULT_OFFERS])
         at_limit: list[dict[str, Any]] = [
             {"env": {"JOB_INPUT_URL": "u" * 256}}, {"env": _env_with_flag_length(32768)},
             {"label": "l" * 256}, {"image": "i" * 1024}, {"disk": 8},
@@ -793,7 +794,7 @@ def test_frozen_and_rebooting() -> None:
         deadline = time.monotonic() + 5
         while emu.read_log(iid).count("hello from job") < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert emu.read_log(iid).count("hello from job") == 2  # the job started afresh
+        assert emu.read_log(iid).count("hello from job") == 2, emu.instance(iid)  # the job started afresh
         vast.destroy_instance(id=iid)
 
 
@@ -840,3 +841,70 @@ def test_rows_carry_only_documented_fields() -> None:
             assert "exit_code" not in row and "ask_contract_id" not in row
         snap = emu.instance(iid)
         assert snap["exit_code"] == 0 and snap["offer_id"] == 31000002
+
+
+# ---------------------------------------------------------------------------
+# interruptible instances (instance-types.mdx, create_instance.yaml `price`, change_bid.yaml)
+# ---------------------------------------------------------------------------
+
+def test_an_interruptible_instance_bills_its_bid_and_once_outbid_stops_gpu_billing_not_storage(
+        emu: VastEmulator, vast: VastAI) -> None:
+    """GIVEN an offer rented with a bid at its min_bid
+    WHEN the market outbids it while its job runs
+    THEN the row says is_bid, the GPU billed at the bid until then, the job was told to stop, every
+    state field reads "stopped" (what dstack reads as an interruption), and only storage bills on."""
+    bids = vast.search_offers(query="gpu_name=RTX_4090 verified=true", type="bid", storage=20)
+    assert bids and all(o["min_bid"] is not None for o in bids)
+    bid = 0.35 * 0.7
+    iid = _create(vast, 31000002, env={"JOB_SECONDS": "60"}, price=bid)
+    _wait_status(vast, iid, "running")
+    pid = emu.pid(iid)
+    time.sleep(0.2)
+    emu.outbid(iid)
+    row = vast.show_instance(id=iid)
+    assert row["is_bid"] is True and row["dph_base"] == pytest.approx(bid)
+    assert (row["actual_status"], row["intended_status"], row["cur_state"], row["next_state"]) == ("stopped",) * 4
+    deadline = time.monotonic() + 3
+    while pid is not None and _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert pid is not None and not _alive(pid)
+    gpu_s = emu.billing(iid)["gpu_s"]
+    time.sleep(0.2)
+    bill = emu.billing(iid)
+    assert bill["gpu_s"] == gpu_s > 0.2 and bill["storage_s"] > gpu_s + 0.2
+    assert bill["gpu_cost"] == pytest.approx(gpu_s * bid / 3600)
+    assert emu.instance(iid)["outbid"] and emu.instance(iid)["is_bid"]
+
+
+def test_a_bid_below_min_bid_makes_a_stopped_contract_and_answers_invalid_price(emu: VastEmulator, vast: VastAI) -> None:
+    (offer,) = [o for o in vast.search_offers(query="gpu_name=RTX_4090", type="bid") if o["id"] == 31000002]
+    resp = _refused(lambda: vast.create_instance(31000002, image="img:tag", disk=20, price=offer["min_bid"] / 2))
+    body = resp.json()
+    assert resp.status_code == 400 and body["error"] == "invalid_price"
+    snap = emu.instance(body["new_contract"])
+    assert snap["actual_status"] == "stopped" and snap["intended_status"] == "stopped" and snap["run_count"] == 0
+    time.sleep(0.1)
+    assert emu.billing(body["new_contract"])["storage_s"] > 0.05 and emu.billing(body["new_contract"])["gpu_s"] == 0
+
+
+def test_random_outbids_hit_the_chosen_share_of_bid_instances_and_never_on_demand(vast: VastAI) -> None:
+    from tests.support.vast_emulator import Faults
+
+    faults = Faults(outbid_chance=1.0, outbid_after_s=(0.05, 0.15), seed=7)
+    with VastEmulator(command=STUB, loading_s=0.02, kill_grace_s=0.2, strict=False, faults=faults) as emu:
+        sdk = _sdk(emu)
+        bid = _create(sdk, 31000002, env={"JOB_SECONDS": "30"}, price=0.3)
+        on_demand = _create(sdk, 31000001, env={"JOB_SECONDS": "30"})
+        assert _wait_status(sdk, bid, "stopped")["intended_status"] == "stopped"
+        row = sdk.show_instance(id=on_demand)
+        assert row["actual_status"] == "running" and row["is_bid"] is False
+
+
+def test_change_bid_enforces_its_documented_range(emu: VastEmulator, vast: VastAI) -> None:
+    iid = _create(vast, 31000002, env={"JOB_SECONDS": "30"}, price=0.3)
+    assert vast.change_bid(iid, price=0.32)["success"] is True
+    assert vast.show_instance(id=iid)["dph_base"] == pytest.approx(0.32)
+    with VastEmulator(command=STUB, loading_s=0.02) as strict:  # 0.001 .. 32 $/h (change_bid.yaml)
+        sdk = _sdk(strict)
+        sid = _create(sdk, 31000002, env={"JOB_SECONDS": "30"}, price=0.3)
+        assert _refused(lambda: sdk.change_bid(sid, price=40.0)).json()["error"] == "invalid_args"

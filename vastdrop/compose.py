@@ -24,6 +24,7 @@ def control_config(s: ControlSettings) -> ControlConfig:
         single_put_max_bytes=s.single_put_max_bytes, result_part_bytes=s.result_part_bytes,
         max_result_bytes=s.max_result_bytes,
         max_attempts=s.max_attempts, retry_backoff_s=s.retry_backoff_s, job_timeout_s=s.job_timeout_s,
+        max_preemptions=s.max_preemptions,
         loading_timeout_s=s.loading_timeout_s, verify_interval_s=s.verify_interval_s,
         callback_url=s.callback_url, event_max_age_s=s.event_max_age_s,
         callback_secret=s.callback_secret.get_secret_value() if s.callback_secret else None,
@@ -44,7 +45,7 @@ def build_compute(s: ControlSettings, state_dir: Path) -> Compute:
         min_gpu_ram_gb=s.vast_min_gpu_ram_gb, max_dph=s.vast_max_dph, max_instances=s.vast_max_instances,
         max_total_dph=s.vast_max_total_dph, disk_gb=s.vast_disk_gb, min_inet_down=s.vast_min_inet_down,
         max_bandwidth_per_gb=s.vast_max_bandwidth_per_gb, api_share=s.vast_api_share,
-        max_create_wait_s=s.vast_max_create_wait_s,
+        max_create_wait_s=s.vast_max_create_wait_s, interruptible=s.interruptible, bid_ratio=s.bid_ratio,
     )
     return VastCompute(api_key=s.vast_api_key.get_secret_value(), server_url=s.vast_server_url, config=config)
 

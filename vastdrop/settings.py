@@ -61,7 +61,7 @@ def _job_field(name: str) -> Any:
 CLI_FLAGS: dict[str, type] = {
     "input": str, "output": str, "compute": str, "state": str, "ledger": str, "target_fps": float,
     "upscale": int, "interpolation_model": str, "upscale_model": str, "device": str, "max_attempts": int,
-    "job_timeout_s": float, "port": int, "host": str, "container": str,
+    "job_timeout_s": float, "port": int, "host": str, "container": str, "interruptible": bool, "bid_ratio": float,
 }
 
 
@@ -103,6 +103,8 @@ class ControlSettings(BaseSettings):
     # Retries and time limits.
     max_attempts: int = Field(3, ge=1, description="attempts per job before it fails (bad input is never retried)")
     retry_backoff_s: float = Field(10.0, ge=0, description="first retry's delay, doubling after each attempt")
+    max_preemptions: int = Field(
+        20, ge=0, description="interruptible instances the market may stop in one job's run before it fails (they use no attempt)")
     job_timeout_s: float = Field(3600.0, gt=0, description="an attempt's deadline, in seconds from its launch")
     loading_timeout_s: float = Field(900.0, gt=0, description="an instance stuck loading (image pull) this long is replaced")
     verify_interval_s: float = Field(1.0, ge=0, description="seconds between checks of a finished job's result")
@@ -127,6 +129,10 @@ class ControlSettings(BaseSettings):
         default_factory=list, description="GPU models to rent, comma-separated, e.g. 'RTX 4090,RTX 3090' (empty: any)")
     vast_min_gpu_ram_gb: float = Field(DEFAULT_MIN_GPU_RAM_GB, ge=0, description="least GPU memory, GB")
     vast_max_dph: float = Field(DEFAULT_MAX_DPH, gt=0, description="most USD per hour for one instance")
+    interruptible: bool = Field(
+        False, description="rent interruptible (bid) instances: cheaper, and the market may stop them; a stopped one is relaunched")
+    bid_ratio: float = Field(
+        0.7, gt=0, le=1, description="an interruptible instance's bid, as a share of the offer's on-demand GPU price")
     vast_max_instances: int = Field(DEFAULT_MAX_INSTANCES, ge=1, description="most instances of ours alive at once")
     vast_max_total_dph: float = Field(
         DEFAULT_MAX_TOTAL_DPH, gt=0, description="most USD per hour for all our instances together")

@@ -27,8 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     for name, kind in CLI_FLAGS.items():
         field = ControlSettings.model_fields[name]
         default = "" if field.default is None else f" (default {field.default})"
-        common.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
-                            help=f"{field.description}{default}")
+        flag, text = "--" + name.replace("_", "-"), f"{field.description}{default}"
+        if kind is bool:  # a switch: present means true; absent leaves WATCHER_<NAME> or the default
+            common.add_argument(flag, dest=name, action="store_const", const=True, default=None, help=text)
+        else:
+            common.add_argument(flag, dest=name, type=kind, default=None, help=text)
     common.add_argument("-v", "--verbose", action="store_true", help="log every step (JSON lines to stderr)")
     parser = argparse.ArgumentParser(prog="python -m watcher", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

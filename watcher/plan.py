@@ -15,7 +15,7 @@ The estimate of one job on Vast (every constant below is a planning figure, not 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -79,6 +79,7 @@ class Offer:
     inet_down: float  # Mbit/s
     inet_up: float
     local: bool = False
+    other: tuple[str, Rates] | None = None  # the same offer rented the other way (on-demand / interruptible)
 
 
 @dataclass
@@ -99,6 +100,7 @@ class Row:
     bytes_down: float = 0.0
     bytes_up: float = 0.0
     cost: Cost = field(default_factory=Cost)
+    other_cost: Cost | None = None  # on the offer's `other` rates, the same times and bytes
 
     @property
     def process_s(self) -> float:
@@ -136,6 +138,17 @@ class Plan:
     @property
     def total_s(self) -> float:
         return sum(r.total_s for r in self.priced)
+
+    @property
+    def other_way(self) -> tuple[str, Cost] | None:
+        """What the priced jobs would cost rented the other way, when every offer can be."""
+        priced = self.priced
+        if not priced or any(r.other_cost is None or r.offer.other is None for r in priced):
+            return None
+        total = Cost()
+        for row in priced:
+            total = total + row.other_cost
+        return priced[0].offer.other[0], total
 
 
 # -- probing --------------------------------------------------------------------------------------------
@@ -232,13 +245,22 @@ def _offers(deps: Deps) -> tuple[list[Offer], float | None]:
     compute = deps.compute
     if compute.name != "vast":
         return [Offer(id=None, gpu=CPU, rates=FREE, inet_down=0.0, inet_up=0.0, local=True)], None
-    disk_gb = float(compute.config.disk_gb)
+    from vastdrop.compute.vast import bid_for
+
+    config = compute.config
+    disk_gb = float(config.disk_gb)
     offers = []
     for raw in compute.offers():
-        offers.append(Offer(id=raw.get("id"), gpu=str(raw.get("gpu_name") or "?"),
-                            rates=Rates.from_offer(raw, disk_gb),
+        rates = Rates.from_offer(raw, disk_gb)
+        if config.interruptible:  # offers come re-priced at our bid; their on-demand price kept beside it
+            on_demand = _float(raw.get("on_demand_dph_base"))
+            other = None if on_demand is None else ("on-demand", replace(rates, gpu_dph=on_demand))
+        else:
+            bid = bid_for(raw, config.bid_ratio)
+            other = None if bid is None else ("interruptible", replace(rates, gpu_dph=bid))
+        offers.append(Offer(id=raw.get("id"), gpu=str(raw.get("gpu_name") or "?"), rates=rates,
                             inet_down=_float(raw.get("inet_down")) or DEFAULT_INET,
-                            inet_up=_float(raw.get("inet_up")) or DEFAULT_INET))
+                            inet_up=_float(raw.get("inet_up")) or DEFAULT_INET, other=other))
     return offers, disk_gb
 
 
@@ -275,6 +297,9 @@ def price(row: Row, offer: Offer, deps: Deps) -> None:
     row.bytes_down = IMAGE_BYTES + row.size
     row.cost = cost(offer.rates, running_s=row.running_s, exists_s=row.total_s, bytes_down=row.bytes_down,
                     bytes_up=row.bytes_up)
+    if offer.other is not None:
+        row.other_cost = cost(offer.other[1], running_s=row.running_s, exists_s=row.total_s,
+                              bytes_down=row.bytes_down, bytes_up=row.bytes_up)
 
 
 def pending(deps: Deps) -> list[Row]:
@@ -384,6 +409,12 @@ def render(plan: Plan) -> str:
     lines.append("")
     lines.append(f"cost: GPU ${total.gpu:.4f} + storage ${total.storage:.4f} + bandwidth ${total.bandwidth:.4f} "
                  f"= ${total.total:.4f} for {len(priced)} job{'s' if len(priced) != 1 else ''}")
+    other_way = plan.other_way
+    if other_way is not None:
+        kind, other = other_way
+        note = ("before the work a preemption loses: a stopped instance's job runs again elsewhere"
+                if kind == "interruptible" else "never preempted")
+        lines.append(f"the same jobs {kind}: ${other.total:.4f} (GPU ${other.gpu:.4f}), {note}")
     if plan.offer_error:
         lines.append(f"no offer to price with: {plan.offer_error}")
     offers = {id(r.offer): r.offer for r in priced if not r.offer.local}
@@ -431,10 +462,14 @@ def to_json(plan: Plan) -> dict[str, Any]:
                              "running": r.running_s, "total": r.total_s}
             out["bytes"] = {"down": r.bytes_down, "up": r.bytes_up}
             out["cost"] = r.cost.to_dict()
+            if r.other_cost is not None and o.other is not None:
+                out["cost_other_way"] = {"kind": o.other[0], **r.other_cost.to_dict()}
         return out
 
     return {"compute": plan.compute, "input": plan.input_url, "params": plan.params, "disk_gb": plan.disk_gb,
             "launched": 0, "offer_error": plan.offer_error, "inputs": [row(r) for r in plan.rows],
             "total": {"pending": len(plan.rows), "priced": len(plan.priced),
                       "unprobeable": sum(1 for r in plan.rows if r.media is None),
-                      "time_s": plan.total_s, "cost": plan.total_cost.to_dict()}}
+                      "time_s": plan.total_s, "cost": plan.total_cost.to_dict(),
+                      "cost_other_way": None if plan.other_way is None else
+                      {"kind": plan.other_way[0], **plan.other_way[1].to_dict()}}}

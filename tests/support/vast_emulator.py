@@ -33,6 +33,7 @@ image (``image_max``)                      1024                               cr
 args+args_str+onstart (``args_max``)       4096 combined (args joined by " ") create_instance.yaml ``args``
 disk (``disk_min_gb``)                     >= 8.0 GB                          create_instance.yaml ``disk``
 price / bid (``price_min``/``price_max``)  0.001 .. 128 $/h                   create_instance.yaml ``price``
+change bid (``bid_min``/``bid_max``)      0.001 .. 32 $/h                    change_bid.yaml ``price``
 label via update (``update_label_max``)    1024                               label_instance.yaml
 create (``create_interval_s``/``_penalty``) one per 4.5 s; one sooner is      create_instance.yaml
                                            refused and blocks creates 12 s    x-rate-limit (threshold, penalty)
@@ -45,6 +46,7 @@ destroy (``destroy_interval_s``)           one per 3.0 s                      de
 update: label/start/stop                   one per 1.0 s                      manage_instance.yaml,
   (``update_interval_s``)                                                     label/start/stop_instance.yaml
 reboot (``reboot_interval_s``)             one per 1.0 s                      reboot_instance.yaml
+change bid (``change_bid_interval_s``)     one per 5.5 s                      change_bid.yaml x-rate-limit
 logs                                       no limit (none documented)         logs.yaml
 daily search quota                         off (``None``); N per identity,    the SDK's api/client.py
   (``search_quota_per_day``)               reset at the next UTC midnight     (``search_quota_exceeded``)
@@ -190,6 +192,20 @@ Emulated platform behaviour
   breakdown); an instance row's ``dph_total`` uses its disk. ``billing(iid)`` returns the parts,
   ``cost(iid)`` the total; ``billed_seconds(iid)`` is how long the instance existed.
 * Destroy: SIGTERM to the process group, SIGKILL after ``kill_grace_s``, before answering.
+* Interruptible instances (guides/instances/choosing/instance-types.mdx, create_instance.yaml
+  ``price``): a create with ``price`` (the bid, $/h per machine) rents the offer as interruptible;
+  its row says ``is_bid: true`` and its GPU bills at the bid. Every offer carries ``min_bid``
+  (default 0.6 x ``dph_base``); ``search_offers(type="bid")`` lists the offers that have one. A bid
+  below ``min_bid`` makes a contract that sits stopped and answers 400 ``invalid_price`` carrying
+  ``new_contract`` (what dstack's Vast backend meets: "Vast.ai creates spot instances in the stopped
+  state and returns an error if the bid is insufficient"); it bills storage until destroyed.
+  Outbid ("may be paused if outbid"): the job's group gets SIGTERM, SIGKILL after ``kill_grace_s``;
+  ``actual_status``, ``intended_status``, ``cur_state`` and ``next_state`` all read ``"stopped"``
+  (what dstack's provisioner reads as an interruption); GPU billing stops, storage goes on until
+  destroy; the emulator never resumes it. ``outbid(iid)`` does it now;
+  ``faults.outbid_chance`` (0..1, drawn from ``faults.seed``) outbids that share of bid instances
+  at a random moment ``faults.outbid_after_s`` (a range) after their job starts.
+  ``change_bid`` (PUT /instances/bid_price/<id>/) sets a live instance's bid.
 * Everything binds 127.0.0.1; ``stop()`` kills every child, the proxies and the server, and freezes
   the billing clock (instances still live then are reported by ``live_instances()``).
 
@@ -205,6 +221,7 @@ import json
 import logging
 import operator
 import os
+import random
 import re
 import secrets
 import shlex
@@ -494,6 +511,9 @@ class Limits:
     price_max: float | None = 128.0
     # label_instance.yaml x-input-validation
     update_label_max: int | None = 1024
+    # change_bid.yaml x-input-validation
+    bid_min: float | None = 0.001
+    bid_max: float | None = 32.0
     # x-rate-limit of each endpoint's yaml (seconds between requests of one identity)
     create_interval_s: float | None = 4.5
     create_penalty_s: float | None = 12.0
@@ -505,18 +525,20 @@ class Limits:
     destroy_interval_s: float | None = 3.0
     update_interval_s: float | None = 1.0
     reboot_interval_s: float | None = 1.0
+    change_bid_interval_s: float | None = 5.5
     rate_limit_json: bool = False  # 429 body: plain text (default) or {"success", "error", "msg"}
     # the SDK's search_quota_exceeded (api/client.py); searches per identity per UTC day
     search_quota_per_day: int | None = None
 
     _VALUE_FIELDS = ("env_value_max", "env_total_max", "label_max", "image_max", "args_max",
-                     "disk_min_gb", "price_min", "price_max", "update_label_max")
+                     "disk_min_gb", "price_min", "price_max", "update_label_max", "bid_min", "bid_max")
     _RATE_FIELDS = ("create_interval_s", "create_penalty_s", "launch_interval_s",
                     "search_max_calls", "list_interval_s", "show_interval_s",
-                    "destroy_interval_s", "update_interval_s", "reboot_interval_s")
+                    "destroy_interval_s", "update_interval_s", "reboot_interval_s", "change_bid_interval_s")
     _TIME_FIELDS = ("create_interval_s", "create_penalty_s", "launch_interval_s",
                     "search_period_s", "list_interval_s", "show_interval_s",
-                    "destroy_interval_s", "update_interval_s", "reboot_interval_s")
+                    "destroy_interval_s", "update_interval_s", "reboot_interval_s",
+                    "change_bid_interval_s")
 
     @classmethod
     def relaxed(cls) -> Limits:
@@ -550,6 +572,7 @@ _RATE_BUCKETS: dict[str, tuple[str, str, str | None]] = {
     "destroy": ("destroy", "destroy_interval_s", None),
     "update": ("update", "update_interval_s", None),
     "reboot": ("reboot", "reboot_interval_s", None),
+    "change_bid": ("change_bid", "change_bid_interval_s", None),
 }
 _SEARCH_ROUTES = {"search", "search_new"}
 
@@ -580,6 +603,9 @@ class Faults:
     out_of_credit_status: int = 400
     # the next created instance enters this state (see VastEmulator.state_next)
     next_state: dict[str, Any] | None = None
+    outbid_chance: float = 0.0  # share of interruptible instances the market outbids
+    outbid_after_s: tuple[float, float] = (0.5, 3.0)  # ... this long after their job starts
+    seed: int | None = None  # the draws' seed (None: a fresh one each emulator)
 
 
 @dataclass
@@ -636,6 +662,9 @@ class _Instance:
     die_at_mono: float | None = None
     died_by_fault: bool = False
     run_count: int = 0
+    is_bid: bool = False  # rented interruptible, at a bid (dph_base is the bid)
+    outbid_at: float | None = None  # the market takes the GPU at this time
+    outbid: bool = False
     gpu_s: float = 0.0
     storage_s: float = 0.0
     accrued_mono: float = 0.0
@@ -737,6 +766,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("DELETE", re.compile(r"^/api/v0/instances/(\d+)/?$"), "destroy"),
     ("DELETE", re.compile(r"^/api/v0/instances/?$"), "destroy_bulk"),
     ("PUT", re.compile(r"^/api/v0/instances/request_logs/(\d+)/?$"), "logs"),
+    ("PUT", re.compile(r"^/api/v0/instances/bid_price/(\d+)/?$"), "change_bid"),
 ]
 _SCOPED_ROUTES = {"show", "destroy", "update", "reboot"}  # what a CONTAINER_API_KEY may do
 _RESULT_PREFIX = "/_emulator/results/"
@@ -816,6 +846,7 @@ class VastEmulator:
         self.destroy_unknown_status = destroy_unknown_status
         self.show_unknown_status = show_unknown_status
         self.unavailable_offers: set[int] = set()  # offers that cannot start now (cancel_unavail)
+        self._rng = random.Random(self.faults.seed)  # the market's draws (outbids)
 
         self._lock = threading.RLock()
         self._offers: dict[int, dict[str, Any]] = {}
@@ -973,6 +1004,14 @@ class VastEmulator:
         else:
             self.set_state(instance_id, "created", status_msg=status_msg)
 
+    def outbid(self, instance_id: int) -> None:
+        """The market takes an interruptible instance's GPU now (module doc: Interruptible)."""
+        with self._lock:
+            inst = self._instances[int(instance_id)]
+            if not inst.is_bid:
+                raise ValueError(f"instance {instance_id} is on-demand: only interruptible ones are outbid")
+            self._outbid(inst)
+
     def set_search_quota_reset(self, at: float) -> None:
         """When (unix time) the daily search quota resets next; afterwards: each UTC midnight."""
         with self._lock:
@@ -1102,6 +1141,8 @@ class VastEmulator:
             "destroyed": inst.destroyed,
             "stuck_loading": inst.stuck,
             "died_by_fault": inst.died_by_fault,
+            "is_bid": inst.is_bid,
+            "outbid": inst.outbid,
             "billed_seconds": bill["existed_s"],
             "cost": bill["total"],
             "billing": bill,
@@ -1232,6 +1273,10 @@ class VastEmulator:
                     self._start_process(inst)
             if inst.status == "rebooting":
                 self._tick_reboot(inst, now)
+            if inst.outbid_at is not None and now >= inst.outbid_at and inst.status == "running":
+                self._outbid(inst)
+            if inst.outbid:
+                self._tick_stopping(inst, now)
             if inst.proc is not None and inst.status in ("running", "frozen"):
                 if inst.die_at_mono is not None and now >= inst.die_at_mono and not inst.died_by_fault:
                     inst.died_by_fault = True
@@ -1242,16 +1287,35 @@ class VastEmulator:
                 if inst.proc is not None and inst.proc.poll() is not None:
                     self._note_exit(inst, inst.proc)
 
-    def _tick_reboot(self, inst: _Instance, now: float) -> None:
+    def _tick_stopping(self, inst: _Instance, now: float) -> None:
+        """A job told to stop: SIGKILL once its grace is over, reaped once it is gone."""
         if inst.proc is not None:
             if inst.kill_at is not None and now >= inst.kill_at:
                 self._signal_group(inst.proc, signal.SIGKILL)
                 inst.kill_at = None
             if inst.proc.poll() is not None:
                 self._note_exit(inst, inst.proc)
+                inst.kill_at = None  # gone before its grace ran out: the kill must not hit a restarted job
+
+    def _tick_reboot(self, inst: _Instance, now: float) -> None:
+        self._tick_stopping(inst, now)
         if inst.proc is None and inst.reboot_until is not None and now >= inst.reboot_until:
             inst.reboot_until = None
             self._start_process(inst)
+
+    def _outbid(self, inst: _Instance) -> None:
+        """Stopped by the market (lock held; never blocks): the job is told to stop, and every
+        state field reads "stopped"; storage goes on billing until destroy."""
+        if inst.outbid or inst.destroyed:
+            return
+        inst.outbid, inst.outbid_at, inst.pending = True, None, None
+        self._set_override(inst, None)
+        if inst.proc is not None:
+            self._signal_group(inst.proc, signal.SIGTERM)
+            self._signal_group(inst.proc, signal.SIGCONT)
+            inst.kill_at = time.monotonic() + self.kill_grace_s
+        inst.intended_status = "stopped"
+        self._set_status(inst, "stopped", "Instance stopped: outbid by a higher priority rental")
 
     def _apply_state(self, inst: _Instance, state: str, duration_s: float | None,
                      status_msg: str | None) -> None:
@@ -1325,6 +1389,10 @@ class VastEmulator:
         inst.pid = proc.pid
         if inst.die_delay_s is not None:
             inst.die_at_mono = now_mono + inst.die_delay_s
+        chance = self.faults.outbid_chance
+        if inst.is_bid and chance > 0 and self._rng.random() < chance:
+            low, high = self.faults.outbid_after_s
+            inst.outbid_at = now_mono + self._rng.uniform(low, high)
         if inst.pending is not None and inst.pending_at is None:
             inst.pending_at = now_mono + float(inst.pending.get("after_s") or 0.0)
         logger.debug("instance %s started pid %s (env keys: %s)", inst.id, proc.pid, sorted(inst.env))
@@ -1604,6 +1672,7 @@ class VastEmulator:
                         self._instances[created].offer["id"] if created else None),
                     "label": body.get("label"), "image": body.get("image"),
                     "disk": body.get("disk"), "cancel_unavail": body.get("cancel_unavail"),
+                    "price": body.get("price"),
                     "env_keys": sorted(_parse_env_lenient(env)),
                     "status": status, "error": error,
                     "instance_id": created,  # set whenever a contract was made
@@ -1638,6 +1707,8 @@ class VastEmulator:
         with self._lock:
             priced = [self._priced(o, storage) for o in self._offers.values()]
         rows = [o for o in priced if _matches(o, q)]
+        if q.get("type") == "bid":  # interruptible: the offers that take bids
+            rows = [o for o in rows if o.get("min_bid") is not None]
         rows = _sort_rows(rows, q.get("order") or [["score", "desc"]])
         limit = q.get("limit")
         if limit:
@@ -1735,6 +1806,18 @@ class VastEmulator:
                                    "msg": f"no_such_ask Instance type {offer_id} is no longer available.",
                                    "ask_id": offer_id})
             inst = self._new_instance(offer, body, image, env, docker_opts, disk, bool(cancel_unavail))
+            price = body.get("price")
+            if isinstance(price, (int, float)) and not isinstance(price, bool):
+                inst.is_bid, inst.dph_base = True, float(price)  # interruptible: the GPU bills at the bid
+                min_bid = offer.get("min_bid")
+                if min_bid is None or float(price) < float(min_bid):
+                    inst.intended_status = "stopped"
+                    self._set_status(inst, "stopped", "Bid below the machine's minimum: stopped until it wins")
+                    self._tls.created_iid = inst.id
+                    return 400, {"success": False, "error": "invalid_price", "new_contract": inst.id,
+                                 "msg": f"Your bid ${float(price):.4f}/h is below this machine's minimum bid"
+                                        + (f" ${float(min_bid):.4f}/h" if min_bid is not None else "")
+                                        + "; the instance was created stopped."}
             if unavailable:
                 inst.waiting = True
                 self._set_status(inst, "stopped", "Waiting for the machine's GPUs to become free: the "
@@ -1830,7 +1913,7 @@ class VastEmulator:
             "instance": {"gpuCostPerHour": gpu_h, "diskHour": disk_h, "totalHour": gpu_h + disk_h,
                          "discountTotalHour": 0, "discountedTotalPerHour": gpu_h + disk_h},
             "min_bid": o.get("min_bid"),
-            "is_bid": False,
+            "is_bid": inst.is_bid,
             "gpu_name": o.get("gpu_name"),
             "num_gpus": o.get("num_gpus"),
             "gpu_ram": o.get("gpu_ram"),
@@ -1946,6 +2029,21 @@ class VastEmulator:
                     inst.proc = None
                     inst.exit_code = None if rc is None else _exit_code(rc)
                     inst.exited_wall = time.time()
+        return {"success": True}
+
+    def _route_change_bid(self, iid: int, *, body: dict[str, Any], **_: Any) -> dict[str, Any]:
+        price = body.get("price")
+        if not isinstance(price, (int, float)) or isinstance(price, bool):
+            raise _invalid("Please set a bid price >= 0.001.")
+        low, high = self.limits.bid_min, self.limits.bid_max
+        if (low is not None and price < low) or (high is not None and price > high):
+            raise _invalid(f"price: {price:g} $/h is outside [{low:g}, {high:g}] (change_bid x-input-validation)")
+        with self._lock:
+            inst = self._live(iid)
+            if not inst.is_bid:
+                raise _invalid(f"instance {iid} is not an interruptible instance")
+            self._accrue(inst)
+            inst.dph_base = float(price)
         return {"success": True}
 
     def _route_reboot(self, iid: int, **_: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ class InstanceState(StrEnum):
     RUNNING = "running"
     EXITED = "exited"  # the container stopped (or could not start); still billed until destroyed
     UNHEALTHY = "unhealthy"  # the host lost contact (unknown, offline) or the container is frozen
+    PREEMPTED = "preempted"  # an interruptible instance the market stopped (outbid); bills storage until destroyed
     GONE = "gone"  # destroyed or never existed
 
 

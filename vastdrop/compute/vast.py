@@ -20,6 +20,12 @@ and only when none exists do we create again. A failed create whose answer still
 `new_contract` has that contract destroyed at once. We send `cancel_unavail=true`: with the SDK's
 false, an offer that cannot start now becomes a stopped instance that bills storage.
 
+Interruptible (`interruptible=True`): offers come from `search_offers(type="bid")` and are rented
+with `price` = our bid (`bid_ratio` x the on-demand GPU price, never below the machine's `min_bid`,
+which would make a stopped contract answered `invalid_price`). An instance the market stops reads
+`is_bid` with cur_state, intended_status and next_state all "stopped" (what dstack's Vast backend
+reads as an interruption): InstanceState.PREEMPTED, which the control plane destroys and relaunches.
+
 Foreign errors are translated here: ApiBusyError (paced, throttled, daily search quota),
 AccountError (out of credit, account limits, key refused: launches stop until it clears),
 TransientError (5xx, network, no offer now), CapacityError (our own caps) or PermanentError (a
@@ -99,6 +105,7 @@ VAST_LIMITS: dict[str, Limit] = {
 MAX_LABEL_CHARS = 256
 MAX_IMAGE_CHARS = 1024
 MAX_ARGS_CHARS = 4096  # args, args_str and onstart together
+MIN_BID = 0.001  # create_instance.yaml: price >= 0.001 $/h
 
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _GONE_HINTS = ("no_such_ask", "not available", "unavailable", "already rented", "rented")
@@ -149,6 +156,10 @@ class VastConfig(BaseModel):
     args: list[str] | None = None
     onstart: str | None = None
     cancel_unavail: bool = True  # an offer that cannot start now is refused, not rented stopped
+    # Interruptible (instance-types.mdx): rented at a bid of bid_ratio x the on-demand GPU price, never
+    # below the machine's min_bid (such a bid makes a stopped contract); the market may stop it any time.
+    interruptible: bool = False
+    bid_ratio: float = Field(default=0.7, gt=0, le=1)
     offer_search_limit: int = Field(default=20, ge=1)
     offer_cache_s: float = Field(default=30.0, ge=0)  # one search serves the launches of this window
     max_offers_tried: int = Field(default=3, ge=1)  # per launch, when offers vanish under us
@@ -201,7 +212,8 @@ def _text(body: dict[str, Any]) -> str:
 
 
 def _offer_gone(status: int | None, body: dict[str, Any]) -> bool:
-    return status in (404, 410) or any(hint in _text(body) for hint in _GONE_HINTS)
+    # invalid_price: our bid is below the machine's min_bid now (it rose since the search): next offer.
+    return status in (404, 410) or _code(body) == "invalid_price" or any(hint in _text(body) for hint in _GONE_HINTS)
 
 
 def _account_refusal(status: int | None, body: dict[str, Any]) -> bool:
@@ -260,10 +272,21 @@ def _translate(exc: BaseException, what: str, config: VastConfig) -> VastdropErr
 # -- row mapping ----------------------------------------------------------------------------------------
 
 
+def _stopped_by_market(row: dict[str, Any]) -> bool:
+    """An interruptible instance whose current and intended states (and next, when given) read
+    "stopped": outbid, or a bid too low to start. We never stop our own instances."""
+    states = [row.get("cur_state"), row.get("intended_status")]
+    if row.get("next_state") is not None:
+        states.append(row.get("next_state"))
+    return row.get("is_bid") is True and all(str(s or "").lower() == "stopped" for s in states)
+
+
 def state_of(row: dict[str, Any] | None) -> InstanceState:
     """A row's documented fields -> InstanceState (a missing row or cur_state "unloaded": GONE)."""
     if row is None or str(row.get("cur_state") or "").lower() == "unloaded":
         return InstanceState.GONE
+    if _stopped_by_market(row):
+        return InstanceState.PREEMPTED
     status = row.get("actual_status")
     status = status.lower() if isinstance(status, str) else status
     if status == "created" and _START_ERROR_RE.search(str(row.get("status_msg") or "")):
@@ -288,7 +311,7 @@ def instance_from_row(row: dict[str, Any]) -> Instance:
         dph=_float(row.get("dph_total")),
         started_at=_float(row.get("start_date")),
         # never extra_env: it holds the job's secrets
-        extra={k: row.get(k) for k in ("actual_status", "intended_status", "cur_state", "status_msg")},
+        extra={k: row.get(k) for k in ("actual_status", "intended_status", "cur_state", "status_msg", "is_bid")},
     )
 
 
@@ -297,6 +320,16 @@ def _float(value: Any) -> float | None:
         return None if value is None else float(value)
     except (TypeError, ValueError):
         return None
+
+
+def bid_for(offer: dict[str, Any], ratio: float) -> float | None:
+    """Our bid on an offer: `ratio` x its on-demand GPU price (dph_base), $/h to 4 places; None when
+    that is below the machine's min_bid (the create would make a stopped contract) or unknown."""
+    base, min_bid = _float(offer.get("dph_base")), _float(offer.get("min_bid"))
+    if base is None or min_bid is None:
+        return None
+    bid = round(ratio * base, 4)
+    return bid if bid >= max(min_bid, MIN_BID) else None
 
 
 # -- the adapter -------------------------------------------------------------------------------------------
@@ -536,9 +569,10 @@ class VastCompute:
             "inet_down": {"gte": cfg.min_inet_down},
             "inet_down_cost": {"lte": cfg.max_bandwidth_per_gb},
             "inet_up_cost": {"lte": cfg.max_bandwidth_per_gb},
-            "dph_total": {"lte": cfg.max_dph},
             "disk_space": {"gte": cfg.disk_gb},
         }
+        if not cfg.interruptible:  # a bid is below the on-demand price: filtered once re-priced (_search)
+            q["dph_total"] = {"lte": cfg.max_dph}
         if cfg.verified_only:
             q["verified"] = {"eq": True}
         if cfg.gpu_names:
@@ -547,14 +581,27 @@ class VastCompute:
 
     def _search(self) -> list[dict[str, Any]]:
         # storage: price the offers for the disk we rent, so dph_total includes its storage.
+        cfg = self.config
         offers = self._call(
             "search", "search_offers", self.client.search_offers, query=self.query(), order="dph_total",
-            limit=self.config.offer_search_limit, no_default=True, storage=self.config.disk_gb,
+            limit=cfg.offer_search_limit, no_default=True, storage=cfg.disk_gb,
+            type="bid" if cfg.interruptible else "on-demand",
         )
         offers = [o for o in offers or [] if isinstance(o, dict) and o.get("id") is not None]
+        if cfg.interruptible:
+            offers = [bid for bid in map(self._at_bid, offers) if bid is not None]
         offers = [o for o in offers if (_float(o.get("dph_total")) or 0.0) <= self.config.max_dph]
         offers.sort(key=lambda o: _float(o.get("dph_total")) or 0.0)
         return offers
+
+    def _at_bid(self, offer: dict[str, Any]) -> dict[str, Any] | None:
+        """An offer re-priced as we would rent it interruptible: the GPU at our bid, storage unchanged."""
+        bid = bid_for(offer, self.config.bid_ratio)
+        if bid is None:
+            return None
+        base = _float(offer.get("dph_base"))
+        storage = Rates.from_offer(offer, self.config.disk_gb).storage_dph
+        return {**offer, "bid": bid, "on_demand_dph_base": base, "dph_base": bid, "dph_total": bid + storage}
 
     def _affordable_offers(self, offers: list[dict[str, Any]], spent: float) -> list[dict[str, Any]]:
         budget = self.config.max_total_dph - spent
@@ -616,6 +663,7 @@ class VastCompute:
             res = self.client.create_instance(
                 id=offer["id"], image=cfg.image, disk=cfg.disk_gb, env=dict(env), label=label,
                 onstart_cmd=cfg.onstart, runtype=cfg.runtype, args=cfg.args, cancel_unavail=cfg.cancel_unavail,
+                price=offer.get("bid") if cfg.interruptible else None,
                 login=cfg.image_login.get_secret_value() if cfg.image_login else None,
             )
         except requests.HTTPError as exc:

@@ -26,6 +26,7 @@ class JobRecord:
     state: JobState = JobState.QUEUED
     attempt: int = 1  # never reused: each attempt has its own staging keys (and presigned URLs)
     first_attempt: int = 1  # where this run's attempts began (a `replay --force` starts a new run)
+    preemptions: int = 0  # attempts of this run the market ended (interruptible): not counted as tries
     instance_id: str | None = None
     offer_id: str | None = None
     gpu_name: str | None = None

@@ -30,7 +30,7 @@ from vastdrop.ledger.base import JSON_FIELDS, JobRecord, check_changes, check_tr
 from vastdrop.states import JobState
 
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction before giving up
-SCHEMA_VERSION = 3  # PRAGMA user_version; bump with a migration when the table changes
+SCHEMA_VERSION = 4  # PRAGMA user_version; bump with a migration when the table changes
 
 COLUMNS = tuple(f.name for f in fields(JobRecord))
 
@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     state           TEXT NOT NULL,
     attempt         INTEGER NOT NULL,
     first_attempt   INTEGER NOT NULL DEFAULT 1,
+    preemptions     INTEGER NOT NULL DEFAULT 0,
     instance_id     TEXT,
     offer_id        TEXT,
     gpu_name        TEXT,
@@ -70,7 +71,7 @@ CREATE INDEX IF NOT EXISTS jobs_instance ON jobs (instance_id);
 """
 # Columns added since version 1, for ledgers made before them (ALTER TABLE ADD COLUMN keeps the rows).
 ADDED_COLUMNS = {"rates": "TEXT", "running_at": "REAL", "unhealthy_since": "REAL",
-                 "first_attempt": "INTEGER NOT NULL DEFAULT 1"}
+                 "first_attempt": "INTEGER NOT NULL DEFAULT 1", "preemptions": "INTEGER NOT NULL DEFAULT 0"}
 
 # Messages SQLite uses when a lock could not be had in time, or the disk hiccupped: worth retrying.
 TRANSIENT_MESSAGES = ("locked", "busy", "disk i/o error")
