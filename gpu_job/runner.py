@@ -168,7 +168,7 @@ class JobRunner:
                                          dtype=getattr(torch, dtype))
         return pipeline.Plan(target_fps=spec.target_fps, upscale=spec.upscale, interpolator=interpolator,
                              upscaler=upscaler, device=device, dtype=dtype, video_codec=spec.video_codec, crf=spec.crf,
-                             container=spec.container)
+                             container=spec.container, window=spec.segment_window)
 
     def _upload_result(self, dst: Path) -> ObjectInfo:
         """One PUT to the output URL; in parts when the control plane gave a multipart plan and the

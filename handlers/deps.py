@@ -35,6 +35,7 @@ class ControlConfig:
     # Retries.
     max_attempts: int = 3
     max_preemptions: int = 20  # interruptible instances the market stopped, per run: relaunched, no attempt used
+    segment_s: float = 0.0  # inputs longer than this run as segments on several instances (0: never split)
     retry_backoff_s: float = 10.0  # first retry waits this long, doubling, capped below
     retry_backoff_max_s: float = 600.0
     capacity_wait_s: float = 5.0  # refused for capacity (caps full): ask again after this, attempt kept
@@ -67,6 +68,9 @@ class Deps:
     config: ControlConfig = field(default_factory=ControlConfig)
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    # Reads an input's (duration_s, why it cannot be split or None) for segments (handlers.segments);
+    # None where no media library is at hand (the Lambda bundle): jobs then run whole.
+    probe: Callable[[str], tuple[float, str | None]] | None = None
 
     @property
     def layout(self) -> Layout:

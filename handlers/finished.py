@@ -17,7 +17,7 @@ import logging
 
 from pydantic import ValidationError
 
-from handlers import jobs
+from handlers import jobs, segments
 from handlers.deps import Deps
 from vastdrop import logs
 from vastdrop.errors import PermanentError
@@ -162,6 +162,8 @@ def continue_verification(record: JobRecord, deps: Deps, manifest: Manifest | No
         return "lost race"
     jobs.remove_staging(done, deps)
     log.info("succeeded: result %s verified and published as %s", manifest.result.etag, final_etag)
+    if done.parent_id:  # a segment: its job may now be joined
+        segments.on_segment_done(done, deps)
     return "succeeded"
 
 

@@ -11,6 +11,7 @@ import logging
 import math
 import random
 
+from handlers import segments
 from handlers.deps import Deps
 from vastdrop import logs, signing
 from vastdrop.errors import AccountError, CapacityError, PermanentError, TransientError
@@ -39,7 +40,11 @@ def layout_for(record: JobRecord, deps: Deps) -> Layout:
 
 
 def result_key(record: JobRecord, deps: Deps) -> str:
-    """The final, published result (written only by the control plane, after verification)."""
+    """The final, published result (written only by the control plane, after verification); a
+    segment's goes into its whole job's staging, to be joined (handlers.segments)."""
+    if record.segment is not None and record.parent_id:
+        return layout_for(record, deps).segment_key(record.parent_id, int(record.segment["parent_attempt"]),
+                                                    int(record.segment["index"]))
     return layout_for(record, deps).result_key(record.key)
 
 
@@ -101,11 +106,18 @@ def build_spec(record: JobRecord, deps: Deps, deadline: float) -> JobSpec:
         callback_url=cfg.callback_url,
         # Its own key: a host can sign callbacks for its job only (signing.job_key).
         callback_secret=signing.job_key(cfg.callback_secret, record.job_id) if cfg.callback_secret else None,
+        segment_start_s=record.segment["start_s"] if record.segment else None,
+        segment_end_s=record.segment["end_s"] if record.segment else None,
     )
 
 
 def launch(record: JobRecord, deps: Deps, expected: JobState) -> JobRecord | None:
-    """expected (queued or retrying) -> launching -> running. A failed launch becomes a retry."""
+    """expected (queued or retrying) -> launching -> running. A failed launch becomes a retry. A long
+    input, when segments are asked for, becomes `split` instead (handlers.segments)."""
+    if expected == S.QUEUED and segments.may_split(record, deps):
+        was_split, record = segments.split(record, deps)
+        if was_split or record is None:
+            return record
     now = deps.clock()
     deadline = now + deps.config.job_timeout_s
     attempt = record.attempt + (1 if expected == S.RETRYING else 0)

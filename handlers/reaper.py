@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from handlers import jobs
+from handlers import jobs, segments
 from handlers.deps import Deps
 from handlers.finished import continue_verification, on_job_finished, read_manifest
 from vastdrop import logs
@@ -32,7 +32,7 @@ def reap(deps: Deps) -> Counter:
     actions: Counter = Counter()
     now = deps.clock()
     live = {inst.id: inst for inst in deps.compute.list_ours()}
-    for record in deps.ledger.list({S.QUEUED, S.LAUNCHING, S.RUNNING, S.VERIFYING, S.RETRYING}):
+    for record in deps.ledger.list({S.QUEUED, S.LAUNCHING, S.RUNNING, S.VERIFYING, S.RETRYING, S.SPLIT}):
         try:
             action = _reap_job(record, deps, live, now)
         except TransientError as exc:  # one job's hiccup must not stop the pass for the others
@@ -61,6 +61,9 @@ def _reap_job(record: JobRecord, deps: Deps, live: dict[str, Instance], now: flo
         if now >= due:
             return "resumed" if jobs.launch(record, deps, S.QUEUED) else None
         return None
+    if record.state == S.SPLIT:  # its segments are jobs of their own: joined (or failed) once they are done
+        result = segments.advance(record, deps)
+        return None if result == "running" else {"succeeded": "joined"}.get(result, result)
     if record.state == S.VERIFYING:
         result = continue_verification(record, deps)
         return None if result == "verifying" else "verified" if result == "succeeded" else result

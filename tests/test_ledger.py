@@ -131,6 +131,9 @@ def test_roundtrip_every_field(ledger: Ledger) -> None:
         next_attempt_at=1_700_000_200.75,
         deadline=1_700_003_600.0,
         cost=1e-7,
+        segments=8,
+        parent_id="vd-parent",
+        segment={"index": 2, "count": 8, "start_s": "12.5", "end_s": None, "parent_attempt": 1},
         version=7,
     )
     # Guard: every field with a default is set to something else, so a new field is noticed here.

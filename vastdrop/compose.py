@@ -12,6 +12,7 @@ from vastdrop.errors import ConfigError
 from vastdrop.layout import Layout
 from vastdrop.ledger import open_ledger
 from vastdrop.location import Location
+from vastdrop.mediaprobe import probe_for_segments
 from vastdrop.settings import ControlSettings
 from vastdrop.storage.local import file_url_to_path
 
@@ -24,7 +25,7 @@ def control_config(s: ControlSettings) -> ControlConfig:
         single_put_max_bytes=s.single_put_max_bytes, result_part_bytes=s.result_part_bytes,
         max_result_bytes=s.max_result_bytes,
         max_attempts=s.max_attempts, retry_backoff_s=s.retry_backoff_s, job_timeout_s=s.job_timeout_s,
-        max_preemptions=s.max_preemptions,
+        max_preemptions=s.max_preemptions, segment_s=s.segment_s,
         loading_timeout_s=s.loading_timeout_s, verify_interval_s=s.verify_interval_s,
         callback_url=s.callback_url, event_max_age_s=s.event_max_age_s,
         callback_secret=s.callback_secret.get_secret_value() if s.callback_secret else None,
@@ -104,4 +105,4 @@ def build_deps(s: ControlSettings, *, compute: Compute | None = None) -> Deps:
     state_dir.mkdir(parents=True, exist_ok=True)
     ledger = open_ledger(s.ledger or str(state_dir / "ledger.sqlite"))
     return Deps(inputs=inputs, outputs=outputs, ledger=ledger, compute=compute or build_compute(s, state_dir),
-                config=control_config(s))
+                config=control_config(s), probe=probe_for_segments)

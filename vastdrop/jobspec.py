@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from fractions import Fraction
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -67,10 +68,47 @@ class JobSpec(BaseModel):
         description="the longest input, by its timestamps and its container's metadata; longer is bad input")
     max_output_pixels: int = Field(
         DEFAULT_MAX_OUTPUT_PIXELS, ge=1, description="the largest output frame (width x height); larger is bad input")
+    segment_start_s: str | None = Field(
+        None, description="a segment of a longer job (issue 12): the result's video frames from this time on "
+        "(exact decimal seconds from the first picture), written as a fragmented-MP4 media segment that the "
+        "control plane joins with its neighbours; unset: the whole input")
+    segment_end_s: str | None = Field(
+        None, description="the segment's end (exclusive; exact decimal seconds from the first picture); unset: "
+        "to the end of the input")
 
     _urls = field_validator("input_url", "output_url", "output_parts_url", "manifest_url", "log_url", "callback_url")(
         classmethod(lambda cls, v: _check_url(v))
     )
+
+    @field_validator("segment_start_s", "segment_end_s", mode="before")
+    @classmethod
+    def _exact_seconds(cls, v: object) -> object:
+        if v in (None, ""):
+            return None
+        try:
+            seconds = Fraction(str(v))
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"a segment boundary must be decimal seconds, not {str(v)[:40]!r}") from None
+        if seconds < 0:
+            raise ValueError("a segment boundary cannot be negative")
+        return str(v)
+
+    @model_validator(mode="after")
+    def _segment_in_order(self) -> JobSpec:
+        start, end = self.segment_window or (None, None)
+        if end is not None and end <= (start or 0):
+            raise ValueError("a segment must end after it starts")
+        if self.segment_window is not None and self.container != "mp4":
+            raise ValueError("segments are fragmented MP4: JOB_CONTAINER must be mp4")
+        return self
+
+    @property
+    def segment_window(self) -> tuple[Fraction, Fraction | None] | None:
+        """(start, end) in seconds from the first picture, exact; None for a whole-input job."""
+        if self.segment_start_s is None and self.segment_end_s is None:
+            return None
+        end = Fraction(self.segment_end_s) if self.segment_end_s is not None else None
+        return Fraction(self.segment_start_s or 0), end
 
     @field_validator("target_fps")
     @classmethod
@@ -114,6 +152,8 @@ class JobSpec(BaseModel):
             "JOB_DEADLINE": None if self.deadline is None else repr(self.deadline),
             "JOB_CALLBACK_URL": self.callback_url,
             "JOB_CALLBACK_SECRET": self.callback_secret.get_secret_value() if self.callback_secret else None,
+            "JOB_SEGMENT_START_S": self.segment_start_s,
+            "JOB_SEGMENT_END_S": self.segment_end_s,
         }
         env.update({k: v for k, v in optional.items() if v is not None})
         return env

@@ -13,7 +13,8 @@ MANIFEST_SUFFIX = ".manifest.json"
 STAGING_DIR = ".attempts/"
 STAGED_MANIFEST = "manifest.json"
 STAGED_RESULT = "result"  # + result_ext
-STAGED_PARTS_PLAN = "result-parts.json"  # the presigned part URLs of a result too large for one PUT
+STAGED_PARTS_PLAN = "result-parts.json"
+SEGMENTS_DIR = "segments/"  # the presigned part URLs of a result too large for one PUT
 # The result's container (JOB_CONTAINER): its key's extension and its content type.
 CONTAINERS = {"mp4": (".mp4", "video/mp4"), "mkv": (".mkv", "video/x-matroska")}
 DEFAULT_CONTAINER = "mp4"
@@ -78,6 +79,11 @@ class Layout:
 
     def staged_manifest_key(self, job_id: str, attempt: int) -> str:
         return self.staging_prefix(job_id, attempt) + STAGED_MANIFEST
+
+    def segment_key(self, job_id: str, attempt: int, index: int) -> str:
+        """A verified segment of a job that runs as segments, kept in the job's staging until joined
+        (its own manifest beside it, at manifest_key())."""
+        return f"{self.staging_prefix(job_id, attempt)}{SEGMENTS_DIR}{index:05d}{self.result_ext}"
 
     def staged_parts_plan_key(self, job_id: str, attempt: int) -> str:
         return self.staging_prefix(job_id, attempt) + STAGED_PARTS_PLAN

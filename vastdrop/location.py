@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vastdrop.errors import ConfigError, NotFoundError
+from vastdrop.join import Piece
 from vastdrop.multipart import PartsPlan, plan_size
 from vastdrop.storage import ObjectInfo, storage_for
 from vastdrop.storage.local import file_url_to_path, key_path, path_to_file_url
@@ -103,6 +104,15 @@ class Location:
     def copy(self, src_key: str, dst_key: str, if_match: str | None = None) -> ObjectInfo:
         """Server-side copy of exactly the `if_match` version (publishing a verified result)."""
         return self.storage.copy(self.url(src_key), self.url(dst_key), if_match)
+
+    def read_range(self, key: str, start: int, length: int, if_match: str | None = None) -> bytes:
+        return self.storage.read_range(self.url(key), start, length, if_match)
+
+    def compose(self, dst_key: str, pieces: list[tuple[str, int, int, str | None]], content_type: str) -> ObjectInfo:
+        """One object at `dst_key` of the byte ranges (key, start, end, ETag), joined server-side
+        where the store can (vastdrop.join)."""
+        return self.storage.compose(self.url(dst_key), [Piece(self.url(k), s, e, t) for k, s, e, t in pieces],
+                                    content_type)
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> ObjectInfo:
         return self.storage.put_bytes(data, self.url(key), content_type)

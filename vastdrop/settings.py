@@ -62,6 +62,7 @@ CLI_FLAGS: dict[str, type] = {
     "input": str, "output": str, "compute": str, "state": str, "ledger": str, "target_fps": float,
     "upscale": int, "interpolation_model": str, "upscale_model": str, "device": str, "max_attempts": int,
     "job_timeout_s": float, "port": int, "host": str, "container": str, "interruptible": bool, "bid_ratio": float,
+    "segment_s": float,
 }
 
 
@@ -106,6 +107,9 @@ class ControlSettings(BaseSettings):
     max_preemptions: int = Field(
         20, ge=0, description="interruptible instances the market may stop in one job's run before it fails (they use no attempt)")
     job_timeout_s: float = Field(3600.0, gt=0, description="an attempt's deadline, in seconds from its launch")
+    segment_s: float = Field(
+        0.0, ge=0, description="an input longer than this many seconds is processed as segments of about this length, "
+        "each on its own instance at once, and joined seamlessly (0: never split)")
     loading_timeout_s: float = Field(900.0, gt=0, description="an instance stuck loading (image pull) this long is replaced")
     verify_interval_s: float = Field(1.0, ge=0, description="seconds between checks of a finished job's result")
     poll_interval_s: float = Field(5.0, gt=0, description="seconds between listings of the input prefix")

@@ -25,9 +25,17 @@ def _key(key: str) -> str:
     return key if len(key) <= MAX_KEY_CHARS else "…" + key[-(MAX_KEY_CHARS - 1):]
 
 
+def _name(r: JobRecord) -> str:
+    """The input's key; a segment's also says which one it is (handlers.segments)."""
+    if r.segment is None:
+        return _key(r.key)
+    span = r.segment
+    return f"{_key(r.key)} [{int(span.get('index', 0)) + 1}/{span.get('count', '?')}]"
+
+
 def _row(r: JobRecord, now: float) -> tuple[str, ...]:
     shown_kind = r.error_kind and (r.state.is_terminal() or r.error_kind == "waiting")
-    return (_key(r.key), r.state.value + (f" ({printable(r.error_kind)})" if shown_kind else ""), str(r.attempt),
+    return (_name(r), r.state.value + (f" ({printable(r.error_kind)})" if shown_kind else ""), str(r.attempt),
             printable(r.instance_id or "-"), printable(r.gpu_name or "-"), f"{r.dph:.3f}" if r.dph else "-",
             _elapsed(r, now), f"${r.cost:.4f}")
 

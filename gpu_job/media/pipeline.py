@@ -32,8 +32,16 @@ from gpu_job.media import encode, filters, geometry, interlace, offsets, streams
 from gpu_job.media.frames import TimedFrame, from_av, to_float_batch, to_images
 from gpu_job.media.probe import open_input
 from gpu_job.media.retime import RetimeStats, fps_fraction, output_frame_count, retime
+from gpu_job.media.segment import (
+    FIRST_SEGMENT_MP4,
+    LATER_SEGMENT_MP4,
+    Segment,
+    check_carried,
+    later_segment_shift,
+    open_segment,
+)
 from gpu_job.media.stages import Stages
-from vastdrop.errors import BadInputError
+from vastdrop.errors import BadInputError, ConfigError
 
 torch = lazy_import("torch")  # imported on first use: the YUV-only path never needs it
 
@@ -60,6 +68,8 @@ class Plan:
     threads: bool = True  # False: the same stages one after another in one thread (for comparison)
     yuv_passthrough: bool = True  # False: even without a model, every frame goes through RGB
     hw_decode: bool | None = None  # NVDEC; None: when the device is CUDA
+    # A segment of a longer job (gpu_job.media.segment): (start, end) seconds from the first picture.
+    window: tuple[Fraction, Fraction | None] | None = None
 
     @property
     def on_cuda(self) -> bool:
@@ -154,8 +164,11 @@ def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFra
             report.notes.append("minterpolate works in 8 bits: the frames it makes are 8-bit precise")
         keep_yuv = plan.yuv_passthrough and _yuv_throughout(plan, geo, vin, source_colour, choice, (out_w, out_h))
 
+        if plan.window is not None and plan.target_fps is not None and plan.interpolator is None:
+            raise ConfigError("segments need an interpolation model to retime: minterpolate cannot start mid-stream")
         stages = Stages(plan.threads)
-        with streams.open_output(dst, plan.container) as container_out:
+        muxing = None if plan.window is None else FIRST_SEGMENT_MP4 if plan.window[0] == 0 else LATER_SEGMENT_MP4
+        with streams.open_output(dst, plan.container, muxing) as container_out:
             # Other streams' packets are muxed by the decoding thread as they are demuxed, the video by
             # this one as it is encoded: one mux at a time.
             output = SerialMux(container_out)
@@ -164,8 +177,19 @@ def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFra
             others = streams.OtherStreams(container, output, vin, plan.container)
             others.tag_video(vout)
             report.audio, report.streams, report.notes = others.audio_mode, others.entries, report.notes + others.notes
+            segment = None
+            if plan.window is not None:
+                check_carried(others.entries, others.chapters)
+                segment = open_segment(src, container, vin, plan.window, others.inputs)
+                if not segment.is_first:
+                    for index, route in others.routes.items():
+                        route.shift = later_segment_shift(segment, index)
             try:
-                decoded = stages.thread(_decode(container, vin, others, report, deint), DECODED_QUEUE, "decode")
+                decoded = _decode(container, vin, others, report, deint, segment)
+                if segment is not None and plan.target_fps is None:
+                    # A retimed segment keeps the source frames around its span (interpolation's context).
+                    decoded = _own_frames(decoded, segment)
+                decoded = stages.thread(decoded, DECODED_QUEUE, "decode")
                 if keep_yuv:
                     pictures = _yuv_stages(decoded, plan, duration_s, report, (width, height), choice.pix_fmt)
                 else:
@@ -173,10 +197,13 @@ def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFra
                     writer = colours.Converter(out_colour, plan.device)
                     coded = (vin.codec_context.width, vin.codec_context.height)  # turned on the device
                     pictures = _device_stages(decoded, plan, duration_s, report, reader, writer, geo.orientation,
-                                              coded, (out_w, out_h), choice.pix_fmt)
+                                              coded, (out_w, out_h), choice.pix_fmt, segment)
                 pictures = stages.thread(pictures, ENCODE_QUEUE, "device")
                 lead = round(offsets.video_lead(vin) / time_base)  # another stream may start before the picture
-                _encode(pictures, output, vout, out_colour, time_base, lead, report, on_frame)
+                # A segment's timestamps are the whole job's: from the first picture, not its own first frame.
+                origin = None if segment is None else 0 if plan.target_fps is not None else segment.first_pts
+                _encode(pictures, output, vout, out_colour, time_base, lead, report, on_frame, origin,
+                        frame_ticks=1 if plan.target_fps is not None else None)
             finally:
                 stages.close()
             others.flush()
@@ -216,9 +243,20 @@ class Picture:
 
 
 def _encode(pictures: Iterator[Picture], output: SerialMux, vout: av.VideoStream, colour: colours.Colour,
-            time_base: Fraction, lead: int, report: Report, on_frame: OnFrame | None) -> None:
-    """Encode and mux in this (the calling) thread, so the deadline and progress callback run here."""
-    origin: int | None = None
+            time_base: Fraction, lead: int, report: Report, on_frame: OnFrame | None,
+            origin: int | None = None, frame_ticks: int | None = None) -> None:
+    """Encode and mux in this (the calling) thread, so the deadline and progress callback run here.
+    Timestamps count from `origin` (None: the first picture's). A segment's packets say how long
+    each frame lasts (`frame_ticks` for a constant rate, else the frame's own duration): the muxer
+    would guess the last one of every fragment from the average frame rate."""
+    durations: dict[int, int] | None = {} if origin is not None else None
+
+    def timed(packets: list[av.Packet]) -> list[av.Packet]:
+        if durations is not None:
+            for packet in packets:
+                packet.duration = durations.pop(packet.pts, packet.duration)
+        return packets
+
     for picture in pictures:
         origin = picture.pts if origin is None else origin
         with report.timing("encode"):
@@ -227,12 +265,14 @@ def _encode(pictures: Iterator[Picture], output: SerialMux, vout: av.VideoStream
             # A decoded frame remembers its coded type: left so, the encoder would copy the source's GOP.
             frame.pict_type = PictureType.NONE
             frame.pts, frame.time_base = picture.pts - origin + lead, time_base
-            output.mux(vout.encode(frame))
+            if durations is not None and (frame_ticks or frame.duration):
+                durations[frame.pts] = frame_ticks or frame.duration
+            output.mux(timed(vout.encode(frame)))
         report.frames_out += 1
         if on_frame:
             on_frame(report.frames_out)
     with report.timing("encode"):
-        output.mux(vout.encode())
+        output.mux(timed(vout.encode()))
 
 
 def _even(n: int) -> int:
@@ -313,14 +353,15 @@ def _same_shape(frames: Iterator[av.VideoFrame], size: tuple[int, int], pix_fmt:
 
 def _device_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration_s: float, report: Report,
                    reader: colours.Converter, writer: colours.Converter, orientation: geometry.Orientation,
-                   size: tuple[int, int], out_size: tuple[int, int], pix_fmt: str) -> Iterator[Picture]:
+                   size: tuple[int, int], out_size: tuple[int, int], pix_fmt: str,
+                   segment: Segment | None = None) -> Iterator[Picture]:
     """The learned path, all on the plan's device: YUV planes in, RGB for the models, YUV planes out
     (already on their way back to host memory when the encoder gets them). `size` is the decoded
     (coded) size; the display matrix turns the picture after conversion."""
     width, height = size
     out_w, out_h = out_size
     rgb = (_picture(frame, width, height, reader, orientation, report) for frame in frames)
-    rgb = _interpolate_stage(rgb, plan, duration_s, report)
+    rgb = _interpolate_stage(rgb, plan, duration_s, report, segment)
     rgb = _upscale_stage(rgb, plan, report)
     for frame in rgb:
         with report.timing("convert"):
@@ -329,15 +370,19 @@ def _device_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration_s: floa
 
 
 def _decode(container, vin, others: streams.OtherStreams, report: Report,
-            deint: interlace.Deinterlace | None) -> Iterator[av.VideoFrame]:
+            deint: interlace.Deinterlace | None, segment: Segment | None = None) -> Iterator[av.VideoFrame]:
     """Decoded (and deinterlaced) video frames in order; other streams' packets are handed to their
     paths on the way. Only demuxing and decoding errors mean a bad input; anything downstream is our
-    own failure."""
+    own failure. A segment stops demuxing past its end, and keeps only its own share of the other
+    streams' packets."""
     last_pts: int | None = None
     deinterlacer = interlace.Deinterlacer(deint, Fraction(vin.time_base)) if deint else None
     for packet, decoded in _demux_decode(container, [vin, *others.inputs], vin, report):
+        if segment is not None and segment.past(packet):
+            break
         if packet.stream is not vin:
-            others.packet(packet)
+            if segment is None or segment.holds_packet(packet):
+                others.packet(packet)
             continue
         for frame in decoded:
             pts = frame.pts if frame.pts is not None else (last_pts or 0) + 1
@@ -357,6 +402,21 @@ def _decode(container, vin, others: streams.OtherStreams, report: Report,
         with report.timing("decode"):
             pictures = deinterlacer.flush()
         yield from pictures
+
+
+def _own_frames(frames: Iterator[av.VideoFrame], segment: Segment) -> Iterator[av.VideoFrame]:
+    """The segment's own frames, each lasting until the next decoded frame (the next segment's first
+    included): its last fragment's last frame then says where the next segment begins."""
+    held: av.VideoFrame | None = None
+    for frame in frames:
+        if held is not None:
+            held.duration = frame.pts - held.pts
+            yield held
+            held = None
+        if segment.holds_frame(frame):
+            held = frame
+    if held is not None:
+        yield held
 
 
 def _picture(frame: av.VideoFrame, width: int, height: int, reader: colours.Converter,
@@ -382,7 +442,8 @@ def _demux_decode(container, wanted, vin, report: Report) -> Iterator[tuple[av.P
         yield packet, decoded
 
 
-def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration_s: float, report: Report) -> Iterator[TimedFrame]:
+def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration_s: float, report: Report,
+                       segment: Segment | None = None) -> Iterator[TimedFrame]:
     if plan.target_fps is None:
         return frames
     rate = fps_fraction(plan.target_fps)
@@ -404,7 +465,11 @@ def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration_s: flo
         with report.timing("model", plan.device):
             return to_images(model(img0, img1, t), lefts[0].image.dtype)
 
-    return retime(frames, rate, count, run, plan.batch_size, report.retime)
+    if segment is None:
+        return retime(frames, rate, count, run, plan.batch_size, report.retime)
+    first, stop = segment.frame_range(rate, count)
+    return retime(frames, rate, stop, run, plan.batch_size, report.retime,
+                  origin=segment.first_pts * segment.video_tb, first=first)
 
 
 def _upscale_stage(frames: Iterator[TimedFrame], plan: Plan, report: Report) -> Iterator[TimedFrame]:

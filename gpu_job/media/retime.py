@@ -72,13 +72,17 @@ def retime(
     interpolate: BatchInterpolator,
     batch_size: int = 4,
     stats: RetimeStats | None = None,
+    *,
+    origin: Fraction | None = None,
+    first: int = 0,
 ) -> Iterator[TimedFrame]:
-    """Yield exactly `count` frames at k/fps, pts = k in time base 1/fps."""
+    """Yield the frames k at k/fps for first <= k < count, pts = k in time base 1/fps. Times count
+    from `origin` (seconds; None: the first source frame's): a segment of a longer job gives the
+    whole job's origin and its own first k, and gets exactly the frames the whole job would."""
     stats = stats or RetimeStats()
     time_base = 1 / fps
     slots: list[_Slot] = []
-    k = 0
-    origin: Fraction | None = None
+    k = first
     prev: TimedFrame | None = None
     cut_cache: dict[int, bool] = {}
 

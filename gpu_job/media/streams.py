@@ -41,9 +41,10 @@ DEFAULT_ASS_HEADER = (b"[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayRe
                b"[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n")
 
 
-def open_output(dst: Path, container: str) -> av.container.OutputContainer:
-    fmt, options = MUXERS[container]
-    return av.open(str(dst), "w", format=fmt, options=dict(options))
+def open_output(dst: Path, container: str, options: dict[str, str] | None = None) -> av.container.OutputContainer:
+    """The result's muxer; `options` replace the container's own (a segment's: gpu_job.media.segment)."""
+    fmt, defaults = MUXERS[container]
+    return av.open(str(dst), "w", format=fmt, options=dict(defaults if options is None else options))
 
 
 def start_shift(vin: av.VideoStream, time_base: Fraction | None) -> int:

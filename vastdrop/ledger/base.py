@@ -44,6 +44,11 @@ class JobRecord:
     next_attempt_at: float | None = None  # earliest relaunch time while retrying
     deadline: float | None = None  # unix seconds the current attempt must finish by
     cost: float = 0.0  # $ billed so far over all attempts (vastdrop.pricing: GPU, storage, bandwidth)
+    # Segments (issue 12, handlers.segments). On a job split into segments: how many (0: decided not
+    # to split). On a segment: its whole job's id and its span {"index", "start_s", "end_s"}.
+    segments: int | None = None
+    parent_id: str | None = None
+    segment: dict[str, Any] | None = None
     version: int = 0  # bumped by every write: the optimistic-concurrency token
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,7 +65,7 @@ class JobRecord:
 
 
 # Stored as JSON text by both ledgers (a DynamoDB map would turn 2.0 into 2).
-JSON_FIELDS = frozenset({"params", "rates"})
+JSON_FIELDS = frozenset({"params", "rates", "segment"})
 
 # Managed by the ledger itself; callers change them only through transition()/version guards.
 PROTECTED_FIELDS = frozenset({"job_id", "state", "version"})

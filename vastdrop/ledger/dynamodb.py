@@ -241,6 +241,7 @@ def _decode(item: dict[str, Any]) -> JobRecord:
         if isinstance(value, Decimal):
             data[name] = int(value) if name in INT_FIELDS else float(value)
     data["params"] = json.loads(data.get("params", "{}"))
-    if isinstance(data.get("rates"), str):
-        data["rates"] = json.loads(data["rates"])
+    for name in JSON_FIELDS - {"params"}:
+        if isinstance(data.get(name), str):
+            data[name] = json.loads(data[name])
     return JobRecord.from_dict(data)

@@ -30,7 +30,7 @@ from vastdrop.ledger.base import JSON_FIELDS, JobRecord, check_changes, check_tr
 from vastdrop.states import JobState
 
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction before giving up
-SCHEMA_VERSION = 4  # PRAGMA user_version; bump with a migration when the table changes
+SCHEMA_VERSION = 5  # PRAGMA user_version; bump with a migration when the table changes
 
 COLUMNS = tuple(f.name for f in fields(JobRecord))
 
@@ -64,6 +64,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     next_attempt_at REAL,
     deadline        REAL,
     cost            REAL NOT NULL,
+    segments        INTEGER,
+    parent_id       TEXT,
+    segment         TEXT,  -- JSON object
     version         INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
@@ -71,7 +74,8 @@ CREATE INDEX IF NOT EXISTS jobs_instance ON jobs (instance_id);
 """
 # Columns added since version 1, for ledgers made before them (ALTER TABLE ADD COLUMN keeps the rows).
 ADDED_COLUMNS = {"rates": "TEXT", "running_at": "REAL", "unhealthy_since": "REAL",
-                 "first_attempt": "INTEGER NOT NULL DEFAULT 1", "preemptions": "INTEGER NOT NULL DEFAULT 0"}
+                 "first_attempt": "INTEGER NOT NULL DEFAULT 1", "preemptions": "INTEGER NOT NULL DEFAULT 0",
+                 "segments": "INTEGER", "parent_id": "TEXT", "segment": "TEXT"}
 
 # Messages SQLite uses when a lock could not be had in time, or the disk hiccupped: worth retrying.
 TRANSIENT_MESSAGES = ("locked", "busy", "disk i/o error")
@@ -155,6 +159,7 @@ class SqliteLedger:
             for name, kind in ADDED_COLUMNS.items():
                 if name not in have:
                     conn.execute(f'ALTER TABLE jobs ADD COLUMN "{name}" {kind}')
+            conn.execute("CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent_id)")  # after its column exists
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
 
 from vastdrop.errors import NotFoundError, PermanentError, TransientError, VastdropError
 from vastdrop.jobspec import redact_url
+from vastdrop.join import Piece
 from vastdrop.storage.base import ObjectInfo
 
 CHUNK = 1 << 20
@@ -161,6 +162,36 @@ class LocalStorage:
             if if_match is not None and digest != if_match:  # raised inside: dest is left as it was
                 raise TransientError(f"copy {redact_url(src_url)}: object changed (ETag {digest}, want {if_match})")
         return ObjectInfo(url=dst_url, etag=digest, size=size, last_modified=dest.stat().st_mtime)
+
+    def read_range(self, url: str, start: int, length: int, if_match: str | None = None) -> bytes:
+        """Bytes [start, start + length) of the file (fewer at its end). `if_match` is S3's; a local
+        file's ETag is its whole content's MD5, which a range read cannot check: the join checks it
+        when it copies (compose)."""
+        with _translate("get", url), open(file_url_to_path(url), "rb") as fh:
+            fh.seek(start)
+            return fh.read(length)
+
+    def compose(self, dst_url: str, pieces: list[Piece], content_type: str = "application/octet-stream") -> ObjectInfo:
+        """One file of the pieces' bytes in order, written atomically; each source must still have
+        its ETag (else TransientError, as S3's 412 for a copy source that changed)."""
+        dest = file_url_to_path(dst_url)
+        md5 = hashlib.md5()
+        with _translate("compose", dst_url), atomic_writer(dest) as out:
+            for piece in pieces:
+                with open(file_url_to_path(piece.url), "rb") as fh:
+                    if piece.etag is not None and _md5_copy(fh, None)[0] != piece.etag:
+                        raise TransientError(f"compose: {redact_url(piece.url)} changed since it was verified")
+                    fh.seek(piece.start)
+                    left = piece.size
+                    while left > 0:
+                        chunk = fh.read(min(CHUNK, left))
+                        if not chunk:
+                            raise TransientError(f"compose: {redact_url(piece.url)} is shorter than {piece.end} bytes")
+                        out.write(chunk)
+                        md5.update(chunk)
+                        left -= len(chunk)
+        return ObjectInfo(url=dst_url, etag=f'"{md5.hexdigest()}"', size=dest.stat().st_size,
+                          last_modified=dest.stat().st_mtime)
 
     def delete(self, url: str) -> None:
         """Remove the file; absent is fine (like S3)."""

@@ -25,6 +25,7 @@ from s3transfer.utils import ReadFileChunk
 
 from vastdrop.errors import ConfigError, NotFoundError, PermanentError, TransientError
 from vastdrop.jobspec import redact_url
+from vastdrop.join import Part, Piece, plan_parts
 from vastdrop.storage.base import ObjectInfo
 from vastdrop.storage.local import CHUNK, atomic_writer, os_error
 
@@ -223,6 +224,49 @@ class S3Storage:
         with _translate("copy", dst_url):
             self.client.copy({"Bucket": src_bucket, "Key": src_key}, bucket, key, ExtraArgs=extra, Config=config)
         return self.head(dst_url)
+
+    def read_range(self, url: str, start: int, length: int, if_match: str | None = None) -> bytes:
+        """Bytes [start, start + length) of the object (fewer at its end); with `if_match`, only of
+        that version (else TransientError)."""
+        bucket, key = _object(url)
+        extra = {"IfMatch": if_match} if if_match else {}
+        with _translate("get", url):
+            resp = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}", **extra)
+            with contextlib.closing(resp["Body"]) as body:
+                return body.read(length)
+
+    def compose(self, dst_url: str, pieces: builtins.list[Piece], content_type: str = "application/octet-stream") -> ObjectInfo:
+        """One object of the pieces' bytes in order, as a multipart upload whose parts are copied
+        server-side from the sources (UploadPartCopy, each pinned to its source's ETag); pieces too
+        short for a part are gathered through us (vastdrop.join). Nothing is visible at `dst_url`
+        until it is complete; a failure aborts the upload."""
+        bucket, key = _object(dst_url)
+        with _translate("compose", dst_url):
+            upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)["UploadId"]
+            upload = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
+            try:
+                done = [self._compose_part(upload, number, part)
+                        for number, part in enumerate(plan_parts(pieces), start=1)]
+                self.client.complete_multipart_upload(**upload, MultipartUpload={"Parts": done})
+            except BaseException:
+                with contextlib.suppress(Exception):  # the original error matters more
+                    self.client.abort_multipart_upload(**upload)
+                raise
+        return self.head(dst_url)
+
+    def _compose_part(self, upload: dict[str, Any], number: int, part: Part) -> dict[str, Any]:
+        if part.copied:
+            (piece,) = part.pieces
+            src_bucket, src_key = _object(piece.url)
+            extra = {"CopySourceIfMatch": piece.etag} if piece.etag else {}
+            resp = self.client.upload_part_copy(**upload, PartNumber=number, CopySource={"Bucket": src_bucket, "Key": src_key},
+                                                CopySourceRange=f"bytes={piece.start}-{piece.end - 1}", **extra)
+            return {"PartNumber": number, "ETag": resp["CopyPartResult"]["ETag"]}
+        data = b"".join(self.read_range(p.url, p.start, p.size, p.etag) for p in part.pieces)
+        if len(data) != part.size:
+            raise TransientError(f"a join's source is shorter than expected ({len(data)} of {part.size} bytes)")
+        resp = self.client.upload_part(**upload, PartNumber=number, Body=data)
+        return {"PartNumber": number, "ETag": resp["ETag"]}
 
     def presign_get(self, url: str, expires_s: int) -> str:
         """An http(s) URL anyone can GET for `expires_s` seconds. Never log it unredacted."""

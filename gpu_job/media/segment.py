@@ -1,0 +1,150 @@
+"""One segment of a longer job (issue 12): the result's frames in [start, end), as a fragmented-MP4
+media segment that the control plane joins with its neighbours (vastdrop.segments).
+
+Every segment job decodes the same input and places its frames on the same timeline as the whole
+job would: times are seconds from the first picture, and every output timestamp stays absolute, so
+that segment k's fragments simply follow segment k-1's in the joined file. Exact rationals on both
+sides (Fraction of the decimal strings the control plane sends) put each frame in exactly one
+segment: none is duplicated or lost at a join.
+
+The decoder starts at the keyframe before the segment (less a margin, so the source frame before
+its first output frame is decoded too: interpolation needs it), and stops a little after the end
+(the next segment's first source frame is the last interpolation's right-hand frame).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from vastdrop.errors import BadInputError, ConfigError
+from vastdrop.fmp4 import SEGMENT_AUDIO_CODECS
+
+# Decoded before the segment's start: reaches back past the source frame before the first output frame.
+LEAD_IN_S = Fraction(1)
+# Demuxed past the end: the next source frame, and copied streams' packets interleaved behind the video.
+LOOKAHEAD_S = Fraction(2)
+
+# The mp4 muxer's options for a media segment. delay_moov lets the init segment carry each track's
+# edit list (the encoder's B-frame delay, AAC's priming), as the whole job's file has them: the join
+# keeps the first segment's init. skip_trailer leaves out the mfra index that would point into this
+# file alone. Later segments add frag_discont (with avoid_negative_ts=disabled): their fragments keep
+# absolute timestamps (tfdt), so they follow the segment before.
+_MOVFLAGS = "+frag_keyframe+delay_moov+default_base_moof+skip_trailer"
+FIRST_SEGMENT_MP4 = {"movflags": _MOVFLAGS, "avoid_negative_ts": "disabled",
+                     "frag_duration": "10000000"}  # a fragment at least every 10 s: the muxer holds one in memory
+LATER_SEGMENT_MP4 = {**FIRST_SEGMENT_MP4, "movflags": _MOVFLAGS + "+frag_discont"}
+# How far into the input the first packet of every audio track is looked for.
+FIRST_PACKETS_WITHIN_S = Fraction(10)
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: Fraction  # seconds from the first picture
+    end: Fraction | None  # exclusive; None: to the end of the input
+    first_pts: int  # the first picture's pts, in the video stream's time base
+    video_tb: Fraction
+    first_dts: dict[int, int]  # each copied stream's first dts in the input (by stream index)
+
+    @property
+    def is_first(self) -> bool:
+        return self.start == 0
+
+    def seconds(self, pts: int, time_base: Fraction) -> Fraction:
+        """A timestamp as seconds from the first picture."""
+        return pts * Fraction(time_base) - self.first_pts * self.video_tb
+
+    def holds(self, t: Fraction) -> bool:
+        """Whether a frame (or a packet of a copied stream) at t belongs here. The first segment also
+        takes what comes before the first picture, the last what comes after the video."""
+        return (self.is_first or t >= self.start) and (self.end is None or t < self.end)
+
+    def holds_frame(self, frame: av.VideoFrame) -> bool:
+        return self.holds(self.seconds(frame.pts, frame.time_base))
+
+    def holds_packet(self, packet: av.Packet) -> bool:
+        when = packet.pts if packet.pts is not None else packet.dts
+        return when is not None and self.holds(self.seconds(when, packet.time_base))
+
+    def past(self, packet: av.Packet) -> bool:
+        """Demuxing can stop: this packet lies beyond the end and everything the segment needs."""
+        when = packet.dts if packet.dts is not None else packet.pts
+        return self.end is not None and when is not None and self.seconds(when, packet.time_base) > self.end + LOOKAHEAD_S
+
+    def frame_range(self, fps: Fraction, count: int) -> tuple[int, int]:
+        """The retimed output frames k (at k/fps) that are this segment's: [first, stop)."""
+        first = math.ceil(self.start * fps)
+        stop = count if self.end is None else min(count, math.ceil(self.end * fps))
+        return first, stop
+
+
+def open_segment(src: Path, container: av.container.InputContainer, vin: av.VideoStream,
+                 window: tuple[Fraction, Fraction | None], copied: list[av.stream.Stream]) -> Segment:
+    """Find the first picture (the timeline's zero) and the first packet of each copied stream (in a
+    second look at the file, so the first segment starts reading where the whole job would: at the
+    very first packet), then seek a later segment to the keyframe before its start."""
+    start, end = window
+    with av.open(str(src)) as scan:
+        first_pts, first_dts = _firsts(scan, scan.streams[vin.index], [scan.streams[s.index] for s in copied])
+    tb = Fraction(vin.time_base)
+    segment = Segment(start, end, first_pts, tb, first_dts)
+    target = first_pts + math.floor((start - LEAD_IN_S) / tb)
+    if target > first_pts:
+        container.seek(target, stream=vin, backward=True, any_frame=False)
+    return segment
+
+
+def later_segment_shift(segment: Segment, index: int) -> int:
+    """The shift (ticks subtracted) for a copied stream's packets in a segment after the first. The
+    first segment's muxer starts each track's media time at the track's first packet (its edit list
+    hides what lies before the picture: AAC's priming); a later one (frag_discont) at its own first
+    packet's timestamp. Counting from the track's first packet in both makes their fragments agree."""
+    return segment.first_dts[index]
+
+
+def _firsts(container: av.container.InputContainer, vin: av.VideoStream,
+            copied: list[av.stream.Stream]) -> tuple[int, dict[int, int]]:
+    first_pts: int | None = None
+    first_dts: dict[int, int] = {}
+    wanted = {s.index for s in copied}
+    try:
+        for packet in container.demux(vin, *copied):
+            if packet.dts is None:
+                continue
+            if packet.stream is vin:
+                for frame in packet.decode():
+                    if first_pts is None and frame.pts is not None:
+                        first_pts = frame.pts
+            elif packet.stream.index not in first_dts:
+                first_dts[packet.stream.index] = packet.dts
+            if first_pts is not None and set(first_dts) >= wanted:
+                return first_pts, first_dts
+            if first_pts is not None and packet.stream is vin \
+                    and (packet.dts - first_pts) * Fraction(vin.time_base) > FIRST_PACKETS_WITHIN_S:
+                break
+    except av.error.FFmpegError as exc:
+        raise BadInputError(f"the video cannot be decoded: {exc}") from exc
+    if first_pts is None:
+        raise BadInputError("the video has no frames")
+    raise ConfigError(f"a copied stream has no packet in the first {FIRST_PACKETS_WITHIN_S} s: such an input "
+                      "cannot be processed in segments (run it without --segment-s)")
+
+
+def check_carried(entries, chapters: list) -> None:
+    """A segment's other streams must be copied packet by packet (so they join seamlessly) and its
+    init segment must be the same as every other segment's: re-encoded audio (each encoder would
+    start afresh at a join) and chapters (written once, in the init) cannot be split. The control
+    plane does not split such inputs; a segment asked anyway refuses rather than join badly."""
+    for entry in entries:
+        if entry.action == "kept" and (entry.kind != "audio" or entry.codec not in SEGMENT_AUDIO_CODECS):
+            raise ConfigError(f"{entry.kind} stream {entry.index} ({entry.codec}) would be copied: only AAC audio "
+                              "is split into segments so far (run it without --segment-s)")
+        if entry.action == "converted" and entry.to not in ("timecode",):
+            raise ConfigError(f"stream {entry.index} would be converted to {entry.to}: such an input "
+                              "cannot be processed in segments (run it without --segment-s)")
+    if chapters:
+        raise ConfigError("an input with chapters cannot be processed in segments (run it without --segment-s)")

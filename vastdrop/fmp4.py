@@ -1,0 +1,63 @@
+"""Just enough of ISO BMFF's box structure to join fragmented-MP4 media segments (issue 12): where a
+segment's init (ftyp + moov) ends and its fragments (moof + mdat ...) begin. Reading the boxes'
+contents is the players' business; the join copies bytes."""
+
+from __future__ import annotations
+
+import struct
+
+HEADER = struct.Struct(">I4s")
+INIT_BOXES = frozenset({b"ftyp", b"moov", b"free", b"skip", b"uuid"})  # what may come before the first moof
+MAX_INIT_BYTES = 1 << 20  # an init segment is a few KB (sample descriptions, an edit list)
+# Audio codecs whose copied packets join seamlessly in fragmented MP4, as tests/test_segments.py checks.
+SEGMENT_AUDIO_CODECS = frozenset({"aac"})
+
+
+class NotASegment(ValueError):
+    """The bytes are not an init segment followed by a fragment."""
+
+
+def init_length(head: bytes) -> int:
+    """The length of the init segment at the start of `head` (which must reach the first moof's header)."""
+    offset, seen = 0, []
+    while offset + HEADER.size <= len(head):
+        size, kind = HEADER.unpack_from(head, offset)
+        if kind == b"moof":
+            if seen[:1] != [b"ftyp"] or b"moov" not in seen:
+                raise NotASegment(f"a fragment before the init segment (boxes: {_names(seen)})")
+            return offset
+        if kind not in INIT_BOXES:
+            raise NotASegment(f"unexpected box {kind!r} in the init segment")
+        if size < HEADER.size:  # 0 (to the end) or 1 (64-bit size): neither belongs in an init segment
+            raise NotASegment(f"box {kind!r} has size {size}")
+        seen.append(kind)
+        offset += size
+    raise NotASegment(f"no fragment within the first {len(head)} bytes (boxes: {_names(seen)})")
+
+
+def _names(kinds: list[bytes]) -> str:
+    return ", ".join(k.decode("latin-1") for k in kinds) or "none"
+
+
+_CONTAINERS = (b"moov", b"trak", b"mdia", b"minf", b"stbl")
+
+
+def sample_descriptions(init: bytes) -> list[bytes]:
+    """Each track's stsd box (its codec and its configuration: SPS/PPS, AAC's config), in track
+    order. Segments whose fragments are to follow one init segment must all have the same."""
+    found: list[bytes] = []
+    _walk(init, 0, len(init), found)
+    return found
+
+
+def _walk(data: bytes, start: int, end: int, found: list[bytes]) -> None:
+    offset = start
+    while offset + HEADER.size <= end:
+        size, kind = HEADER.unpack_from(data, offset)
+        if size < HEADER.size or offset + size > end:
+            raise NotASegment(f"box {kind!r} overruns its parent")
+        if kind in _CONTAINERS:
+            _walk(data, offset + HEADER.size, offset + size, found)
+        elif kind == b"stsd":
+            found.append(data[offset:offset + size])
+        offset += size

@@ -1,0 +1,49 @@
+"""What the control plane must know of an input before splitting it into segments (issue 12): its
+duration, and whether every stream in it joins seamlessly from segments. Read with PyAV through the
+URL a job would get (a presigned GET reads only what the demuxer needs). Given to the handlers by
+the composition root (vastdrop.compose); the Lambda bundle carries no PyAV, so it has none."""
+
+from __future__ import annotations
+
+from vastdrop import logs
+from vastdrop.errors import BadInputError, TransientError
+from vastdrop.fmp4 import SEGMENT_AUDIO_CODECS
+
+OPEN_TIMEOUT_S = 30.0
+
+
+def probe_for_segments(source: str) -> tuple[float, str | None]:
+    """(duration in seconds, why it cannot be split or None). BadInputError when it is no video."""
+    import av  # the watcher's only use of PyAV at run time: imported when a split is considered
+
+    try:
+        with av.open(source, timeout=OPEN_TIMEOUT_S) as container:
+            if not container.streams.video:
+                raise BadInputError("no video stream")
+            video = container.streams.video[0]
+            if video.duration and video.time_base:
+                duration = float(video.duration * video.time_base)
+            else:
+                duration = (container.duration or 0) / 1_000_000
+            return duration, _unsplittable(container, video)
+    except av.error.FileNotFoundError as exc:
+        raise BadInputError(f"cannot read the input: {logs.bounded(exc, 200)}") from exc
+    except av.error.InvalidDataError as exc:
+        raise BadInputError(f"not a readable media file: {logs.bounded(exc, 200)}") from exc
+    except av.error.FFmpegError as exc:  # the network, the store: worth asking again
+        raise TransientError(f"cannot probe the input: {logs.bounded(exc, 200)}") from exc
+
+
+def _unsplittable(container, video) -> str | None:
+    """What a segment job would refuse (gpu_job.media.segment.check_carried), said before launching."""
+    if container.chapters():
+        return "it has chapters (written once, at the start of the file)"
+    for stream in container.streams:
+        if stream is video or stream.type == "video":  # other video streams are dropped alike everywhere
+            continue
+        if stream.type != "audio":
+            return f"its {stream.type} stream {stream.index} is not split into segments yet"
+        if stream.codec_context.name not in SEGMENT_AUDIO_CODECS:
+            return (f"its audio stream {stream.index} is {stream.codec_context.name}: only AAC is copied into "
+                    "segments so far (re-encoded audio would start afresh at each join)")
+    return None
