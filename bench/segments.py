@@ -31,8 +31,8 @@ from tests.support.seaweed import SeaweedServer  # noqa: E402
 from tests.support.vast_emulator import VastEmulator  # noqa: E402
 from tests.test_control_plane import TICK_S, drop, make_deps  # noqa: E402
 from vastdrop.manifest import Manifest  # noqa: E402
-from vastdrop.mediaprobe import probe_for_segments  # noqa: E402
 from watcher import driver  # noqa: E402
+from watcher.mediaprobe import probe_for_segments  # noqa: E402
 
 
 def run(sw: SeaweedServer, clip: Path, seconds: float, n: int, tmp: Path) -> dict:

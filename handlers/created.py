@@ -86,7 +86,7 @@ def on_object_created(event: ObjectEvent, deps: Deps, *, force: bool = False) ->
         # (or a host still holding its URLs) wrote can stand in for this run's work.
         fresh = existing.attempt + 1
         requeued = deps.ledger.transition(job_id, existing.state, JobState.QUEUED, attempt=fresh,
-                                          first_attempt=fresh, preemptions=0, segments=None, error=None, error_kind=None,
+                                          first_attempt=fresh, preemptions=0, segments=None, segment=None, error=None, error_kind=None,
                                           finished_at=None, instance_id=None, next_attempt_at=None)
         if requeued is None:
             return Outcome("lost-race", job_id)

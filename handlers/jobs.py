@@ -106,8 +106,8 @@ def build_spec(record: JobRecord, deps: Deps, deadline: float) -> JobSpec:
         callback_url=cfg.callback_url,
         # Its own key: a host can sign callbacks for its job only (signing.job_key).
         callback_secret=signing.job_key(cfg.callback_secret, record.job_id) if cfg.callback_secret else None,
-        segment_start_s=record.segment["start_s"] if record.segment else None,
-        segment_end_s=record.segment["end_s"] if record.segment else None,
+        segment_start_s=record.segment["start_s"] if record.parent_id and record.segment else None,
+        segment_end_s=record.segment["end_s"] if record.parent_id and record.segment else None,
     )
 
 
@@ -118,6 +118,10 @@ def launch(record: JobRecord, deps: Deps, expected: JobState) -> JobRecord | Non
         was_split, record = segments.split(record, deps)
         if was_split or record is None:
             return record
+    if record.parent_id and not segments.belongs(record, deps):  # its whole job failed or was replayed
+        deps.ledger.transition(record.job_id, expected, S.CANCELLED, finished_at=deps.clock(),
+                               error="its job is no longer split into this segment")
+        return None
     now = deps.clock()
     deadline = now + deps.config.job_timeout_s
     attempt = record.attempt + (1 if expected == S.RETRYING else 0)

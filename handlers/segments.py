@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 S = JobState
 MAX_SEGMENTS = 1000  # a join is one multipart upload (10,000 parts); more instances than anyone's caps
 PROBE_URL_EXPIRY_S = 900
+MIN_SEGMENT_S = 1.0  # shorter would be mostly each instance's start-up
 
 
 def segment_job_id(parent_id: str, attempt: int, index: int) -> str:
@@ -60,7 +61,7 @@ class Probe:
 def spans(duration_s: float, segment_s: float) -> list[tuple[str, str | None]]:
     """About `segment_s` each (never more than MAX_SEGMENTS), as exact decimal seconds from the
     first picture; the last runs to the end. The job puts each frame in exactly one of them."""
-    count = min(MAX_SEGMENTS, max(1, round(duration_s / segment_s)))
+    count = min(MAX_SEGMENTS, max(1, round(duration_s / max(segment_s, MIN_SEGMENT_S))))
     step = Fraction(duration_s) / count
     cuts = [f"{float(step * i):.3f}" for i in range(count)]
     return [(cuts[i], cuts[i + 1] if i + 1 < count else None) for i in range(count)]
@@ -89,26 +90,42 @@ def split(record: JobRecord, deps: Deps) -> tuple[bool, JobRecord | None]:
         reason = probe.unsplittable or f"{probe.duration_s:.1f} s is not longer than the segment length"
         log.info("not split into segments: %s", reason)
         return False, deps.ledger.update(record.job_id, record.version, segments=0) or record
-    # Claimed before the job is marked split: a crash in between leaves a queued job, whose next
-    # launch probes again, finds the same spans and claims nothing twice.
-    for index, (start_s, end_s) in enumerate(pieces):
-        deps.ledger.claim(JobRecord(
-            job_id=segment_job_id(record.job_id, record.attempt, index), bucket=record.bucket, key=record.key,
-            input_url=record.input_url, input_etag=record.input_etag, input_size=record.input_size,
-            params=record.params, parent_id=record.job_id,
-            segment={"index": index, "count": len(pieces), "start_s": start_s, "end_s": end_s,
-                     "parent_attempt": record.attempt}))
+    # The plan is recorded with the split, and the segments are claimed from it (now, or by the
+    # reaper after a crash in between): a segment's span is always the one its job was split with.
     parent = deps.ledger.transition(record.job_id, S.QUEUED, S.SPLIT, segments=len(pieces), launched_at=deps.clock(),
-                                    next_attempt_at=None, error=None, error_kind=None)
+                                    segment={"spans": [list(p) for p in pieces]}, next_attempt_at=None,
+                                    error=None, error_kind=None)
     if parent is None:
         return True, None
     log.info("split into %d segments of about %.0f s (%.1f s in all)", len(pieces),
              probe.duration_s / len(pieces), probe.duration_s)
-    for index in range(len(pieces)):
-        child = deps.ledger.get(segment_job_id(parent.job_id, parent.attempt, index))
-        if child is not None and child.state == S.QUEUED:
-            jobs.launch(child, deps, S.QUEUED)
+    _claim_missing(parent, deps)
     return True, parent
+
+
+def _claim_missing(parent: JobRecord, deps: Deps) -> list[JobRecord]:
+    """Every segment of the split job's plan, claimed (and launched) if it is not yet."""
+    spans_ = (parent.segment or {}).get("spans") or []
+    children = []
+    for index, (start_s, end_s) in enumerate(spans_):
+        child_id = segment_job_id(parent.job_id, parent.attempt, index)
+        child = JobRecord(
+            job_id=child_id, bucket=parent.bucket, key=parent.key, input_url=parent.input_url,
+            input_etag=parent.input_etag, input_size=parent.input_size, params=parent.params,
+            parent_id=parent.job_id, segment={"index": index, "count": len(spans_), "start_s": start_s,
+                                              "end_s": end_s, "parent_attempt": parent.attempt})
+        if deps.ledger.claim(child):
+            child = jobs.launch(deps.ledger.get(child_id) or child, deps, S.QUEUED) or deps.ledger.get(child_id)
+        else:
+            child = deps.ledger.get(child_id)
+        children.append(child)
+    return children
+
+
+def belongs(child: JobRecord, deps: Deps) -> bool:
+    """Whether a segment's job is still wanted: its whole job is split, in the run it was made for."""
+    parent = deps.ledger.get(child.parent_id) if child.parent_id else None
+    return parent is not None and parent.state == S.SPLIT and parent.attempt == int(child.segment["parent_attempt"])
 
 
 def _why_not(record: JobRecord, deps: Deps) -> str | None:
@@ -122,7 +139,7 @@ def _why_not(record: JobRecord, deps: Deps) -> str | None:
 
 def _probe(record: JobRecord, deps: Deps) -> Probe:
     """Duration and streams, read through the URL a job gets (a presigned GET reads only the header),
-    by the probe the composition root gave (vastdrop.mediaprobe: PyAV, which the Lambda bundle lacks)."""
+    by the probe the watcher gives (watcher.mediaprobe: PyAV, which the Lambda bundle lacks)."""
     if deps.probe is None:
         raise PermanentError("no media probe here (the Lambda bundle carries no PyAV yet)")
     url = deps.inputs.job_get_url(record.key, PROBE_URL_EXPIRY_S)
@@ -135,8 +152,8 @@ def _probe(record: JobRecord, deps: Deps) -> Probe:
 
 def advance(parent: JobRecord, deps: Deps) -> str:
     """One look at a split job: joined once every segment succeeded, failed once one failed."""
-    children = [deps.ledger.get(segment_job_id(parent.job_id, parent.attempt, i)) for i in range(parent.segments or 0)]
-    if any(child is None for child in children):
+    children = _claim_missing(parent, deps)  # normally all there: claimed with the split
+    if any(child is None for child in children) or len(children) != parent.segments:
         return _fail(parent, [c for c in children if c], "internal", "a segment's record is missing from the ledger", deps)
     failed = next((c for c in children if c.state in (S.FAILED, S.CANCELLED)), None)
     if failed is not None:
@@ -158,11 +175,16 @@ def on_segment_done(child: JobRecord, deps: Deps) -> None:
 def _fail(parent: JobRecord, children: list[JobRecord], kind: str, message: str, deps: Deps) -> str:
     now = deps.clock()
     for child in children:
-        if not child.state.is_terminal():
+        for _ in range(5):  # its state may move meanwhile (a relaunch): read again until it is stopped
+            if child is None or child.state.is_terminal():
+                break
             jobs.stop_instance(child, child.instance_id, deps, "another segment of its job failed")
-            deps.ledger.transition(child.job_id, child.state, S.CANCELLED, finished_at=now,
-                                   error="another segment of its job failed")
-        jobs.remove_staging(child, deps)  # nothing of a failed job stays (the failed segment's included)
+            if deps.ledger.transition(child.job_id, child.state, S.CANCELLED, finished_at=now,
+                                      error="another segment of its job failed") is not None:
+                break
+            child = deps.ledger.get(child.job_id)
+        if child is not None:
+            jobs.remove_staging(child, deps)  # nothing of a failed job stays (the failed segment's included)
     failed = deps.ledger.transition(parent.job_id, S.SPLIT, S.FAILED, error_kind=kind, error=logs.bounded(message, 500),
                                     finished_at=now, cost=_cost(deps, parent))
     if failed is None:
@@ -190,6 +212,8 @@ def _join(parent: JobRecord, children: list[JobRecord], deps: Deps) -> str:
         manifest = finished.load_manifest(layout.manifest_key(key), deps)
         if info is None or info.etag != child.result_etag or not isinstance(manifest, Manifest):
             return _fail(parent, children, "transient", f"segment {index}'s verified result is missing or changed", deps)
+        if info.size == 0:
+            return _fail(parent, children, "internal", f"segment {index} is empty", deps)
         head = deps.outputs.read_range(key, 0, min(info.size, MAX_INIT_BYTES), info.etag)
         try:
             init = init_length(head)

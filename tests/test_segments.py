@@ -154,3 +154,24 @@ def test_segment_bounds_are_checked_before_anything_runs(tmp_path):
         proc = run_job(file_job_env(tmp_path, src, **bounds))
         assert proc.returncode == 65, (bounds, proc.stderr[-1000:])
         assert "segment" in proc.stderr.lower(), proc.stderr[-1000:]
+
+
+def test_a_low_frame_rate_segment_keeps_the_frames_its_decoder_held_back(tmp_path):
+    """At 5 fps the decoder's threads hold frames back for longer than the look-ahead past a
+    segment's end: they are drained, so every frame reaches exactly one segment."""
+    from fractions import Fraction
+
+    from gpu_job.media import pipeline
+
+    src = make_clip(tmp_path / "slow.mp4", width=64, height=48, fps=5, seconds=20)
+    one = tmp_path / "one.mp4"
+    pipeline.process(src, one, pipeline.Plan(), 20.0)
+    cuts = ["0", "7", "13.5", None]
+    parts = []
+    for i in range(3):
+        window = (Fraction(cuts[i]), Fraction(cuts[i + 1]) if cuts[i + 1] else None)
+        parts.append(tmp_path / f"part{i}.mp4")
+        report = pipeline.process(src, parts[-1], pipeline.Plan(window=window), 20.0)
+        assert report.frames_out == [35, 33, 32][i]
+    joined = _join(parts, tmp_path / "joined.mp4")
+    assert _timeline(joined) == _timeline(one) and decode_warnings(joined) == ""

@@ -24,9 +24,9 @@ from tests.support.vast_emulator import Faults, VastEmulator
 from tests.test_control_plane import TICK_S, drop, make_deps, stub
 from vastdrop.ledger.sqlite import SqliteLedger
 from vastdrop.manifest import Manifest
-from vastdrop.mediaprobe import probe_for_segments
 from vastdrop.states import JobState
 from watcher import driver
+from watcher.mediaprobe import probe_for_segments
 
 pytestmark = pytest.mark.slow
 

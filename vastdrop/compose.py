@@ -12,7 +12,6 @@ from vastdrop.errors import ConfigError
 from vastdrop.layout import Layout
 from vastdrop.ledger import open_ledger
 from vastdrop.location import Location
-from vastdrop.mediaprobe import probe_for_segments
 from vastdrop.settings import ControlSettings
 from vastdrop.storage.local import file_url_to_path
 
@@ -105,4 +104,4 @@ def build_deps(s: ControlSettings, *, compute: Compute | None = None) -> Deps:
     state_dir.mkdir(parents=True, exist_ok=True)
     ledger = open_ledger(s.ledger or str(state_dir / "ledger.sqlite"))
     return Deps(inputs=inputs, outputs=outputs, ledger=ledger, compute=compute or build_compute(s, state_dir),
-                config=control_config(s), probe=probe_for_segments)
+                config=control_config(s))

@@ -46,18 +46,20 @@ def sample_descriptions(init: bytes) -> list[bytes]:
     """Each track's stsd box (its codec and its configuration: SPS/PPS, AAC's config), in track
     order. Segments whose fragments are to follow one init segment must all have the same."""
     found: list[bytes] = []
-    _walk(init, 0, len(init), found)
+    _walk(init, 0, len(init), found, 0)
     return found
 
 
-def _walk(data: bytes, start: int, end: int, found: list[bytes]) -> None:
+def _walk(data: bytes, start: int, end: int, found: list[bytes], depth: int) -> None:
     offset = start
     while offset + HEADER.size <= end:
         size, kind = HEADER.unpack_from(data, offset)
         if size < HEADER.size or offset + size > end:
             raise NotASegment(f"box {kind!r} overruns its parent")
         if kind in _CONTAINERS:
-            _walk(data, offset + HEADER.size, offset + size, found)
+            if depth >= len(_CONTAINERS):  # moov/trak/mdia/minf/stbl nest no deeper in a real file
+                raise NotASegment("boxes nested deeper than an init segment's")
+            _walk(data, offset + HEADER.size, offset + size, found, depth + 1)
         elif kind == b"stsd":
             found.append(data[offset:offset + size])
         offset += size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
@@ -13,11 +14,17 @@ from vastdrop.logs import printable
 from vastdrop.settings import ControlSettings
 from vastdrop.states import JobState
 from watcher import driver
+from watcher.mediaprobe import probe_for_segments
 from watcher.status import render
 
 
+def _deps(settings: ControlSettings):
+    """The control plane's dependencies, with the watcher's media probe (PyAV) for segments."""
+    return dataclasses.replace(build_deps(settings), probe=probe_for_segments)
+
+
 def run(args, settings: ControlSettings) -> int:
-    deps = build_deps(settings)
+    deps = _deps(settings)
     server = _start_server(deps, settings) if args.serve else None
     try:
         if args.once:
@@ -34,7 +41,7 @@ def run(args, settings: ControlSettings) -> int:
 
 
 def replay(args, settings: ControlSettings) -> int:
-    deps = build_deps(settings)
+    deps = _deps(settings)
     key = args.key
     if not key.startswith(deps.inputs.prefix):
         key = deps.inputs.prefix + key.lstrip("/")
@@ -58,7 +65,7 @@ def replay(args, settings: ControlSettings) -> int:
 
 
 def status(args, settings: ControlSettings) -> int:
-    deps = build_deps(settings)
+    deps = _deps(settings)
     print(render(deps.ledger.list()))
     return 0
 
@@ -69,13 +76,13 @@ def plan(args, settings: ControlSettings) -> int:
 
     from watcher import plan as planner
 
-    result = planner.estimate(build_deps(settings))
+    result = planner.estimate(_deps(settings))
     print(json.dumps(planner.to_json(result), indent=2) if args.json else planner.render(result))
     return 0
 
 
 def serve(args, settings: ControlSettings) -> int:
-    deps = build_deps(settings)
+    deps = _deps(settings)
     server = _start_server(deps, settings)
     print(f"serving POST /webhook and /callback on http://{settings.host}:{server.port} (Ctrl-C to stop)",
           file=sys.stderr)
@@ -88,7 +95,7 @@ def serve(args, settings: ControlSettings) -> int:
 
 
 def logs(args, settings: ControlSettings) -> int:
-    deps = build_deps(settings)
+    deps = _deps(settings)
     record = deps.ledger.get(args.job) or _by_key(deps, args.job)
     job_id = record.job_id if record else args.job
     # Both logs were written on the host: printed with their control characters escaped.
@@ -104,7 +111,7 @@ def logs(args, settings: ControlSettings) -> int:
 
 
 def destroy(args, settings: ControlSettings) -> int:
-    deps = build_deps(settings)
+    deps = _deps(settings)
     record = deps.ledger.find_by_instance(args.instance)
     try:
         jobs.stop_instance(record, args.instance, deps, "destroyed by user")

@@ -27,7 +27,7 @@ def _key(key: str) -> str:
 
 def _name(r: JobRecord) -> str:
     """The input's key; a segment's also says which one it is (handlers.segments)."""
-    if r.segment is None:
+    if r.parent_id is None or r.segment is None:
         return _key(r.key)
     span = r.segment
     return f"{_key(r.key)} [{int(span.get('index', 0)) + 1}/{span.get('count', '?')}]"

@@ -377,10 +377,9 @@ def _decode(container, vin, others: streams.OtherStreams, report: Report,
     streams' packets."""
     last_pts: int | None = None
     deinterlacer = interlace.Deinterlacer(deint, Fraction(vin.time_base)) if deint else None
-    for packet, decoded in _demux_decode(container, [vin, *others.inputs], vin, report):
-        if segment is not None and segment.past(packet):
-            break
-        if packet.stream is not vin:
+    stop = segment.past if segment is not None else None
+    for packet, decoded in _demux_decode(container, [vin, *others.inputs], vin, report, stop):
+        if packet is not None and packet.stream is not vin:
             if segment is None or segment.holds_packet(packet):
                 others.packet(packet)
             continue
@@ -392,6 +391,8 @@ def _decode(container, vin, others: streams.OtherStreams, report: Report,
             last_pts = pts
             report.frames_in += 1
             frame.pts = pts
+            if frame.time_base is None:  # drained from the decoder (a segment's end) rather than demuxed
+                frame.time_base = vin.time_base
             if deinterlacer is None:
                 yield frame
                 continue
@@ -427,7 +428,10 @@ def _picture(frame: av.VideoFrame, width: int, height: int, reader: colours.Conv
         return TimedFrame(orientation.apply(timed.image), timed.pts, timed.time_base)
 
 
-def _demux_decode(container, wanted, vin, report: Report) -> Iterator[tuple[av.Packet, list]]:
+def _demux_decode(container, wanted, vin, report: Report,
+                  stop: Callable[[av.Packet], bool] | None = None) -> Iterator[tuple[av.Packet | None, list]]:
+    """(packet, the video frames it completed). Once `stop` says so (a segment read far enough), the
+    decoder is drained, (None, its last frames): its threads hold frames back, a segment's among them."""
     packets = container.demux(*wanted)
     while True:
         try:
@@ -435,11 +439,17 @@ def _demux_decode(container, wanted, vin, report: Report) -> Iterator[tuple[av.P
                 packet = next(packets, None)
                 if packet is None:
                     return
-                decoded = packet.decode() if packet.stream is vin else []
+                stopping = stop is not None and stop(packet)
+                if stopping:
+                    packet, decoded = None, vin.codec_context.decode(None)
+                else:
+                    decoded = packet.decode() if packet.stream is vin else []
         except av.error.FFmpegError as exc:
             where = "cannot be decoded" if report.frames_in == 0 else f"is corrupt after frame {report.frames_in}"
             raise BadInputError(f"the video {where}: {exc}") from exc
         yield packet, decoded
+        if stopping:
+            return
 
 
 def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration_s: float, report: Report,

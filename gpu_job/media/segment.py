@@ -71,9 +71,11 @@ class Segment:
         return when is not None and self.holds(self.seconds(when, packet.time_base))
 
     def past(self, packet: av.Packet) -> bool:
-        """Demuxing can stop: this packet lies beyond the end and everything the segment needs."""
+        """Demuxing can stop: this video packet lies well beyond the end (the decoder is then drained
+        of the frames it holds, the next segment's first among them)."""
         when = packet.dts if packet.dts is not None else packet.pts
-        return self.end is not None and when is not None and self.seconds(when, packet.time_base) > self.end + LOOKAHEAD_S
+        return (self.end is not None and when is not None and packet.stream.type == "video"
+                and self.seconds(when, packet.time_base) > self.end + LOOKAHEAD_S)
 
     def frame_range(self, fps: Fraction, count: int) -> tuple[int, int]:
         """The retimed output frames k (at k/fps) that are this segment's: [first, stop)."""

@@ -45,7 +45,8 @@ class JobRecord:
     deadline: float | None = None  # unix seconds the current attempt must finish by
     cost: float = 0.0  # $ billed so far over all attempts (vastdrop.pricing: GPU, storage, bandwidth)
     # Segments (issue 12, handlers.segments). On a job split into segments: how many (0: decided not
-    # to split). On a segment: its whole job's id and its span {"index", "start_s", "end_s"}.
+    # to split) and its plan {"spans": [[start_s, end_s], ...]}. On a segment: its whole job's id and
+    # its span {"index", "count", "start_s", "end_s", "parent_attempt"}.
     segments: int | None = None
     parent_id: str | None = None
     segment: dict[str, Any] | None = None

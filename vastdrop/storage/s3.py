@@ -242,6 +242,11 @@ class S3Storage:
         until it is complete; a failure aborts the upload."""
         bucket, key = _object(dst_url)
         with _translate("compose", dst_url):
+            # A join cut short (a crash, a Lambda timeout) left its upload open at this very key:
+            # its copied parts would stay billed, and no staging prefix covers the final key.
+            listed = self.client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", [])
+            for stale in (u for u in listed if u["Key"] == key):
+                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=stale["UploadId"])
             upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)["UploadId"]
             upload = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
             try:

@@ -1,7 +1,7 @@
 """What the control plane must know of an input before splitting it into segments (issue 12): its
 duration, and whether every stream in it joins seamlessly from segments. Read with PyAV through the
 URL a job would get (a presigned GET reads only what the demuxer needs). Given to the handlers by
-the composition root (vastdrop.compose); the Lambda bundle carries no PyAV, so it has none."""
+the watcher (watcher.commands); the Lambda bundle carries no PyAV, so there jobs run whole."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from vastdrop.errors import BadInputError, TransientError
 from vastdrop.fmp4 import SEGMENT_AUDIO_CODECS
 
 OPEN_TIMEOUT_S = 30.0
+# Planned segments stop this short of a duration only the container states: the last segment runs
+# to the end whatever it is, so planning short costs nothing, and no segment is left without video.
+CONTAINER_DURATION_SLACK_S = 2.0
+FIRST_AUDIO_WITHIN_S = 10.0  # gpu_job.media.segment.FIRST_PACKETS_WITHIN_S
 
 
 def probe_for_segments(source: str) -> tuple[float, str | None]:
@@ -23,15 +27,14 @@ def probe_for_segments(source: str) -> tuple[float, str | None]:
             video = container.streams.video[0]
             if video.duration and video.time_base:
                 duration = float(video.duration * video.time_base)
-            else:
-                duration = (container.duration or 0) / 1_000_000
+            else:  # the container's: it may count a soundtrack that outlasts the picture
+                duration = max(0.0, (container.duration or 0) / 1_000_000 - CONTAINER_DURATION_SLACK_S)
             return duration, _unsplittable(container, video)
-    except av.error.FileNotFoundError as exc:
-        raise BadInputError(f"cannot read the input: {logs.bounded(exc, 200)}") from exc
-    except av.error.InvalidDataError as exc:
-        raise BadInputError(f"not a readable media file: {logs.bounded(exc, 200)}") from exc
-    except av.error.FFmpegError as exc:  # the network, the store: worth asking again
+    except (av.error.HTTPServerError, av.error.ConnectionRefusedError, av.error.ConnectionResetError,
+            av.error.TimeoutError) as exc:  # the network, the store: worth asking again
         raise TransientError(f"cannot probe the input: {logs.bounded(exc, 200)}") from exc
+    except av.error.FFmpegError as exc:  # anything else will not change by asking again: run it whole
+        raise BadInputError(f"cannot probe the input: {logs.bounded(exc, 200)}") from exc
 
 
 def _unsplittable(container, video) -> str | None:
@@ -46,4 +49,10 @@ def _unsplittable(container, video) -> str | None:
         if stream.codec_context.name not in SEGMENT_AUDIO_CODECS:
             return (f"its audio stream {stream.index} is {stream.codec_context.name}: only AAC is copied into "
                     "segments so far (re-encoded audio would start afresh at each join)")
+        if _start(stream) - _start(video) > FIRST_AUDIO_WITHIN_S:
+            return f"its audio stream {stream.index} starts more than {FIRST_AUDIO_WITHIN_S:.0f} s after the picture"
     return None
+
+
+def _start(stream) -> float:
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
