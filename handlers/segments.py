@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from fractions import Fraction
 
 from handlers import finished, jobs
@@ -52,12 +51,6 @@ def may_split(record: JobRecord, deps: Deps) -> bool:
     return deps.config.segment_s > 0 and record.parent_id is None and record.segments is None
 
 
-@dataclass(frozen=True)
-class Probe:
-    duration_s: float
-    unsplittable: str | None = None  # why the input cannot be joined seamlessly from segments
-
-
 def spans(duration_s: float, segment_s: float) -> list[tuple[str, str | None]]:
     """About `segment_s` each (never more than MAX_SEGMENTS), as exact decimal seconds from the
     first picture; the last runs to the end. The job puts each frame in exactly one of them."""
@@ -76,7 +69,7 @@ def split(record: JobRecord, deps: Deps) -> tuple[bool, JobRecord | None]:
         log.info("not split into segments: %s", why)
         return False, deps.ledger.update(record.job_id, record.version, segments=0) or record
     try:
-        probe = _probe(record, deps)
+        duration_s, unsplittable = _probe(record, deps)
     except PermanentError as exc:  # run as one job: its manifest will say what is wrong with the input
         log.info("not split into segments: the input cannot be probed (%s)", logs.bounded(exc, 200))
         return False, deps.ledger.update(record.job_id, record.version, segments=0) or record
@@ -85,9 +78,9 @@ def split(record: JobRecord, deps: Deps) -> tuple[bool, JobRecord | None]:
         return True, deps.ledger.update(record.job_id, record.version, error_kind="waiting",
                                         error=logs.bounded(f"probing for segments: {exc}", 500),
                                         next_attempt_at=deps.clock() + deps.config.capacity_wait_s)
-    pieces = spans(probe.duration_s, deps.config.segment_s) if probe.unsplittable is None else []
+    pieces = spans(duration_s, deps.config.segment_s) if unsplittable is None else []
     if len(pieces) < 2:
-        reason = probe.unsplittable or f"{probe.duration_s:.1f} s is not longer than the segment length"
+        reason = unsplittable or f"{duration_s:.1f} s is not longer than the segment length"
         log.info("not split into segments: %s", reason)
         return False, deps.ledger.update(record.job_id, record.version, segments=0) or record
     # The plan is recorded with the split, and the segments are claimed from it (now, or by the
@@ -98,7 +91,7 @@ def split(record: JobRecord, deps: Deps) -> tuple[bool, JobRecord | None]:
     if parent is None:
         return True, None
     log.info("split into %d segments of about %.0f s (%.1f s in all)", len(pieces),
-             probe.duration_s / len(pieces), probe.duration_s)
+             duration_s / len(pieces), duration_s)
     _claim_missing(parent, deps)
     return True, parent
 
@@ -114,11 +107,10 @@ def _claim_missing(parent: JobRecord, deps: Deps) -> list[JobRecord]:
             input_etag=parent.input_etag, input_size=parent.input_size, params=parent.params,
             parent_id=parent.job_id, segment={"index": index, "count": len(spans_), "start_s": start_s,
                                               "end_s": end_s, "parent_attempt": parent.attempt})
-        if deps.ledger.claim(child):
-            child = jobs.launch(deps.ledger.get(child_id) or child, deps, S.QUEUED) or deps.ledger.get(child_id)
-        else:
-            child = deps.ledger.get(child_id)
-        children.append(child)
+        found = deps.ledger.get(child_id)  # every reaper tick: read first, claim (a write) only what is missing
+        if found is None and deps.ledger.claim(child):
+            found = jobs.launch(deps.ledger.get(child_id) or child, deps, S.QUEUED) or deps.ledger.get(child_id)
+        children.append(found if found is not None else deps.ledger.get(child_id))
     return children
 
 
@@ -137,15 +129,15 @@ def _why_not(record: JobRecord, deps: Deps) -> str | None:
     return None
 
 
-def _probe(record: JobRecord, deps: Deps) -> Probe:
-    """Duration and streams, read through the URL a job gets (a presigned GET reads only the header),
-    by the probe the watcher gives (watcher.mediaprobe: PyAV, which the Lambda bundle lacks)."""
+def _probe(record: JobRecord, deps: Deps) -> tuple[float, str | None]:
+    """(duration_s, why it cannot be split or None), read through the URL a job gets (a presigned GET
+    reads only the header) by the probe the watcher gives (watcher.mediaprobe: PyAV, which the
+    Lambda bundle lacks)."""
     if deps.probe is None:
         raise PermanentError("no media probe here (the Lambda bundle carries no PyAV yet)")
     url = deps.inputs.job_get_url(record.key, PROBE_URL_EXPIRY_S)
     source = str(file_url_to_path(url)) if url.startswith("file://") else url
-    duration_s, unsplittable = deps.probe(source)
-    return Probe(duration_s, unsplittable)
+    return deps.probe(source)
 
 
 # ---- the whole job, while its segments run ------------------------------------------------------

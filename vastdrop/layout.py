@@ -13,8 +13,8 @@ MANIFEST_SUFFIX = ".manifest.json"
 STAGING_DIR = ".attempts/"
 STAGED_MANIFEST = "manifest.json"
 STAGED_RESULT = "result"  # + result_ext
-STAGED_PARTS_PLAN = "result-parts.json"
-SEGMENTS_DIR = "segments/"  # the presigned part URLs of a result too large for one PUT
+STAGED_PARTS_PLAN = "result-parts.json"  # the presigned part URLs of a result too large for one PUT
+SEGMENTS_DIR = "segments/"  # a split job's verified segments, waiting to be joined
 # The result's container (JOB_CONTAINER): its key's extension and its content type.
 CONTAINERS = {"mp4": (".mp4", "video/mp4"), "mkv": (".mkv", "video/x-matroska")}
 DEFAULT_CONTAINER = "mp4"

@@ -33,11 +33,10 @@ from gpu_job.media.frames import TimedFrame, from_av, to_float_batch, to_images
 from gpu_job.media.probe import open_input
 from gpu_job.media.retime import RetimeStats, fps_fraction, output_frame_count, retime
 from gpu_job.media.segment import (
-    FIRST_SEGMENT_MP4,
-    LATER_SEGMENT_MP4,
     Segment,
     check_carried,
     later_segment_shift,
+    muxer_options,
     open_segment,
 )
 from gpu_job.media.stages import Stages
@@ -167,7 +166,7 @@ def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFra
         if plan.window is not None and plan.target_fps is not None and plan.interpolator is None:
             raise ConfigError("segments need an interpolation model to retime: minterpolate cannot start mid-stream")
         stages = Stages(plan.threads)
-        muxing = None if plan.window is None else FIRST_SEGMENT_MP4 if plan.window[0] == 0 else LATER_SEGMENT_MP4
+        muxing = None if plan.window is None else muxer_options(plan.window)
         with streams.open_output(dst, plan.container, muxing) as container_out:
             # Other streams' packets are muxed by the decoding thread as they are demuxed, the video by
             # this one as it is encoded: one mux at a time.

@@ -38,6 +38,10 @@ _MOVFLAGS = "+frag_keyframe+delay_moov+default_base_moof+skip_trailer"
 FIRST_SEGMENT_MP4 = {"movflags": _MOVFLAGS, "avoid_negative_ts": "disabled",
                      "frag_duration": "10000000"}  # a fragment at least every 10 s: the muxer holds one in memory
 LATER_SEGMENT_MP4 = {**FIRST_SEGMENT_MP4, "movflags": _MOVFLAGS + "+frag_discont"}
+
+
+def muxer_options(window: tuple[Fraction, Fraction | None]) -> dict[str, str]:
+    return FIRST_SEGMENT_MP4 if window[0] == 0 else LATER_SEGMENT_MP4
 # How far into the input the first packet of every audio track is looked for.
 FIRST_PACKETS_WITHIN_S = Fraction(10)
 
@@ -52,7 +56,7 @@ class Segment:
 
     @property
     def is_first(self) -> bool:
-        return self.start == 0
+        return self.start == 0  # as muxer_options says
 
     def seconds(self, pts: int, time_base: Fraction) -> Fraction:
         """A timestamp as seconds from the first picture."""
