@@ -175,3 +175,52 @@ def test_a_low_frame_rate_segment_keeps_the_frames_its_decoder_held_back(tmp_pat
         assert report.frames_out == [35, 33, 32][i]
     joined = _join(parts, tmp_path / "joined.mp4")
     assert _timeline(joined) == _timeline(one) and decode_warnings(joined) == ""
+
+
+@pytest.mark.parametrize("second_codec, outcome", [("libx264", "succeeded"), ("libx265", "failed")])
+def test_the_join_refuses_segments_encoded_differently(tmp_path, second_codec, outcome):
+    """Two hosts with different encoders would make a file that does not play: the join compares
+    every segment's codec configuration with segment 0's and fails the job rather than join them."""
+    from fractions import Fraction
+
+    from gpu_job.media import pipeline
+    from handlers import jobs, segments
+    from handlers.created import ObjectEvent, on_object_created
+    from handlers.deps import ControlConfig, Deps
+    from vastdrop.compute.local import LocalCompute
+    from vastdrop.ledger.sqlite import SqliteLedger
+    from vastdrop.location import Location
+    from vastdrop.manifest import Manifest, ObjectRef, ResultRef
+    from vastdrop.states import JobState
+
+    (tmp_path / "bucket" / "input").mkdir(parents=True)
+    src = make_clip(tmp_path / "bucket" / "input" / "film.mp4", width=64, height=48, fps=12, seconds=4)
+    deps = Deps(inputs=Location.parse(f"file://{tmp_path}/bucket/input/"),
+                outputs=Location.parse(f"file://{tmp_path}/bucket/output/"),
+                ledger=SqliteLedger(tmp_path / "ledger.sqlite"),
+                compute=LocalCompute(tmp_path / "instances", command=["sleep", "30"]),
+                config=ControlConfig(segment_s=2.0), probe=lambda source: (4.0, None))
+    parent = deps.ledger.get(on_object_created(ObjectEvent("input/film.mp4"), deps).job_id)
+    assert parent.state == JobState.SPLIT and parent.segments == 2
+    for index, codec in enumerate(("libx264", second_codec)):
+        child = deps.ledger.get(segments.segment_job_id(parent.job_id, parent.attempt, index))
+        jobs.stop_instance(child, child.instance_id, deps, "test: its result is made here")
+        key = jobs.result_key(child, deps)
+        dest = tmp_path / "bucket" / key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        window = (Fraction(child.segment["start_s"]), Fraction(child.segment["end_s"]) if child.segment["end_s"] else None)
+        pipeline.process(src, dest, pipeline.Plan(window=window, video_codec=codec), 4.0)
+        info = deps.outputs.head(key)
+        manifest = Manifest(job_id=child.job_id, attempt=child.attempt, status="succeeded",
+                            input=ObjectRef(url=child.input_url, etag=child.input_etag),
+                            result=ResultRef(url=deps.outputs.url(key), etag=info.etag, size=info.size))
+        deps.outputs.put_bytes(jobs.manifest_key(child, deps), manifest.to_json(), "application/json")
+        deps.ledger.transition(child.job_id, child.state, JobState.VERIFYING)
+        deps.ledger.transition(child.job_id, JobState.VERIFYING, JobState.SUCCEEDED, result_etag=info.etag)
+    assert segments.advance(deps.ledger.get(parent.job_id), deps) == outcome
+    parent = deps.ledger.get(parent.job_id)
+    result = tmp_path / "bucket" / "output" / "film.mp4"
+    if outcome == "failed":
+        assert "another codec configuration" in parent.error and not result.exists()
+    else:
+        assert parent.state == JobState.SUCCEEDED and decode_warnings(result) == ""
