@@ -54,8 +54,11 @@ sam-build: $(SAM_VENV)/.installed
 demo: install
 	$(PY) -m gpu_job.demo
 
+# Two workers: the suite's slow tests mostly wait (on Vast's documented pacing, on job processes), so
+# they overlap well; worksteal rebalances when one worker draws the long ones.
+TEST_WORKERS ?= 2
 test: install $(SAM_VENV)/.installed
-	VASTDROP_SAM=$(abspath $(SAM)) $(PY) -m pytest -q
+	VASTDROP_SAM=$(abspath $(SAM)) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 lint: install
 	$(VENV)/bin/ruff check .

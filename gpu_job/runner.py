@@ -21,10 +21,11 @@ import av
 from gpu_job import callback, failures
 from gpu_job import device as devices
 from gpu_job.lazy import lazy_import
-from gpu_job.media import bounds, geometry, pipeline
+from gpu_job.media import bounds, geometry, pipeline, segment
 from gpu_job.media import colour as colours
-from gpu_job.media.probe import measure, probe
+from gpu_job.media.probe import Source, measure, probe
 from gpu_job.progress import Deadline, DeadlineExceeded, Progress
+from gpu_job.ranged_input import RangedInput
 from vastdrop import logs
 from vastdrop.errors import ConfigError, PermanentError, TransientError
 from vastdrop.jobspec import JobSpec, redact_url
@@ -103,24 +104,24 @@ class JobRunner:
         diag = devices.log_diagnostics(device)
         state.engine = Engine(device=str(diag["device"]), torch=str(diag["torch"]), av=av.__version__)
 
-        src, dst = self.workdir / "input", self.workdir / f"output{result_ext_for(spec.container)}"
-        with self._timed("download"):
-            info = self._storage(spec.input_url).download(spec.input_url, src)
-        state.input = ObjectRef(url=redact_url(spec.input_url), etag=info.etag, size=info.size)
-        self.log.info("downloaded", extra={"bytes": info.size})
-        self.deadline.check("download")
-
-        facts_in, timeline = measure(src)
-        facts_in = _with_geometry(_with_colour(facts_in, src), src)
-        state.media = MediaPair(input=facts_in)
-        # Before any model is loaded or frame decoded: a refused input costs a probe, not a GPU-day.
-        bounds.check(facts_in, timeline, bounds.Limits(spec.max_duration_s, spec.max_output_pixels, spec.upscale))
-        plan = self._plan(device, facts_in)
-        total = pipeline.expected_output_frames(plan, facts_in.frames, facts_in.duration_s)
-        progress = Progress(total, self.deadline, extra={"job_id": spec.id})
-        with self._timed("process"):
-            report = pipeline.process(src, dst, plan, facts_in.duration_s, on_frame=progress)
-        progress.log()
+        dst = self.workdir / f"output{result_ext_for(spec.container)}"
+        with self._input() as src:
+            if spec.segment_window is None:
+                facts_in, timeline = measure(src)
+                duration_s = facts_in.duration_s
+            else:  # its share only: measuring every packet would read the whole input
+                facts_in, timeline = segment.measure_window(src, spec.segment_window)
+                duration_s = round(timeline.span_s, 4)  # as measure rounds the whole input's
+            facts_in = _with_geometry(_with_colour(facts_in, src), src)
+            state.media = MediaPair(input=facts_in)
+            # Before any model is loaded or frame decoded: a refused input costs a probe, not a GPU-day.
+            bounds.check(facts_in, timeline, bounds.Limits(spec.max_duration_s, spec.max_output_pixels, spec.upscale))
+            plan = self._plan(device, facts_in)
+            total = pipeline.expected_output_frames(plan, facts_in.frames, duration_s, spec.segment_window)
+            progress = Progress(total, self.deadline, extra={"job_id": spec.id})
+            with self._timed("process"):
+                report = pipeline.process(src, dst, plan, duration_s, on_frame=progress)
+            progress.log()
         state.timings.update({f"process_{k}": round(v, 3) for k, v in report.stage_s.items()})
         facts_out = _with_geometry(_with_colour(probe(dst), dst), dst)
         state.media = MediaPair(input=facts_in, output=facts_out)
@@ -145,6 +146,36 @@ class JobRunner:
                              sha256=sha256.hexdigest(), content_type=content_type_for(spec.container)),
             params=spec.params(), media=state.media, engine=state.engine,
         )
+
+    @contextmanager
+    def _input(self) -> Iterator[Source]:
+        """The input, downloaded whole; a segment's read through ranged GETs as it is demuxed, so
+        that it downloads its own span (gpu_job.ranged_input), not the whole film N times over."""
+        spec, state = self.spec, self.state
+        storage, cache = self._storage(spec.input_url), self.workdir / "input"
+        if spec.segment_window is None:
+            with self._timed("download"):
+                info = storage.download(spec.input_url, cache)
+            state.input = ObjectRef(url=redact_url(spec.input_url), etag=info.etag, size=info.size)
+            self.log.info("downloaded", extra={"bytes": info.size})
+            self.deadline.check("download")
+            yield cache
+            return
+        info = storage.head(spec.input_url)
+        state.input = ObjectRef(url=redact_url(spec.input_url), etag=info.etag, size=info.size)
+        etag = info.etag or None
+
+        def read(start: int, length: int) -> bytes:
+            return storage.read_range(spec.input_url, start, length, if_match=etag)
+
+        with RangedInput(read, info.size, cache) as ranged:  # read while it is processed: no download time
+            try:
+                yield ranged
+            finally:
+                self.log.info("input read in ranges", extra={"bytes": ranged.fetched_bytes, "of_bytes": info.size,
+                                                             "requests": ranged.requests})
+                self.state.engine = self.state.engine.model_copy(update={
+                    "input_read": {"bytes": ranged.fetched_bytes, "requests": ranged.requests}})
 
     def _plan(self, device: str, facts: MediaFacts) -> pipeline.Plan:
         spec = self.spec

@@ -30,7 +30,7 @@ from vastdrop.errors import PermanentError, TransientError
 from vastdrop.fmp4 import MAX_INIT_BYTES, NotASegment, init_length, sample_descriptions
 from vastdrop.layout import content_type_for
 from vastdrop.ledger.base import JobRecord
-from vastdrop.manifest import Manifest, MediaPair, ResultRef
+from vastdrop.manifest import Manifest, MediaFacts, MediaPair, ResultRef
 from vastdrop.states import JobState
 from vastdrop.storage.local import file_url_to_path
 
@@ -238,11 +238,8 @@ def _join(parent: JobRecord, children: list[JobRecord], deps: Deps) -> str:
 def _final_manifest(parent: JobRecord, children: list[JobRecord], manifests: list[Manifest], joined,
                     final_key: str, join_s: float, deps: Deps) -> Manifest:
     first = manifests[0]
-    outputs = [m.media.output for m in manifests if m.media.output is not None]
-    output = None
-    if first.media.output is not None:
-        output = first.media.output.model_copy(update={
-            "frames": sum(o.frames for o in outputs), "duration_s": round(sum(o.duration_s for o in outputs), 6)})
+    # Each segment measured its own share of the input and wrote its own share of the result.
+    source, output = _summed([m.media.input for m in manifests]), _summed([m.media.output for m in manifests])
     notes = list(dict.fromkeys(note for m in manifests for note in m.engine.notes))
     totals = [_number(m.timings_s.get("total")) for m in manifests]
     return Manifest(
@@ -251,8 +248,9 @@ def _final_manifest(parent: JobRecord, children: list[JobRecord], manifests: lis
         # The sha256 of the whole would mean reading it all back: each segment's is listed instead.
         result=ResultRef(url=deps.outputs.url(final_key), etag=joined.etag, size=joined.size, sha256=None,
                          content_type=content_type_for(jobs.container_of(parent))),
-        params=parent.params, media=MediaPair(input=first.media.input, output=output),
-        engine=first.engine.model_copy(update={"notes": notes}),
+        params=parent.params, media=MediaPair(input=source, output=output),
+        engine=first.engine.model_copy(update={"notes": notes, "input_read": {
+            "bytes": sum(_input_read(m) for m in manifests), "of_bytes": first.input.size}}),
         timings_s={"segments_longest": max(totals, default=0.0), "segments_sum": round(sum(totals), 3),
                    "join": round(join_s, 3), "total": round(deps.clock() - (parent.launched_at or parent.created_at), 3)},
         segments=[_entry(child, manifest) for child, manifest in zip(children, manifests, strict=True)],
@@ -268,8 +266,22 @@ def _entry(child: JobRecord, manifest: Manifest) -> dict:
             "job_id": child.job_id, "attempts": child.attempt - child.first_attempt + 1, "preemptions": child.preemptions,
             "instance_id": child.instance_id, "gpu": child.gpu_name, "cost": round(child.cost, 6),
             "frames": manifest.media.output.frames if manifest.media.output else None,
-            "timings_s": manifest.timings_s, "size": result.size if result else None,
+            "timings_s": manifest.timings_s, "input_read_bytes": _input_read(manifest), "size": result.size if result else None,
             "sha256": result.sha256 if result else None}
+
+
+def _summed(shares: list[MediaFacts | None]) -> MediaFacts | None:
+    if not shares or shares[0] is None:
+        return None
+    present = [f for f in shares if f is not None]
+    return shares[0].model_copy(update={"frames": sum(f.frames for f in present),
+                                        "duration_s": round(sum(f.duration_s for f in present), 6)})
+
+
+def _input_read(manifest: Manifest) -> int:
+    """The bytes of the input a segment's host says it read (its word: a bounded count, or 0)."""
+    read = getattr(manifest.engine, "input_read", None)
+    return int(min(max(_number(read.get("bytes")), 0.0), 1e15)) if isinstance(read, dict) else 0
 
 
 def _number(value: object) -> float:

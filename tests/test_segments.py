@@ -17,6 +17,7 @@ from tests.support.jobs import file_job_env, run_job
 from tests.support.models import save_rife
 from vastdrop.fmp4 import NotASegment, init_length, sample_descriptions
 from vastdrop.join import Piece
+from vastdrop.manifest import Manifest
 from vastdrop.storage.local import LocalStorage, path_to_file_url
 
 pytestmark = pytest.mark.slow
@@ -105,6 +106,41 @@ def test_three_segments_join_into_what_one_job_makes(tmp_path, joined_footage):
     assert len(frames_split) == len(frames_whole) == 264
     # Each segment's encoder starts afresh (an IDR at each join): the pictures agree within the encoder's noise.
     assert min(_psnr(a, b) for a, b in zip(frames_whole, frames_split, strict=True)) > 38
+    # Each segment measured only its share of the input: the shares add up to the whole.
+    whole_in, shares = _manifest(one).media.input, [_manifest(part).media.input for part in parts]
+    assert sum(share.frames for share in shares) == whole_in.frames == 264
+    assert sum(share.duration_s for share in shares) == pytest.approx(whole_in.duration_s, abs=1e-3)
+
+
+def _manifest(result: Path) -> Manifest:
+    return Manifest.from_json(result.with_name(result.name + ".manifest.json").read_bytes())
+
+
+def _noise_clip(path: Path, seconds: int, fps: int = 24) -> Path:
+    """Noise compresses badly: a few MB a second even at 320x240, so a short clip is many read-aheads long."""
+    rng = np.random.default_rng(7)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "18", "g": str(fps)})
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for _ in range(seconds * fps):
+            image = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def test_a_late_segment_reads_its_own_span_of_the_input_not_all_of_it(tmp_path):
+    """A segment job demuxes the input through ranged reads: the header, the first group of
+    pictures (the timeline's zero), its own span with the margins, and a bounded read-ahead."""
+    src = _noise_clip(tmp_path / "noise.mp4", seconds=40)
+    size = src.stat().st_size
+    assert size > 40 << 20, "the clip should dwarf the read-ahead"
+    part = _run(tmp_path, src, "last", JOB_SEGMENT_START_S="36")
+    manifest = _manifest(part)
+    read = manifest.engine.model_extra["input_read"]["bytes"]
+    assert read < size * 0.25, f"a 4 s segment of a 40 s input read {read} of its {size} bytes"
+    assert manifest.media.input.frames == manifest.media.output.frames == 4 * 24
+    assert manifest.media.input.duration_s == pytest.approx(4.0, abs=1e-3)
 
 
 def test_retimed_segments_interpolate_across_the_joins(tmp_path):

@@ -78,7 +78,11 @@ def test_a_two_minute_clip_in_8_segments_with_preemptions_joins_into_the_one_job
         assert [s["index"] for s in final.segments] == list(range(8))
         assert all(s["instance_id"] and s["sha256"] for s in final.segments)
         assert parent.cost == pytest.approx(sum(c.cost for c in children)) and parent.cost > 0
-        assert final.media.output.frames == 120 * 12
+        assert final.media.output.frames == final.media.input.frames == 120 * 12  # each measured its share
+        # Each segment read the input through ranged GETs (presigned, pinned to its ETag), none past its size.
+        reads = [s["input_read_bytes"] for s in final.segments]
+        assert all(0 < r <= long_clip.stat().st_size for r in reads)
+        assert final.engine.model_extra["input_read"] == {"bytes": sum(reads), "of_bytes": long_clip.stat().st_size}
 
         assert decode_warnings(result) == ""
         joined = _timeline(result)

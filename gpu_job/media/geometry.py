@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import numpy as np
 
 from gpu_job.lazy import lazy_import
+from gpu_job.media.probe import Source, readable
 
 torch = lazy_import("torch")  # imported on first use: the YUV-only path never needs it
 
@@ -138,9 +138,9 @@ def _ratio(value: Fraction) -> str:
     return f"{value.numerator}:{value.denominator}"
 
 
-def inspect(path: Path) -> Geometry:
+def inspect(path: Source) -> Geometry:
     """Read the stream's declarations and its first frame (a few packets, never the whole file)."""
-    with av.open(str(path)) as container:
+    with av.open(readable(path)) as container:
         stream = container.streams.video[0]
         ctx = stream.codec_context
         first = _first_frame(container, stream)

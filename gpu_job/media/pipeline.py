@@ -30,7 +30,7 @@ from gpu_job.lazy import lazy_import
 from gpu_job.media import colour as colours
 from gpu_job.media import encode, filters, geometry, interlace, offsets, streams
 from gpu_job.media.frames import TimedFrame, from_av, to_float_batch, to_images
-from gpu_job.media.probe import open_input
+from gpu_job.media.probe import Source, open_input
 from gpu_job.media.retime import RetimeStats, fps_fraction, output_frame_count, retime
 from gpu_job.media.segment import (
     Segment,
@@ -116,17 +116,24 @@ class Report:
 OnFrame = Callable[[int], None]
 
 
-def expected_output_frames(plan: Plan, input_frames: int, duration_s: float) -> int:
+def expected_output_frames(plan: Plan, input_frames: int, duration_s: float,
+                           window: tuple[Fraction, Fraction | None] | None = None) -> int:
+    """The frames the job writes: a segment's own (its input frames, or its span of the retimed
+    whole's)."""
     if plan.target_fps is None:
         return input_frames
-    return _retimed_count(plan.target_fps, duration_s)
+    count = _retimed_count(plan.target_fps, duration_s)
+    if window is None:
+        return count
+    first, stop = Segment(window[0], window[1], 0, Fraction(1), {}).frame_range(fps_fraction(plan.target_fps), count)
+    return max(0, stop - first)
 
 
 def _retimed_count(target_fps: float, duration_s: float) -> int:
     return output_frame_count(Fraction(duration_s).limit_denominator(10**6), fps_fraction(target_fps))
 
 
-def process(src: Path, dst: Path, plan: Plan, duration_s: float, on_frame: OnFrame | None = None) -> Report:
+def process(src: Source, dst: Path, plan: Plan, duration_s: float, on_frame: OnFrame | None = None) -> Report:
     report = Report()
     hw_decode = plan.hw_decode if plan.hw_decode is not None else plan.on_cuda
     decode_notes: list[str] = []

@@ -12,28 +12,41 @@ import av
 import numpy as np
 from av.codec.hwaccel import HWAccel
 
+from gpu_job.ranged_input import RangedInput
 from vastdrop.errors import BadInputError
 from vastdrop.manifest import MediaFacts
 
+# The input: a downloaded file, or one read through ranged GETs as it is demuxed (a segment's).
+Source = Path | RangedInput
 
-def open_input(path: Path, hw_decode: list[str] | None = None) -> av.container.InputContainer:
+
+def readable(source: Source):
+    """What av.open takes for the source: a path, or a fresh file object on the shared cache."""
+    return source.open() if isinstance(source, RangedInput) else str(source)
+
+
+def source_size(source: Source) -> int:
+    return source.size if isinstance(source, RangedInput) else source.stat().st_size
+
+
+def open_input(path: Source, hw_decode: list[str] | None = None) -> av.container.InputContainer:
     """Open a media file, or BadInputError with the reason in words.
 
     hw_decode: a list to ask for decoding on NVDEC (FFmpeg's CUDA hwaccel; frames come back to host
     memory as NV12 or P010). The decoder itself falls back to software for a stream NVDEC cannot
     take; when no CUDA device can be opened at all, the file is opened for software decoding. Either
     way a note in words is appended to the list."""
-    if path.stat().st_size == 0:
+    if source_size(path) == 0:
         raise BadInputError("the input file is empty (0 bytes)")
     container = None
     if hw_decode is not None:
         try:
-            container = av.open(str(path), "r", hwaccel=HWAccel("cuda", allow_software_fallback=True))
+            container = av.open(readable(path), "r", hwaccel=HWAccel("cuda", allow_software_fallback=True))
             hw_decode.append("video decoded on NVDEC where it takes the stream (software otherwise)")
         except av.error.FFmpegError as exc:
             hw_decode.append(f"NVDEC unavailable ({exc.strerror or exc}): video decoded in software")
     try:
-        container = container or av.open(str(path), "r")
+        container = container or av.open(readable(path), "r")
     except av.error.FFmpegError as exc:
         raise BadInputError(f"not a readable media file: {exc.strerror or exc}") from exc
     if not container.streams.video:
@@ -97,10 +110,10 @@ def measure(path: Path) -> tuple[MediaFacts, Timeline]:
             audio=has_audio,
             codec=stream.codec_context.name,
         )
-        return facts, _timeline(stamps, time_base, duration, _declared_s(container, stream))
+        return facts, timeline_from(stamps, time_base, duration, declared_s(container, stream))
 
 
-def _declared_s(container: av.container.InputContainer, stream: av.VideoStream) -> float:
+def declared_s(container: av.container.InputContainer, stream: av.VideoStream) -> float:
     """What the headers claim, before any packet is read: the container's duration (its longest
     stream, audio included) and the video stream's own."""
     claims = [container.duration / av.time_base if container.duration else 0.0]
@@ -109,7 +122,7 @@ def _declared_s(container: av.container.InputContainer, stream: av.VideoStream) 
     return max(claims)
 
 
-def _timeline(stamps: array, time_base: Fraction, span_s: float, declared_s: float) -> Timeline:
+def timeline_from(stamps: array, time_base: Fraction, span_s: float, declared_s: float) -> Timeline:
     pts = np.sort(np.frombuffer(stamps, dtype=np.int64))  # presentation order (B-frames are stored out of it)
     gaps = np.diff(pts)
     if gaps.size == 0:

@@ -15,14 +15,16 @@ its first output frame is decoded too: interpolation needs it), and stops a litt
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 
 import av
 
+from gpu_job.media.probe import Source, Timeline, declared_s, open_input, readable, timeline_from
 from vastdrop.errors import BadInputError, ConfigError
 from vastdrop.fmp4 import SEGMENT_AUDIO_CODECS
+from vastdrop.manifest import MediaFacts
 
 # Decoded before the segment's start: reaches back past the source frame before the first output frame.
 LEAD_IN_S = Fraction(1)
@@ -88,13 +90,13 @@ class Segment:
         return first, stop
 
 
-def open_segment(src: Path, container: av.container.InputContainer, vin: av.VideoStream,
+def open_segment(src: Source, container: av.container.InputContainer, vin: av.VideoStream,
                  window: tuple[Fraction, Fraction | None], copied: list[av.stream.Stream]) -> Segment:
     """Find the first picture (the timeline's zero) and the first packet of each copied stream (in a
     second look at the file, so the first segment starts reading where the whole job would: at the
     very first packet), then seek a later segment to the keyframe before its start."""
     start, end = window
-    with av.open(str(src)) as scan:
+    with av.open(readable(src)) as scan:
         first_pts, first_dts = _firsts(scan, scan.streams[vin.index], [scan.streams[s.index] for s in copied])
     tb = Fraction(vin.time_base)
     segment = Segment(start, end, first_pts, tb, first_dts)
@@ -102,6 +104,61 @@ def open_segment(src: Path, container: av.container.InputContainer, vin: av.Vide
     if target > first_pts:
         container.seek(target, stream=vin, backward=True, any_frame=False)
     return segment
+
+
+def measure_window(source: Source, window: tuple[Fraction, Fraction | None]) -> tuple[MediaFacts, Timeline]:
+    """A segment job's measure of the input: what gpu_job.media.probe.measure says of the whole, for
+    the segment's share, read from the packets it demuxes anyway (the first group of pictures, and
+    its own span with the margins): demuxing every packet would read the whole film.
+
+    The facts count the frames the segment owns and the seconds it spans: the segments' facts add up
+    to the whole input's. The timeline's span runs from the first picture to the last packet read,
+    which for the last segment is the whole input's span (its output frame count, its duration bound)."""
+    start, end = window
+    with open_input(source) as container:
+        vin = container.streams.video[0]
+        tb = Fraction(vin.time_base or Fraction(1, 90000))
+        try:
+            origin = _first_group_start(container, vin)
+            segment = Segment(start, end, origin, tb, {})
+            target = origin + math.floor((start - LEAD_IN_S) / tb)
+            if target > origin:
+                container.seek(target, stream=vin, backward=True, any_frame=False)
+            owned, last_end = array("q"), origin
+            for packet in container.demux(vin):
+                if packet.pts is None or packet.size == 0:
+                    continue
+                if segment.past(packet):
+                    break
+                last_end = max(last_end, packet.pts + (packet.duration or 0))
+                if segment.holds(segment.seconds(packet.pts, tb)):
+                    owned.append(packet.pts)
+        except av.error.FFmpegError as exc:
+            raise BadInputError(f"the video stream is corrupt: {exc.strerror or exc}") from exc
+        whole_s = float((last_end - origin) * tb)
+        own_s = float((end if end is not None else Fraction(whole_s)) - start)
+        facts = MediaFacts(width=vin.codec_context.width, height=vin.codec_context.height,
+                           fps=round(len(owned) / own_s, 4) if own_s > 0 else float(vin.average_rate or 0),
+                           frames=len(owned), duration_s=round(max(own_s, 0.0), 4),
+                           audio=bool(container.streams.audio), codec=vin.codec_context.name)
+        return facts, timeline_from(owned, tb, whole_s, declared_s(container, vin))
+
+
+def _first_group_start(container: av.container.InputContainer, vin: av.VideoStream) -> int:
+    """The least pts of the first group of pictures: the whole input's first picture (the measure's
+    zero; later groups cannot show a frame before it)."""
+    least, keyframes = None, 0
+    for packet in container.demux(vin):
+        if packet.pts is None or packet.size == 0:
+            continue
+        keyframes += packet.is_keyframe
+        if keyframes > 1:
+            break
+        least = packet.pts if least is None else min(least, packet.pts)
+    if least is None:
+        raise BadInputError("the video stream has no frames")
+    container.seek(0)
+    return least
 
 
 def later_segment_shift(segment: Segment, index: int) -> int:

@@ -123,7 +123,28 @@ class HttpsStorage:
     def get_bytes(self, url: str, max_bytes: int = 16 << 20) -> bytes:
         return self._retrying(lambda: self._get_bytes_once(url, max_bytes))
 
+    def read_range(self, url: str, start: int, length: int, if_match: str | None = None) -> bytes:
+        """Bytes [start, start + length) of the object (fewer at its end). A presigned GET signs
+        neither Range nor If-Match, so both may be sent; with `if_match`, a replaced object is a
+        TransientError (412), as S3Storage.read_range."""
+        return self._retrying(lambda: self._read_range_once(url, start, length, if_match))
+
     # ---- one attempt each -----------------------------------------------------------------------
+
+    def _read_range_once(self, url: str, start: int, length: int, if_match: str | None) -> bytes:
+        headers = {"Accept-Encoding": "identity", "Range": f"bytes={start}-{start + length - 1}"}
+        if if_match:
+            headers["If-Match"] = if_match
+        with self._request("GET", url, stream=True, headers=headers) as resp:
+            if resp.status_code == 412:
+                raise TransientError(f"get {redact_url(url)}: the object changed (ETag no longer {if_match})")
+            if resp.status_code == 416:  # past the end: nothing there
+                return b""
+            _raise_for_status(resp, "get", url)
+            with _network("get", url):
+                if resp.status_code == 200:  # the server ignored Range: skip to the start, stream no further
+                    resp.raw.read(start, decode_content=False)
+                return resp.raw.read(length, decode_content=False)
 
     def _head_once(self, url: str) -> ObjectInfo:
         with self._request("GET", url, stream=True, headers={"Range": "bytes=0-0"}) as resp:

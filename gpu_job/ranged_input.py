@@ -1,0 +1,183 @@
+"""The input read through ranged GETs as the demuxer asks for bytes, not downloaded whole first
+(issue 12: a segment job reads the header, its own span and a little around it; each of N segment
+jobs downloading the whole film would bill its bandwidth N times).
+
+The bytes land in a sparse local file, block by block, and every block is fetched once however many
+containers read it (the scan, the probe, the decoder each open the input afresh). One thread does
+all the fetching: the block a reader waits for first, else the next missing blocks ahead of the
+latest read (growing to READ_AHEAD while the reads run on), so the network runs while the decoder
+works. Every range is pinned to the
+ETag the input had when the job began: an input replaced mid-job fails it (TransientError, worth a
+retry on the new version) instead of mixing two versions' bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from vastdrop.errors import TransientError
+
+logger = logging.getLogger(__name__)
+
+BLOCK = 256 << 10  # the unit of the cache
+RUN = 8  # blocks in one GET at most (2 MiB): few requests, and a wait is never long
+READ_AHEAD = 16  # blocks fetched ahead of the latest read (4 MiB): the decoder seldom waits on the network
+# The read-ahead starts at this and doubles with each read that follows on from the last, up to
+# READ_AHEAD; a seek starts it afresh (as Linux's page cache does): headers and the first group of
+# pictures, read before the seek to a segment's span, cost little more than themselves.
+FIRST_READ_AHEAD = 1
+
+ReadRange = Callable[[int, int], bytes]  # (start, length) -> bytes [start, start + length), fewer at the end
+
+
+class RangedInput:
+    """An object of `size` bytes read through `read_range`, cached in `cache` (a sparse file)."""
+
+    def __init__(self, read_range: ReadRange, size: int, cache: Path, *, block: int = BLOCK, run: int = RUN,
+                 read_ahead: int = READ_AHEAD) -> None:
+        self.size, self.block, self.run, self.read_ahead = size, block, run, read_ahead
+        self._read_range = read_range
+        self._blocks = (size + block - 1) // block
+        self._have = bytearray(self._blocks)
+        self._wanted: list[int] = []  # blocks readers wait for, in the order asked
+        self._cursor: int | None = None  # the block after the latest read: read-ahead starts here
+        self._ahead = 0  # blocks to read ahead of it (the latest reader's)
+        self._error: BaseException | None = None
+        self._closed = False
+        self._cond = threading.Condition()
+        self.fetched_bytes = 0
+        self.requests = 0
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(cache, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.ftruncate(self._fd, size)  # sparse: only what is fetched takes disk
+        self._fetcher = threading.Thread(target=self._fetch_loop, name="vastdrop-ranged-input", daemon=True)
+        self._fetcher.start()
+
+    def open(self) -> RangedReader:
+        """A fresh, seekable file object for a container (PyAV reads any such)."""
+        return RangedReader(self)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._fetcher.join()
+        os.close(self._fd)
+
+    def __enter__(self) -> RangedInput:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- for readers ------------------------------------------------------------------------------
+    def pread(self, offset: int, length: int, ahead: int = 0) -> bytes:
+        """Bytes [offset, offset + length), fewer at the end; then `ahead` blocks are read ahead."""
+        length = max(0, min(length, self.size - offset))
+        if length == 0:
+            return b""
+        first, last = offset // self.block, (offset + length - 1) // self.block
+        with self._cond:
+            self._cursor, self._ahead = last + 1, min(ahead, self.read_ahead)
+            missing = [b for b in range(first, last + 1) if not self._have[b]]
+            self._wanted.extend(b for b in missing if b not in self._wanted)
+            self._cond.notify_all()
+            while True:
+                if self._error is not None:
+                    raise TransientError(f"reading the input failed: {self._error}") from self._error
+                if self._closed:
+                    raise TransientError("the input was closed while a read waited")
+                if all(self._have[b] for b in missing):
+                    break
+                self._cond.wait()
+        return os.pread(self._fd, length, offset)
+
+    # -- the fetching thread ----------------------------------------------------------------------
+    def _next_run(self) -> tuple[int, int] | None:
+        """(first block, count) to fetch now, or None: a waited-for block first, else read-ahead."""
+        while self._wanted and self._have[self._wanted[0]]:
+            self._wanted.pop(0)
+        if self._wanted:
+            start = self._wanted[0]
+            limit = max(start + 1, self._cursor + self._ahead)  # the read's blocks, and its read-ahead
+        elif self._cursor is None:  # nothing read yet: nowhere to read ahead of
+            return None
+        else:
+            limit = self._cursor + self._ahead
+            ahead = range(self._cursor, min(self._blocks, limit))
+            start = next((b for b in ahead if not self._have[b]), None)
+            if start is None:
+                return None
+        stop = start
+        while stop < min(self._blocks, start + self.run, limit) and not self._have[stop]:
+            stop += 1
+        return start, stop - start
+
+    def _fetch_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (job := self._next_run()) is None:
+                    self._cond.wait()
+                if self._closed:
+                    return
+            start, count = job
+            offset = start * self.block
+            length = min(count * self.block, self.size - offset)
+            try:
+                data = self._read_range(offset, length)
+                if len(data) != length:  # the object is shorter than it was: another version
+                    raise TransientError(f"got {len(data)} bytes at offset {offset}, expected {length}")
+                os.pwrite(self._fd, data, offset)
+            except BaseException as exc:  # surfaced by the reader that waits (pread)
+                with self._cond:
+                    self._error = exc
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                for b in range(start, start + count):
+                    self._have[b] = 1
+                self.fetched_bytes += length
+                self.requests += 1
+                self._cond.notify_all()
+
+
+class RangedReader(io.RawIOBase):
+    """One container's view of a RangedInput: its own position, the shared cache."""
+
+    def __init__(self, source: RangedInput) -> None:
+        self._source, self._pos = source, 0
+        self._ahead, self._next = 0, None  # this reader's read-ahead, and where its reads run on
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._source.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._source.size - self._pos
+        follows = self._next is not None and self._pos == self._next
+        self._ahead = min(2 * self._ahead, self._source.read_ahead) if follows and self._ahead else FIRST_READ_AHEAD
+        data = self._source.pread(self._pos, size, self._ahead)
+        self._pos += len(data)
+        self._next = self._pos
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
