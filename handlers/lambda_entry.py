@@ -24,6 +24,7 @@ dependencies are built from them on first use and kept while the container stays
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import json
 import logging
@@ -84,9 +85,11 @@ class Runtime:
     @functools.cached_property
     def deps(self) -> Deps:
         from vastdrop.compose import build_deps
+        from vastdrop.mp4probe import probe_source
 
         with _configuring():
-            return build_deps(self.settings)
+            # The bundle has no PyAV: MP4 and MOV inputs are probed for segments from their index.
+            return dataclasses.replace(build_deps(self.settings), probe=probe_source)
 
     @functools.cached_property
     def sqs(self) -> Any:  # boto3 SQS client: the webhook's only

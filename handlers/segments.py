@@ -131,10 +131,10 @@ def _why_not(record: JobRecord, deps: Deps) -> str | None:
 
 def _probe(record: JobRecord, deps: Deps) -> tuple[float, str | None]:
     """(duration_s, why it cannot be split or None), read through the URL a job gets (a presigned GET
-    reads only the header) by the probe the watcher gives (watcher.mediaprobe: PyAV, which the
-    Lambda bundle lacks)."""
+    reads only the header) by the probe the composition root gives: the watcher's PyAV
+    (watcher.mediaprobe), the Lambda's reader of MP4 indexes (vastdrop.mp4probe)."""
     if deps.probe is None:
-        raise PermanentError("no media probe here (the Lambda bundle carries no PyAV yet)")
+        raise PermanentError("no media probe was given")
     url = deps.inputs.job_get_url(record.key, PROBE_URL_EXPIRY_S)
     source = str(file_url_to_path(url)) if url.startswith("file://") else url
     return deps.probe(source)

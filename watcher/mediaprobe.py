@@ -46,8 +46,9 @@ def _unsplittable(container, video) -> str | None:
             continue
         if stream.type != "audio":
             return f"its {stream.type} stream {stream.index} is not split into segments yet"
-        if stream.codec_context.name not in SEGMENT_AUDIO_CODECS:
-            return (f"its audio stream {stream.index} is {stream.codec_context.name}: only AAC is copied into "
+        codec = stream.codec_context.codec.canonical_name  # the codec's, not its decoder's (mp3, not mp3float)
+        if codec not in SEGMENT_AUDIO_CODECS:
+            return (f"its audio stream {stream.index} is {codec}: only AAC is copied into "
                     "segments so far (re-encoded audio would start afresh at each join)")
         if _start(stream) - _start(video) > FIRST_AUDIO_WITHIN_S:
             return f"its audio stream {stream.index} starts more than {FIRST_AUDIO_WITHIN_S:.0f} s after the picture"
