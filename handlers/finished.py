@@ -22,7 +22,7 @@ from handlers.deps import Deps
 from vastdrop import logs
 from vastdrop.errors import PermanentError
 from vastdrop.ledger.base import JobRecord
-from vastdrop.manifest import MAX_MANIFEST_BYTES, Manifest
+from vastdrop.manifest import MAX_MANIFEST_BYTES, Manifest, reported_number
 from vastdrop.states import JobState
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def on_job_finished(job_id: str, deps: Deps) -> str:
         return _failed(verifying, manifest, deps)
     jobs.stop_instance(verifying, verifying.instance_id, deps, "manifest written",
                        bytes_up=manifest.result.size if manifest.result else 0,
-                       job_s=_number(manifest.timings_s.get("total")))
+                       job_s=reported_number(manifest.timings_s.get("total")))
     return continue_verification(deps.ledger.get(job_id) or verifying, deps, manifest)
 
 
@@ -122,10 +122,6 @@ def _failed(record: JobRecord, manifest: Manifest, deps: Deps) -> str:
     error = manifest.error
     jobs.end_attempt(record, deps, S.VERIFYING, _kind(manifest), error.message if error else "failed without an error")
     return f"failed ({_kind(manifest)})"
-
-
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def continue_verification(record: JobRecord, deps: Deps, manifest: Manifest | None = None) -> str:

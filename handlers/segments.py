@@ -20,7 +20,6 @@ own job on its own instance, and joined into one result without the result passi
 from __future__ import annotations
 
 import logging
-import math
 from fractions import Fraction
 
 from handlers import finished, jobs
@@ -30,7 +29,7 @@ from vastdrop.errors import PermanentError, TransientError
 from vastdrop.fmp4 import MAX_INIT_BYTES, NotASegment, init_length, sample_descriptions
 from vastdrop.layout import content_type_for
 from vastdrop.ledger.base import JobRecord
-from vastdrop.manifest import Manifest, MediaFacts, MediaPair, ResultRef
+from vastdrop.manifest import Manifest, MediaFacts, MediaPair, ResultRef, reported_number
 from vastdrop.states import JobState
 from vastdrop.storage.local import file_url_to_path
 
@@ -241,7 +240,7 @@ def _final_manifest(parent: JobRecord, children: list[JobRecord], manifests: lis
     # Each segment measured its own share of the input and wrote its own share of the result.
     source, output = _summed([m.media.input for m in manifests]), _summed([m.media.output for m in manifests])
     notes = list(dict.fromkeys(note for m in manifests for note in m.engine.notes))
-    totals = [_number(m.timings_s.get("total")) for m in manifests]
+    totals = [reported_number(m.timings_s.get("total")) or 0.0 for m in manifests]
     return Manifest(
         job_id=parent.job_id, attempt=parent.attempt, status="succeeded",
         input=first.input.model_copy(update={"url": parent.input_url}),
@@ -281,8 +280,6 @@ def _summed(shares: list[MediaFacts | None]) -> MediaFacts | None:
 def _input_read(manifest: Manifest) -> int:
     """The bytes of the input a segment's host says it read (its word: a bounded count, or 0)."""
     read = getattr(manifest.engine, "input_read", None)
-    return int(min(max(_number(read.get("bytes")), 0.0), 1e15)) if isinstance(read, dict) else 0
+    return int(min(max(reported_number(read.get("bytes")) or 0.0, 0.0), 1e15)) if isinstance(read, dict) else 0
 
 
-def _number(value: object) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else 0.0

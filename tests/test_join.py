@@ -58,6 +58,20 @@ def test_s3_compose_joins_ranges_server_side_and_refuses_a_changed_source(seawee
     assert seaweed.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []  # the failed one aborted
 
 
+def test_s3_compose_aborts_a_join_cut_short_at_its_key_and_no_other_upload(seaweed, bucket):
+    """A crashed join left its multipart upload open at the final key (its copied parts billed): the
+    next join aborts it, and leaves alone another key's upload that merely shares the prefix."""
+    storage, raw = S3Storage(client=seaweed.client()), seaweed.client()
+    stale = raw.create_multipart_upload(Bucket=bucket, Key="out/film.mp4")["UploadId"]
+    other = raw.create_multipart_upload(Bucket=bucket, Key="out/film.mp4.other")["UploadId"]
+    blob = os.urandom(100)
+    etag = storage.put_bytes(blob, f"s3://{bucket}/seg/0", "video/mp4").etag
+    storage.compose(f"s3://{bucket}/out/film.mp4", [Piece(f"s3://{bucket}/seg/0", 0, 100, etag)], "video/mp4")
+    assert storage.get_bytes(f"s3://{bucket}/out/film.mp4") == blob
+    open_ = {u["UploadId"] for u in raw.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+    assert stale not in open_ and other in open_
+
+
 def test_local_compose_is_the_same_join(tmp_path):
     storage, blobs = LocalStorage(), _blobs()[1:]
     urls = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -104,3 +105,11 @@ MAX_MANIFEST_BYTES = 1 << 20
 
 def utc_now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def reported_number(value: object) -> float | None:
+    """A number a host wrote into its manifest, if it is one: finite, and not a bool (JSON's true
+    is an int to Python). Anything else is None: a host's word is never trusted to be well formed."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None

@@ -241,12 +241,10 @@ class S3Storage:
         short for a part are gathered through us (vastdrop.join). Nothing is visible at `dst_url`
         until it is complete; a failure aborts the upload."""
         bucket, key = _object(dst_url)
+        # A join cut short (a crash, a Lambda timeout) left its upload open at this very key: its
+        # copied parts would stay billed, and no staging prefix covers the final key.
+        self.abort_uploads(dst_url, exact_key=True)
         with _translate("compose", dst_url):
-            # A join cut short (a crash, a Lambda timeout) left its upload open at this very key:
-            # its copied parts would stay billed, and no staging prefix covers the final key.
-            listed = self.client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", [])
-            for stale in (u for u in listed if u["Key"] == key):
-                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=stale["UploadId"])
             upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)["UploadId"]
             upload = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
             try:
@@ -331,15 +329,17 @@ class S3Storage:
                                                           ExpiresIn=int(expires_s))
         return parts, complete
 
-    def abort_uploads(self, prefix_url: str) -> int:
-        """Abort every multipart upload under the prefix that was never completed: its parts are
-        stored, and billed, until then. Returns how many."""
+    def abort_uploads(self, prefix_url: str, *, exact_key: bool = False) -> int:
+        """Abort every multipart upload under the prefix (with exact_key, to that very key) that was
+        never completed: its parts are stored, and billed, until then. Returns how many."""
         bucket, prefix = parse_s3_url(prefix_url)
         aborted = 0
         with _translate("abort", prefix_url):
             pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
             for page in pages:
                 for upload in page.get("Uploads", []):
+                    if exact_key and upload["Key"] != prefix:
+                        continue
                     self.client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
                     aborted += 1
         return aborted
