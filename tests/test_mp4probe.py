@@ -31,7 +31,12 @@ def _files(tmp: Path) -> dict[str, Path]:
         "hevc in mov": make_clip(tmp / "hevc.mov", width=64, height=48, fps=24, seconds=2, codec="libx265"),
         "pcm in mov": make_clip(tmp / "pcm.mov", width=64, height=48, fps=24, seconds=2, audio_codec="pcm_s16le"),
         "mp3": make_clip(tmp / "mp3.mp4", width=64, height=48, fps=24, seconds=2, audio_codec="libmp3lame"),
-        "opus": make_clip(tmp / "opus.mp4", width=64, height=48, fps=24, seconds=2, audio_codec="libopus"),
+        "opus": make_offset_audio(make_clip(tmp / "o.mp4", seconds=2, audio=False), tmp / "opus.mp4", 0.0, 2.0,
+                                  codec="libopus"),
+        "flac": make_offset_audio(make_clip(tmp / "f.mp4", seconds=2, audio=False), tmp / "flac.mp4", 0.0, 2.0,
+                                  codec="flac"),
+        "ac-3": make_offset_audio(make_clip(tmp / "a.mp4", seconds=2, audio=False), tmp / "ac3.mp4", 0.0, 2.0,
+                                  codec="ac3"),
         "chapters": tmp / "chapters.mp4",
         "subtitles": tmp / "subtitles.mp4",
         "late audio": make_offset_audio(make_clip(tmp / "v.mp4", fps=24, seconds=14, audio=False),
@@ -58,7 +63,8 @@ def test_it_agrees_with_pyav_on_what_to_split_and_why_and_how_long(files):
         assert ours[0] == pytest.approx(oracle[0], abs=0.05), (name, ours, oracle)
     # The files are what they say: the reasons differ, and the plain ones split.
     assert said["aac"] is said["no audio"] is said["moov first"] is said["hevc in mov"] is None
-    assert "pcm_s16le" in said["pcm in mov"] and "mp3" in said["mp3"] and "opus" in said["opus"]
+    assert said["opus"] is said["flac"] is None  # copied into segments as AAC is
+    assert "pcm_s16le" in said["pcm in mov"] and "mp3" in said["mp3"] and "ac3" in said["ac-3"]
     assert "chapters" in said["chapters"] and "subtitle stream" in said["subtitles"]
     assert "starts more than 10 s after the picture" in said["late audio"]
 

@@ -112,6 +112,29 @@ def test_three_segments_join_into_what_one_job_makes(tmp_path, joined_footage):
     assert sum(share.duration_s for share in shares) == pytest.approx(whole_in.duration_s, abs=1e-3)
 
 
+@pytest.mark.parametrize("codec", ["libopus", "flac"])
+def test_opus_and_flac_are_copied_into_segments_sample_for_sample(tmp_path, codec):
+    """Like AAC: each packet copied into exactly one segment, so the joined sound is the one job's."""
+    from fractions import Fraction
+
+    from gpu_job.media import pipeline
+
+    video = make_clip(tmp_path / "v.mp4", width=64, height=48, fps=24, seconds=6, audio=False)
+    src = make_offset_audio(video, tmp_path / "src.mp4", audio_lead_s=0.0, seconds=6.0, codec=codec)
+    one = tmp_path / "one.mp4"
+    pipeline.process(src, one, pipeline.Plan(), 6.0)
+    cuts, parts = ["0", "2.3", "4.1", None], []
+    for i in range(3):
+        parts.append(tmp_path / f"part{i}.mp4")
+        window = (Fraction(cuts[i]), Fraction(cuts[i + 1]) if cuts[i + 1] else None)
+        report = pipeline.process(src, parts[-1], pipeline.Plan(window=window), 6.0)
+        assert report.audio == "copy"
+    joined = _join(parts, tmp_path / "joined.mp4")
+    assert decode_warnings(joined) == "" and _timeline(joined) == _timeline(one)
+    whole, split = _samples(one), _samples(joined)
+    assert whole.size >= 48000 * 5.9 and np.array_equal(split, whole)  # all 6 s of the mono tone
+
+
 def _manifest(result: Path) -> Manifest:
     return Manifest.from_json(result.with_name(result.name + ".manifest.json").read_bytes())
 
@@ -167,7 +190,7 @@ def test_a_segment_of_an_input_that_cannot_be_split_is_refused_clearly(tmp_path)
     proc = run_job(file_job_env(tmp_path, src, JOB_SEGMENT_START_S="0.5"))
     assert proc.returncode == 65, proc.stderr[-2000:]
     manifest = (tmp_path / "bucket" / "output" / "clip.mp4.manifest.json").read_text()
-    assert "only AAC audio is split into segments" in manifest
+    assert "only AAC, Opus and FLAC audio is split into segments" in manifest
 
 
 def test_the_init_segment_parser_refuses_what_is_not_one():

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vastdrop.errors import BadInputError
+from vastdrop.fmp4 import SEGMENT_AUDIO_CODECS, SEGMENT_AUDIO_NAMES
 
 ReadRange = Callable[[int, int], bytes]
 
@@ -254,8 +255,8 @@ def _unsplittable(movie: _Movie, video: _Track) -> str | None:
         if kind != "audio":
             return f"its {kind} stream {index} is not split into segments yet"
         codec = _audio_codec(track)
-        if codec != "aac":
-            return (f"its audio stream {index} is {codec}: only AAC is copied into segments so far "
+        if codec not in SEGMENT_AUDIO_CODECS:
+            return (f"its audio stream {index} is {codec}: only {SEGMENT_AUDIO_NAMES} are copied into segments so far "
                     "(re-encoded audio would start afresh at each join)")
         if _delay_s(track, movie.timescale) - _delay_s(video, movie.timescale) > FIRST_AUDIO_WITHIN_S:
             return f"its audio stream {index} starts more than {FIRST_AUDIO_WITHIN_S:.0f} s after the picture"

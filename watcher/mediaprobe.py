@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from vastdrop import logs
 from vastdrop.errors import BadInputError, TransientError
-from vastdrop.fmp4 import SEGMENT_AUDIO_CODECS
+from vastdrop.fmp4 import SEGMENT_AUDIO_CODECS, SEGMENT_AUDIO_NAMES
 
 OPEN_TIMEOUT_S = 30.0
 # Planned segments stop this short of a duration only the container states: the last segment runs
@@ -48,7 +48,7 @@ def _unsplittable(container, video) -> str | None:
             return f"its {stream.type} stream {stream.index} is not split into segments yet"
         codec = stream.codec_context.codec.canonical_name  # the codec's, not its decoder's (mp3, not mp3float)
         if codec not in SEGMENT_AUDIO_CODECS:
-            return (f"its audio stream {stream.index} is {codec}: only AAC is copied into "
+            return (f"its audio stream {stream.index} is {codec}: only {SEGMENT_AUDIO_NAMES} are copied into "
                     "segments so far (re-encoded audio would start afresh at each join)")
         if _start(stream) - _start(video) > FIRST_AUDIO_WITHIN_S:
             return f"its audio stream {stream.index} starts more than {FIRST_AUDIO_WITHIN_S:.0f} s after the picture"

@@ -23,7 +23,7 @@ import av
 
 from gpu_job.media.probe import Source, Timeline, declared_s, open_input, readable, timeline_from
 from vastdrop.errors import BadInputError, ConfigError
-from vastdrop.fmp4 import SEGMENT_AUDIO_CODECS
+from vastdrop.fmp4 import SEGMENT_AUDIO_CODECS, SEGMENT_AUDIO_NAMES
 from vastdrop.manifest import MediaFacts
 
 # Decoded before the segment's start: reaches back past the source frame before the first output frame.
@@ -204,8 +204,8 @@ def check_carried(entries, chapters: list) -> None:
     plane does not split such inputs; a segment asked anyway refuses rather than join badly."""
     for entry in entries:
         if entry.action == "kept" and (entry.kind != "audio" or entry.codec not in SEGMENT_AUDIO_CODECS):
-            raise ConfigError(f"{entry.kind} stream {entry.index} ({entry.codec}) would be copied: only AAC audio "
-                              "is split into segments so far (run it without --segment-s)")
+            raise ConfigError(f"{entry.kind} stream {entry.index} ({entry.codec}) would be copied: only "
+                              f"{SEGMENT_AUDIO_NAMES} audio is split into segments so far (run it without --segment-s)")
         if entry.action == "converted" and entry.to not in ("timecode",):
             raise ConfigError(f"stream {entry.index} would be converted to {entry.to}: such an input "
                               "cannot be processed in segments (run it without --segment-s)")
