@@ -10,8 +10,8 @@ HEADER = struct.Struct(">I4s")
 INIT_BOXES = frozenset({b"ftyp", b"moov", b"free", b"skip", b"uuid"})  # what may come before the first moof
 MAX_INIT_BYTES = 1 << 20  # an init segment is a few KB (sample descriptions, an edit list)
 # Audio codecs whose copied packets join seamlessly in fragmented MP4, sample for sample, as
-# tests/test_segments.py checks. Not yet: MP3 and AC-3, whose joined sound differs from the one
-# job's (their priming and padding are trimmed differently without an edit list per fragment).
+# tests/test_segments.py checks. Not yet: MP3 and AC-3, whose joined file keeps the priming (256
+# samples for AC-3, 1105 for MP3) that the one job's edit list trims: the sound would lag that much.
 SEGMENT_AUDIO_CODECS = frozenset({"aac", "opus", "flac"})
 SEGMENT_AUDIO_NAMES = "AAC, Opus and FLAC"  # for the reasons a user reads
 
