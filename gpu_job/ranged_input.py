@@ -87,13 +87,11 @@ class RangedInput:
             missing = [b for b in range(first, last + 1) if not self._have[b]]
             self._wanted.extend(b for b in missing if b not in self._wanted)
             self._cond.notify_all()
-            while True:
+            while not all(self._have[b] for b in missing):
                 if self._error is not None:
                     raise TransientError(f"reading the input failed: {self._error}") from self._error
                 if self._closed:
                     raise TransientError("the input was closed while a read waited")
-                if all(self._have[b] for b in missing):
-                    break
                 self._cond.wait()
         return os.pread(self._fd, length, offset)
 
@@ -132,12 +130,17 @@ class RangedInput:
                 data = self._read_range(offset, length)
                 if len(data) != length:  # the object is shorter than it was: another version
                     raise TransientError(f"got {len(data)} bytes at offset {offset}, expected {length}")
-                os.pwrite(self._fd, data, offset)
-            except BaseException as exc:  # surfaced by the reader that waits (pread)
+                view = memoryview(data)
+                while view:  # pwrite may write less (a disk filling up): never leave a hole marked fetched
+                    view = view[os.pwrite(self._fd, view, offset + len(data) - len(view)):]
+            except BaseException as exc:
                 with self._cond:
-                    self._error = exc
-                    self._cond.notify_all()
-                return
+                    if any(b in self._wanted for b in range(start, start + count)):
+                        self._error = exc  # a reader needs these bytes: surfaced by the reader that waits
+                        self._cond.notify_all()
+                        return
+                    self._cursor = None  # only read ahead: no harm done; no more until the next read
+                continue
             with self._cond:
                 for b in range(start, start + count):
                     self._have[b] = 1

@@ -77,6 +77,10 @@ def split(record: JobRecord, deps: Deps) -> tuple[bool, JobRecord | None]:
         return True, deps.ledger.update(record.job_id, record.version, error_kind="waiting",
                                         error=logs.bounded(f"probing for segments: {exc}", 500),
                                         next_attempt_at=deps.clock() + deps.config.capacity_wait_s)
+    if unsplittable is None and duration_s > deps.config.max_duration_s:
+        # A header's claim, not yet checked: the one job refuses such an input once, cheaply, where
+        # segments would rent up to MAX_SEGMENTS instances to refuse it each.
+        unsplittable = f"it claims {duration_s:.0f} s, more than the {deps.config.max_duration_s:.0f} s a job may last"
     pieces = spans(duration_s, deps.config.segment_s) if unsplittable is None else []
     if len(pieces) < 2:
         reason = unsplittable or f"{duration_s:.1f} s is not longer than the segment length"
@@ -273,8 +277,9 @@ def _summed(shares: list[MediaFacts | None]) -> MediaFacts | None:
     if not shares or shares[0] is None:
         return None
     present = [f for f in shares if f is not None]
-    return shares[0].model_copy(update={"frames": sum(f.frames for f in present),
-                                        "duration_s": round(sum(f.duration_s for f in present), 6)})
+    frames, duration = sum(f.frames for f in present), sum(f.duration_s for f in present)
+    return shares[0].model_copy(update={"frames": frames, "duration_s": round(duration, 6),
+                                        "fps": round(frames / duration, 4) if duration > 0 else shares[0].fps})
 
 
 def _input_read(manifest: Manifest) -> int:

@@ -3,6 +3,7 @@ fetched once, only what is read plus a bounded read-ahead, and errors that reach
 
 from __future__ import annotations
 
+import http.server
 import os
 import random
 import threading
@@ -100,6 +101,59 @@ def test_a_failing_store_reaches_the_waiting_reader_as_transient_and_nothing_han
         with RangedInput(read, 1 << 20, tmp_path / f"cache-{read.__name__}") as source:
             with pytest.raises(TransientError, match="reading the input failed"):
                 source.open().read(100)
+
+
+def test_a_failed_read_ahead_costs_nothing_that_is_cached_or_not_yet_needed(tmp_path: Path) -> None:
+    data, block = os.urandom(4 << 20), 64 << 10
+    failing = {"from": 1 << 20}
+
+    def read(start: int, length: int) -> bytes:
+        if start + length > failing["from"]:
+            raise TransientError("connection reset")
+        return data[start:start + length]
+
+    with RangedInput(read, len(data), tmp_path / "cache", block=block, run=4, read_ahead=16) as source:
+        handle = source.open()
+        for _ in range(12):  # reads that run on: the read-ahead reaches past 1 MiB, and fails there
+            handle.read(block)
+        threading.Event().wait(0.2)
+        handle.seek(0)
+        assert handle.read(12 * block) == data[:12 * block]  # cached: still served
+        failing["from"] = len(data)  # the store is back: a read that needs those bytes gets them
+        handle.seek(2 << 20)
+        assert handle.read(100) == data[2 << 20:(2 << 20) + 100]
+        failing["from"] = 0
+        handle.seek(3 << 20)
+        with pytest.raises(TransientError, match="reading the input failed"):  # needed, and failing: said
+            handle.read(100)
+
+
+class _IgnoresRange(http.server.BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.send_response(200)  # the whole object, whatever Range asked
+        self.send_header("Content-Length", str(len(self.body)))
+        self.send_header("ETag", '"e"')
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_store_that_ignores_range_still_gives_the_range_and_nothing_is_asked_for_nothing() -> None:
+    _IgnoresRange.body = os.urandom(3 << 20)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _IgnoresRange)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/object"
+        https = HttpsStorage(timeout_s=10, backoff_s=0.01, max_backoff_s=0.05)
+        assert https.read_range(url, (2 << 20) + 5, 1000) == _IgnoresRange.body[(2 << 20) + 5:(2 << 20) + 1005]
+        assert https.read_range(url, 10, 0) == b""
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_video_demuxed_through_ranges_measures_as_the_downloaded_file(tmp_path: Path) -> None:

@@ -135,6 +135,42 @@ def test_opus_and_flac_are_copied_into_segments_sample_for_sample(tmp_path, code
     assert whole.size >= 48000 * 5.9 and np.array_equal(split, whole)  # all 6 s of the mono tone
 
 
+def test_a_gap_at_a_cut_is_refused_by_the_segment_after_it(tmp_path):
+    """A gap between two segments lies in neither's own frames: the segment after it reads the frames
+    before its start (its lead-in) and judges the gap as the whole input's measure does."""
+    from fractions import Fraction
+
+    from gpu_job.media import bounds
+    from gpu_job.media.probe import measure
+    from gpu_job.media.segment import measure_window
+    from vastdrop.errors import BadInputError
+
+    src = make_clip(tmp_path / "gap.mp4", width=64, height=48, fps=12, seconds=6, gap_s=600, gap_after_frame=36)
+    limits = bounds.Limits(max_duration_s=12 * 3600, max_output_pixels=1 << 30, upscale=1)
+    with pytest.raises(BadInputError, match="jump") as whole:
+        bounds.check(*measure(src), limits)
+    bounds.check(*measure_window(src, (Fraction(0), Fraction(3))), limits)  # before the gap: nothing to see
+    with pytest.raises(BadInputError, match="jump") as later:
+        bounds.check(*measure_window(src, (Fraction(3), None)), limits)
+    assert str(later.value).split(" after frame")[0] == str(whole.value).split(" after frame")[0]
+
+
+def test_a_header_claiming_more_than_a_job_may_last_is_not_split(deps, tmp_path):
+    """A duration the probe read from a header, not yet checked: one job refuses it once, where
+    segments would rent an instance each to refuse it."""
+    import dataclasses
+
+    from handlers.created import ObjectEvent, on_object_created
+    from vastdrop.states import JobState
+
+    make_clip(tmp_path / "bucket" / "input" / "film.mp4", seconds=1)
+    deps = dataclasses.replace(deps, config=dataclasses.replace(deps.config, segment_s=2.0, max_duration_s=3600),
+                               probe=lambda source: (349_525.0, None))
+    record = deps.ledger.get(on_object_created(ObjectEvent("input/film.mp4"), deps).job_id)
+    assert record.state != JobState.SPLIT and record.segments == 0
+    assert deps.ledger.list() == [record]
+
+
 def _manifest(result: Path) -> Manifest:
     return Manifest.from_json(result.with_name(result.name + ".manifest.json").read_bytes())
 

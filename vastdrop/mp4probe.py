@@ -23,6 +23,8 @@ ReadRange = Callable[[int, int], bytes]
 MAX_TOP_BOXES = 256  # ftyp, moov, mdat, free...: a real file has a handful
 MAX_MOOV_BYTES = 64 << 20  # a two-hour film's index is a few MB
 MAX_BOXES = 100_000  # inside the moov
+MAX_EDITS = 1000  # a real edit list has one to three entries
+_PARSED = {b"mvhd", b"mehd", b"trex", b"chpl", b"mdhd", b"hdlr", b"chap", b"elst", b"stsd"}  # the rest is skipped
 FIRST_AUDIO_WITHIN_S = 10.0  # gpu_job.media.segment.FIRST_PACKETS_WITHIN_S, as watcher.mediaprobe
 FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}  # MP4, and QuickTime's older files
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"udta", b"tref", b"mvex"}
@@ -33,6 +35,9 @@ _AUDIO_NAMES = {b"ac-3": "ac3", b"ec-3": "eac3", b"Opus": "opus", b"fLaC": "flac
 # mp4a's object types (ISO/IEC 14496-1's registry): AAC (MPEG-4, and MPEG-2's three profiles), MP3.
 _AAC_OBJECT_TYPES = {0x40, 0x66, 0x67, 0x68}
 _MP3_OBJECT_TYPES = {0x69, 0x6B}
+# MPEG-4 audio object types in an mp4a of type 0x40 that FFmpeg reads as another codec (isom.c):
+# layers 1 to 3 (mp3on4; 29, PS, as the old mp3on4 draft did when given explicitly) and ALS.
+_MPEG4_AUDIO_NOT_AAC = {29: "mp3on4", 32: "mp3on4", 33: "mp3on4", 34: "mp3on4", 36: "mp4als"}
 _KINDS = {b"vide": "video", b"soun": "audio", b"sbtl": "subtitle", b"text": "subtitle", b"subt": "subtitle",
           b"tmcd": "data", b"meta": "data"}
 
@@ -44,7 +49,7 @@ class _Track:
     duration: int = 0  # in the track's timescale
     edits: list[tuple[int, int]] = field(default_factory=list)  # (duration in the movie's timescale, media time)
     sample_format: bytes = b""
-    object_type: int | None = None  # mp4a's codec, from its esds
+    object_type: int | str | None = None  # mp4a's codec, from its esds (a name: MPEG-4 audio that is not AAC)
     chapters: bool = False  # a tref/chap: the chapter titles are another track
 
 
@@ -119,6 +124,8 @@ def _find_moov(read_range: ReadRange, size: int) -> bytes | str:
         if box_size < header or offset + box_size > size:
             raise BadInputError(f"box {kind!r} at {offset} overruns the file")
         if kind == b"moov":
+            if box_size == header:
+                raise BadInputError("the index (moov) is empty")
             if box_size - header > MAX_MOOV_BYTES:
                 return f"its index is larger than {MAX_MOOV_BYTES >> 20} MB"
             moov = read_range(offset + header, box_size - header)
@@ -152,7 +159,7 @@ def _parse(data: bytes, start: int, end: int, movie: _Movie, track: _Track | Non
             track = None
         elif kind in _CONTAINERS:
             _parse(data, body, stop, movie, track, count, depth + 1)
-        else:
+        elif kind in _PARSED:  # sample tables (stsz, stco...) are most of an index: never copied
             _leaf(kind, data[body:stop], movie, track)
         offset = stop
 
@@ -192,7 +199,7 @@ def _timescale_and_duration(box: bytes) -> tuple[int, int]:
 def _edits(box: bytes) -> list[tuple[int, int]]:
     version, (entries,) = box[0], struct.unpack_from(">I", box, 4)
     form, width = (">Qq", 20) if version == 1 else (">Ii", 12)
-    entries = min(entries, (len(box) - 8) // width)
+    entries = min(entries, (len(box) - 8) // width, MAX_EDITS)
     return [struct.unpack_from(form, box, 8 + i * width) for i in range(entries)]
 
 
@@ -210,9 +217,17 @@ def _object_type(stsd: bytes) -> int | None:
     if flags & 0x40:  # a URL, its length first
         pos += 1 + stsd[pos]
     pos += 2 if flags & 0x20 else 0  # OCR_ES_Id
-    if stsd[pos] != 0x04:  # DecoderConfigDescriptor
+    if stsd[pos] != 0x04:  # DecoderConfigDescriptor: its object type, 13 bytes of rates, then the config
         return None
-    return stsd[_past_length(stsd, pos + 1)]
+    pos = _past_length(stsd, pos + 1)
+    object_type, pos = stsd[pos], pos + 13
+    if object_type == 0x40 and stsd[pos] == 0x05:  # DecoderSpecificInfo: MPEG-4 audio's AudioSpecificConfig
+        config = _past_length(stsd, pos + 1)
+        audio_type = stsd[config] >> 3
+        if audio_type == 31:  # escape: 32 + the next six bits
+            audio_type = 32 + (((stsd[config] & 7) << 3) | (stsd[config + 1] >> 5))
+        return _MPEG4_AUDIO_NOT_AAC.get(audio_type, object_type)
+    return object_type
 
 
 def _past_length(data: bytes, pos: int) -> int:
@@ -265,6 +280,8 @@ def _unsplittable(movie: _Movie, video: _Track) -> str | None:
 
 def _audio_codec(track: _Track) -> str:
     if track.sample_format == b"mp4a":
+        if isinstance(track.object_type, str):
+            return track.object_type
         if track.object_type in _AAC_OBJECT_TYPES:
             return "aac"
         if track.object_type in _MP3_OBJECT_TYPES:

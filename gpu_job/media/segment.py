@@ -112,7 +112,8 @@ def measure_window(source: Source, window: tuple[Fraction, Fraction | None]) -> 
     its own span with the margins): demuxing every packet would read the whole film.
 
     The facts count the frames the segment owns and the seconds it spans: the segments' facts add up
-    to the whole input's. The timeline's span runs from the first picture to the last packet read,
+    to the whole input's. The timeline holds every frame read, so that the gaps between them are
+    judged as the whole input's are. The timeline's span runs from the first picture to the last packet read,
     which for the last segment is the whole input's span (its output frame count, its duration bound)."""
     start, end = window
     with open_input(source) as container:
@@ -124,13 +125,14 @@ def measure_window(source: Source, window: tuple[Fraction, Fraction | None]) -> 
             target = origin + math.floor((start - LEAD_IN_S) / tb)
             if target > origin:
                 container.seek(target, stream=vin, backward=True, any_frame=False)
-            owned, last_end = array("q"), origin
+            owned, seen, last_end = array("q"), array("q"), origin
             for packet in container.demux(vin):
                 if packet.pts is None or packet.size == 0:
                     continue
                 if segment.past(packet):
                     break
                 last_end = max(last_end, packet.pts + (packet.duration or 0))
+                seen.append(packet.pts)
                 if segment.holds(segment.seconds(packet.pts, tb)):
                     owned.append(packet.pts)
         except av.error.FFmpegError as exc:
@@ -141,7 +143,8 @@ def measure_window(source: Source, window: tuple[Fraction, Fraction | None]) -> 
                            fps=round(len(owned) / own_s, 4) if own_s > 0 else float(vin.average_rate or 0),
                            frames=len(owned), duration_s=round(max(own_s, 0.0), 4),
                            audio=bool(container.streams.audio), codec=vin.codec_context.name)
-        return facts, timeline_from(owned, tb, whole_s, declared_s(container, vin))
+        # Gaps are judged on every frame read, the margins' too: a gap at a cut is seen by the segment after it.
+        return facts, timeline_from(seen, tb, whole_s, declared_s(container, vin))
 
 
 def _first_group_start(container: av.container.InputContainer, vin: av.VideoStream) -> int:

@@ -127,6 +127,10 @@ class HttpsStorage:
         """Bytes [start, start + length) of the object (fewer at its end). A presigned GET signs
         neither Range nor If-Match, so both may be sent; with `if_match`, a replaced object is a
         TransientError (412), as S3Storage.read_range."""
+        if length <= 0:  # no such range to ask for (bytes=N-(N-1) is invalid, and ignored)
+            return b""
+        if if_match and if_match.startswith("W/"):  # a weak ETag never matches If-Match: it would 412 forever
+            if_match = None
         return self._retrying(lambda: self._read_range_once(url, start, length, if_match))
 
     # ---- one attempt each -----------------------------------------------------------------------
@@ -142,8 +146,12 @@ class HttpsStorage:
                 return b""
             _raise_for_status(resp, "get", url)
             with _network("get", url):
-                if resp.status_code == 200:  # the server ignored Range: skip to the start, stream no further
-                    resp.raw.read(start, decode_content=False)
+                if resp.status_code == 200:  # the server ignored Range: skip to the start, a chunk at a time
+                    for _ in range(0, start, CHUNK):
+                        resp.raw.read(min(CHUNK, start), decode_content=False)
+                        start -= min(CHUNK, start)
+                elif not resp.headers.get("Content-Range", "").strip().startswith(f"bytes {start}-"):
+                    raise TransientError(f"get {redact_url(url)}: the store answered another range")
                 return resp.raw.read(length, decode_content=False)
 
     def _head_once(self, url: str) -> ObjectInfo:
