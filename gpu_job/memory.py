@@ -80,3 +80,29 @@ def plan(free: int, height: int, width: int, requested_batch: int, fp: Footprint
     peak = batch * (per_frame + span * fp.per_px)
     return MemoryPlan(batch=batch, tile_px=tile, output_on_host=on_host, input_on_host=input_on_host,
                       budget_bytes=budget, peak_bytes=peak)
+
+
+class BatchLimit:
+    """The largest batch a model call has shown the device holds. A call that runs out of memory is
+    split in halves and run again, and later calls are split alike: the estimate that set the batch
+    (or the user's batch_size) was wrong on this device, and one frame's worth is still tried before
+    the job gives up (failures.resource_exhausted then retries it on another host)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.most: int | None = None  # None: nothing failed yet
+
+    def run(self, model, *inputs: torch.Tensor) -> torch.Tensor:
+        """model(*inputs) for inputs batched on their first dimension, in pieces the device holds."""
+        n = inputs[0].shape[0]
+        while True:
+            size = min(n, self.most or n)
+            try:
+                outs = [model(*(x[i:i + size] for x in inputs)) for i in range(0, n, size)]
+                return outs[0] if len(outs) == 1 else torch.cat(outs)
+            except torch.OutOfMemoryError:
+                if size == 1:
+                    raise
+                self.most = max(1, size // 2)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()

@@ -339,3 +339,45 @@ def test_warp_keeps_half_precision_dtype() -> None:
     out = backward_warp(img, torch.zeros(1, 2, 8, 8, dtype=torch.half))
     assert out.dtype == torch.half
     torch.testing.assert_close(out, img)
+
+
+def test_a_batch_the_device_cannot_hold_is_halved_and_the_frames_are_the_same(tmp_path: Path) -> None:
+    """Out of memory on a batch of pairs: the batch is split in halves and run again, and later
+    batches are split alike; the frames are the ones the full batches make. One pair that still
+    does not fit is the host's limit, raised (the job's failure, retried elsewhere)."""
+    import av
+    import numpy as np
+
+    from gpu_job.media import pipeline
+    from gpu_job.media.samples import make_clip
+    from tests.support.models import save_rife
+
+    rife = RifeInterpolator.from_file(save_rife(tmp_path / "rife.pkl"), device=CPU)
+
+    class HoldsOnly:
+        """The model on a device that holds `most` pairs at once."""
+
+        def __init__(self, most: int) -> None:
+            self.most, self.sizes, self.name = most, [], rife.name
+
+        def __call__(self, img0, img1, t):
+            self.sizes.append(img0.shape[0])
+            if img0.shape[0] > self.most:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return rife(img0, img1, t)
+
+    src = make_clip(tmp_path / "src.mp4", width=64, height=48, fps=12, seconds=2, audio=False)
+
+    def frames(model, name: str) -> list:
+        out = tmp_path / f"{name}.mp4"
+        pipeline.process(src, out, pipeline.Plan(target_fps=30, interpolator=model, batch_size=8, crf=0), 2.0)
+        with av.open(str(out)) as container:
+            return [f.to_ndarray(format="rgb24").astype(int) for f in container.decode(video=0)]
+
+    small = HoldsOnly(2)
+    whole, halved = frames(rife, "whole"), frames(small, "halved")
+    assert len(whole) == len(halved) == 60
+    assert max(int(np.abs(a - b).max()) for a, b in zip(whole, halved, strict=True)) <= 2
+    assert small.sizes[:3] == [8, 4, 2] and set(small.sizes[3:]) <= {1, 2}, small.sizes
+    with pytest.raises(torch.OutOfMemoryError):
+        frames(HoldsOnly(0), "never")
