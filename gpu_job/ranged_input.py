@@ -45,8 +45,8 @@ class RangedInput:
         self._blocks = (size + block - 1) // block
         self._have = bytearray(self._blocks)
         self._wanted: list[int] = []  # blocks readers wait for, in the order asked
-        self._cursor: int | None = None  # the block after the latest read: read-ahead starts here
-        self._ahead = 0  # blocks to read ahead of it (the latest reader's)
+        self._cursor = 0  # the block after the latest read: read-ahead starts here
+        self._ahead = 0  # blocks to read ahead of it (the latest reader's; none before the first read)
         self._error: BaseException | None = None
         self._closed = False
         self._cond = threading.Condition()
@@ -103,8 +103,6 @@ class RangedInput:
         if self._wanted:
             start = self._wanted[0]
             limit = max(start + 1, self._cursor + self._ahead)  # the read's blocks, and its read-ahead
-        elif self._cursor is None:  # nothing read yet: nowhere to read ahead of
-            return None
         else:
             limit = self._cursor + self._ahead
             ahead = range(self._cursor, min(self._blocks, limit))
@@ -139,7 +137,7 @@ class RangedInput:
                         self._error = exc  # a reader needs these bytes: surfaced by the reader that waits
                         self._cond.notify_all()
                         return
-                    self._cursor = None  # only read ahead: no harm done; no more until the next read
+                    self._ahead = 0  # only read ahead: no harm done; no more until the next read
                 continue
             with self._cond:
                 for b in range(start, start + count):

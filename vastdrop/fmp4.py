@@ -14,6 +14,8 @@ MAX_INIT_BYTES = 1 << 20  # an init segment is a few KB (sample descriptions, an
 # samples for AC-3, 1105 for MP3) that the one job's edit list trims: the sound would lag that much.
 SEGMENT_AUDIO_CODECS = frozenset({"aac", "opus", "flac"})
 SEGMENT_AUDIO_NAMES = "AAC, Opus and FLAC"  # for the reasons a user reads
+# How soon after the picture every copied stream must start: a segment looks this far for its first packet.
+FIRST_AUDIO_WITHIN_S = 10
 
 
 class NotASegment(ValueError):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vastdrop.errors import BadInputError
-from vastdrop.fmp4 import SEGMENT_AUDIO_CODECS, SEGMENT_AUDIO_NAMES
+from vastdrop.fmp4 import FIRST_AUDIO_WITHIN_S, SEGMENT_AUDIO_CODECS, SEGMENT_AUDIO_NAMES
 
 ReadRange = Callable[[int, int], bytes]
 
@@ -25,7 +25,6 @@ MAX_MOOV_BYTES = 64 << 20  # a two-hour film's index is a few MB
 MAX_BOXES = 100_000  # inside the moov
 MAX_EDITS = 1000  # a real edit list has one to three entries
 _PARSED = {b"mvhd", b"mehd", b"trex", b"chpl", b"mdhd", b"hdlr", b"chap", b"elst", b"stsd"}  # the rest is skipped
-FIRST_AUDIO_WITHIN_S = 10.0  # gpu_job.media.segment.FIRST_PACKETS_WITHIN_S, as watcher.mediaprobe
 FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}  # MP4, and QuickTime's older files
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"udta", b"tref", b"mvex"}
 # Sample entry formats, as FFmpeg names their codecs (the reasons say the name a user knows).

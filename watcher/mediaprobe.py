@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from vastdrop import logs
 from vastdrop.errors import BadInputError, TransientError
-from vastdrop.fmp4 import SEGMENT_AUDIO_CODECS, SEGMENT_AUDIO_NAMES
+from vastdrop.fmp4 import FIRST_AUDIO_WITHIN_S, SEGMENT_AUDIO_CODECS, SEGMENT_AUDIO_NAMES
 
 OPEN_TIMEOUT_S = 30.0
 # Planned segments stop this short of a duration only the container states: the last segment runs
 # to the end whatever it is, so planning short costs nothing, and no segment is left without video.
 CONTAINER_DURATION_SLACK_S = 2.0
-FIRST_AUDIO_WITHIN_S = 10.0  # gpu_job.media.segment.FIRST_PACKETS_WITHIN_S
 
 
 def probe_for_segments(source: str) -> tuple[float, str | None]:

@@ -23,7 +23,7 @@ import av
 
 from gpu_job.media.probe import Source, Timeline, declared_s, open_input, readable, timeline_from
 from vastdrop.errors import BadInputError, ConfigError
-from vastdrop.fmp4 import SEGMENT_AUDIO_CODECS, SEGMENT_AUDIO_NAMES
+from vastdrop.fmp4 import FIRST_AUDIO_WITHIN_S, SEGMENT_AUDIO_CODECS, SEGMENT_AUDIO_NAMES
 from vastdrop.manifest import MediaFacts
 
 # Decoded before the segment's start: reaches back past the source frame before the first output frame.
@@ -45,7 +45,7 @@ LATER_SEGMENT_MP4 = {**FIRST_SEGMENT_MP4, "movflags": _MOVFLAGS + "+frag_discont
 def muxer_options(window: tuple[Fraction, Fraction | None]) -> dict[str, str]:
     return FIRST_SEGMENT_MP4 if window[0] == 0 else LATER_SEGMENT_MP4
 # How far into the input the first packet of every audio track is looked for.
-FIRST_PACKETS_WITHIN_S = Fraction(10)
+FIRST_PACKETS_WITHIN_S = Fraction(FIRST_AUDIO_WITHIN_S)
 
 
 @dataclass(frozen=True)

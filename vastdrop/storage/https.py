@@ -146,12 +146,16 @@ class HttpsStorage:
                 return b""
             _raise_for_status(resp, "get", url)
             with _network("get", url):
-                if resp.status_code == 200:  # the server ignored Range: skip to the start, a chunk at a time
-                    for _ in range(0, start, CHUNK):
-                        resp.raw.read(min(CHUNK, start), decode_content=False)
-                        start -= min(CHUNK, start)
-                elif not resp.headers.get("Content-Range", "").strip().startswith(f"bytes {start}-"):
-                    raise TransientError(f"get {redact_url(url)}: the store answered another range")
+                if resp.status_code != 200:
+                    if not resp.headers.get("Content-Range", "").strip().startswith(f"bytes {start}-"):
+                        raise TransientError(f"get {redact_url(url)}: the store answered another range")
+                    return resp.raw.read(length, decode_content=False)
+                skip = start  # the server ignored Range: the whole object, skipped to the start a chunk at a time
+                while skip > 0:
+                    chunk = resp.raw.read(min(CHUNK, skip), decode_content=False)
+                    if not chunk:  # the object ends before the range
+                        return b""
+                    skip -= len(chunk)
                 return resp.raw.read(length, decode_content=False)
 
     def _head_once(self, url: str) -> ObjectInfo:
