@@ -148,6 +148,10 @@ def continue_verification(record: JobRecord, deps: Deps, manifest: Manifest | No
     window_s = cfg.verify_interval_s * max(0, cfg.verify_attempts - 1)
     if deps.clock() - record.updated_at < window_s:
         return "verifying"
+    if record.parent_id and (problem := segments.unjoinable(record, manifest, deps)) is not None:
+        log.error("segment not published: %s", logs.bounded(problem))
+        jobs.end_attempt(record, deps, S.VERIFYING, "transient", problem)
+        return "verification failed"
     final_etag = publish(record, manifest, deps)
     if final_etag is None:
         jobs.end_attempt(record, deps, S.VERIFYING, "transient", "the published copy differs from the staged result")

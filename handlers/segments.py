@@ -207,12 +207,8 @@ def _join(parent: JobRecord, children: list[JobRecord], deps: Deps) -> str:
         manifest = finished.load_manifest(layout.manifest_key(key), deps)
         if info is None or info.etag != child.result_etag or not isinstance(manifest, Manifest):
             return _fail(parent, children, "transient", f"segment {index}'s verified result is missing or changed", deps)
-        if info.size == 0:
-            return _fail(parent, children, "internal", f"segment {index} is empty", deps)
-        head = deps.outputs.read_range(key, 0, min(info.size, MAX_INIT_BYTES), info.etag)
         try:
-            init = init_length(head)
-            config = sample_descriptions(head[:init])
+            init, config = _init_of(key, info.size, info.etag, deps)
         except NotASegment as exc:
             return _fail(parent, children, "internal", f"segment {index} is not a media segment: {exc}", deps)
         if first_config is None:
@@ -236,6 +232,54 @@ def _join(parent: JobRecord, children: list[JobRecord], deps: Deps) -> str:
     jobs.log_for(parent).info("succeeded: %d segments joined as %s (%d bytes) in %.1f s", len(children), joined.etag,
                               joined.size, join_s)
     return "succeeded"
+
+
+def _init_of(key: str, size: int, etag: str | None, deps: Deps) -> tuple[int, list[bytes]]:
+    """(the length of the init segment at the start of `key`, its tracks' codec configurations)."""
+    if size == 0:
+        raise NotASegment("it is empty")
+    head = deps.outputs.read_range(key, 0, min(size, MAX_INIT_BYTES), etag)
+    init = init_length(head)
+    return init, sample_descriptions(head[:init])
+
+
+def unjoinable(child: JobRecord, manifest: Manifest, deps: Deps) -> str | None:
+    """Why a segment's staged result, verified but not yet published, could not be joined with its
+    published siblings (not a media segment, or another codec configuration), or None.
+
+    Checked before it is published, so that a segment made otherwise (an encoder that differs on
+    that host, a hostile host) is redone alone, at once, rather than found at the join after every
+    segment has been paid for. The join checks again: two segments verified at the same moment see
+    no published sibling."""
+    key = jobs.staged_result_key(child, deps)
+    try:
+        _, config = _init_of(key, manifest.result.size, manifest.result.etag, deps)
+    except NotASegment as exc:
+        return f"the segment's result is not a media segment: {exc}"
+    for sibling in _published_siblings(child, deps):
+        sibling_key = jobs.result_key(sibling, deps)
+        info = deps.outputs.head(sibling_key)
+        if info is None:
+            continue  # the join will say so
+        try:
+            _, published = _init_of(sibling_key, info.size, info.etag, deps)
+        except NotASegment:
+            continue  # the join will say so
+        if config != published:
+            encoder = logs.bounded(str(manifest.engine.encoder), 40)
+            return (f"the segment was encoded (by {encoder}) with another codec configuration than the published "
+                    f"segment {sibling.segment['index']}: the joined file would not play")
+        return None  # the published segments were all checked alike: one is enough
+    return None
+
+
+def _published_siblings(child: JobRecord, deps: Deps):
+    span = child.segment or {}
+    for index in range(int(span.get("count") or 0)):
+        if index != span.get("index"):
+            sibling = deps.ledger.get(segment_job_id(child.parent_id, int(span["parent_attempt"]), index))
+            if sibling is not None and sibling.state == S.SUCCEEDED:
+                yield sibling
 
 
 def _final_manifest(parent: JobRecord, children: list[JobRecord], manifests: list[Manifest], joined,

@@ -18,7 +18,7 @@ from tests.support.models import save_rife
 from vastdrop.fmp4 import NotASegment, init_length, sample_descriptions
 from vastdrop.join import Piece
 from vastdrop.manifest import Manifest
-from vastdrop.storage.local import LocalStorage, path_to_file_url
+from vastdrop.storage.local import LocalStorage, file_url_to_path, path_to_file_url
 
 pytestmark = pytest.mark.slow
 
@@ -272,20 +272,14 @@ def test_a_low_frame_rate_segment_keeps_the_frames_its_decoder_held_back(tmp_pat
     assert _timeline(joined) == _timeline(one) and decode_warnings(joined) == ""
 
 
-@pytest.mark.parametrize("second_codec, outcome", [("libx264", "succeeded"), ("libx265", "failed")])
-def test_the_join_refuses_segments_encoded_differently(tmp_path, second_codec, outcome):
-    """Two hosts with different encoders would make a file that does not play: the join compares
-    every segment's codec configuration with segment 0's and fails the job rather than join them."""
-    from fractions import Fraction
-
-    from gpu_job.media import pipeline
-    from handlers import jobs, segments
+def _split_in_two(tmp_path: Path, **config):
+    """(deps, the input, its whole job): a 4 s input in the local store, split into two 2 s segments
+    whose instances only sleep (the tests make their results)."""
     from handlers.created import ObjectEvent, on_object_created
     from handlers.deps import ControlConfig, Deps
     from vastdrop.compute.local import LocalCompute
     from vastdrop.ledger.sqlite import SqliteLedger
     from vastdrop.location import Location
-    from vastdrop.manifest import Manifest, ObjectRef, ResultRef
     from vastdrop.states import JobState
 
     (tmp_path / "bucket" / "input").mkdir(parents=True)
@@ -294,24 +288,45 @@ def test_the_join_refuses_segments_encoded_differently(tmp_path, second_codec, o
                 outputs=Location.parse(f"file://{tmp_path}/bucket/output/"),
                 ledger=SqliteLedger(tmp_path / "ledger.sqlite"),
                 compute=LocalCompute(tmp_path / "instances", command=["sleep", "30"]),
-                config=ControlConfig(segment_s=2.0), probe=lambda source: (4.0, None))
+                config=ControlConfig(segment_s=2.0, **config), probe=lambda source: (4.0, None))
     parent = deps.ledger.get(on_object_created(ObjectEvent("input/film.mp4"), deps).job_id)
     assert parent.state == JobState.SPLIT and parent.segments == 2
+    return deps, src, parent
+
+
+def _segment_made(deps, src: Path, child, key: str, codec: str) -> Manifest:
+    """What a segment's host makes: its span of `src` encoded by `codec` at `key`, and its manifest."""
+    from fractions import Fraction
+
+    from gpu_job.media import pipeline
+    from vastdrop.manifest import Engine, ObjectRef, ResultRef
+
+    dest = file_url_to_path(deps.outputs.url(key))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    window = (Fraction(child.segment["start_s"]), Fraction(child.segment["end_s"]) if child.segment["end_s"] else None)
+    pipeline.process(src, dest, pipeline.Plan(window=window, video_codec=codec), 4.0)
+    info = deps.outputs.head(key)
+    return Manifest(job_id=child.job_id, attempt=child.attempt, status="succeeded", params=child.params,
+                    input=ObjectRef(url=child.input_url, etag=child.input_etag), engine=Engine(encoder=codec),
+                    result=ResultRef(url=deps.outputs.url(key), etag=info.etag, size=info.size))
+
+
+@pytest.mark.parametrize("second_codec, outcome", [("libx264", "succeeded"), ("libx265", "failed")])
+def test_the_join_refuses_segments_encoded_differently(tmp_path, second_codec, outcome):
+    """Two hosts with different encoders would make a file that does not play: the join compares
+    every segment's codec configuration with segment 0's and fails the job rather than join them."""
+
+    from handlers import jobs, segments
+    from vastdrop.states import JobState
+
+    deps, src, parent = _split_in_two(tmp_path)
     for index, codec in enumerate(("libx264", second_codec)):
         child = deps.ledger.get(segments.segment_job_id(parent.job_id, parent.attempt, index))
         jobs.stop_instance(child, child.instance_id, deps, "test: its result is made here")
-        key = jobs.result_key(child, deps)
-        dest = tmp_path / "bucket" / key
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        window = (Fraction(child.segment["start_s"]), Fraction(child.segment["end_s"]) if child.segment["end_s"] else None)
-        pipeline.process(src, dest, pipeline.Plan(window=window, video_codec=codec), 4.0)
-        info = deps.outputs.head(key)
-        manifest = Manifest(job_id=child.job_id, attempt=child.attempt, status="succeeded",
-                            input=ObjectRef(url=child.input_url, etag=child.input_etag),
-                            result=ResultRef(url=deps.outputs.url(key), etag=info.etag, size=info.size))
+        manifest = _segment_made(deps, src, child, jobs.result_key(child, deps), codec)
         deps.outputs.put_bytes(jobs.manifest_key(child, deps), manifest.to_json(), "application/json")
         deps.ledger.transition(child.job_id, child.state, JobState.VERIFYING)
-        deps.ledger.transition(child.job_id, JobState.VERIFYING, JobState.SUCCEEDED, result_etag=info.etag)
+        deps.ledger.transition(child.job_id, JobState.VERIFYING, JobState.SUCCEEDED, result_etag=manifest.result.etag)
     assert segments.advance(deps.ledger.get(parent.job_id), deps) == outcome
     parent = deps.ledger.get(parent.job_id)
     result = tmp_path / "bucket" / "output" / "film.mp4"
@@ -319,3 +334,64 @@ def test_the_join_refuses_segments_encoded_differently(tmp_path, second_codec, o
         assert "another codec configuration" in parent.error and not result.exists()
     else:
         assert parent.state == JobState.SUCCEEDED and decode_warnings(result) == ""
+
+
+def test_a_segment_encoded_otherwise_is_redone_alone_before_it_is_published(tmp_path):
+    """At its verification, a segment whose codec configuration is not its published sibling's is not
+    published: its attempt ends and it runs again, alone, instead of the join failing the whole job
+    after every segment was paid for. Its second attempt, encoded alike, is published and joined."""
+
+    from handlers import finished, jobs, segments
+    from vastdrop.states import JobState
+
+    deps, src, parent = _split_in_two(tmp_path, verify_attempts=1)
+
+    def host_finishes(index: int, codec: str) -> str:
+        """What a host does: the segment encoded with `codec` and its manifest, in its attempt's staging."""
+        child = deps.ledger.get(segments.segment_job_id(parent.job_id, parent.attempt, index))
+        if child.state == JobState.RETRYING:
+            child = jobs.launch(child, deps, JobState.RETRYING)
+        manifest = _segment_made(deps, src, child, jobs.staged_result_key(child, deps), codec)
+        deps.outputs.put_bytes(jobs.staged_manifest_key(child, deps), manifest.to_json(), "application/json")
+        return finished.on_job_finished(child.job_id, deps)
+
+    assert host_finishes(0, "libx264") == "succeeded"
+    assert host_finishes(1, "libx265") == "verification failed"
+    second = deps.ledger.get(segments.segment_job_id(parent.job_id, parent.attempt, 1))
+    assert second.state == JobState.RETRYING and "another codec configuration" in second.error
+    assert "libx265" in second.error and "segment 0" in second.error
+    assert deps.outputs.head(jobs.result_key(second, deps)) is None  # not published
+    assert deps.ledger.get(parent.job_id).state == JobState.SPLIT  # the whole job goes on
+    assert host_finishes(1, "libx264") == "succeeded"
+    joined = deps.ledger.get(parent.job_id)
+    assert joined.state == JobState.SUCCEEDED
+    assert decode_warnings(tmp_path / "bucket" / "output" / "film.mp4") == ""
+
+
+def test_a_segment_job_encodes_alike_on_every_host(tmp_path, monkeypatch):
+    """A segment's encoder must not depend on its host: auto is the software encoder even where
+    NVENC would open (here made to open), and a requested encoder that cannot open on this host is
+    a transient failure (another host), not a fallback whose segment the join would refuse."""
+    from fractions import Fraction
+
+    from gpu_job.media import encode
+    from vastdrop.errors import TransientError
+
+    rate = Fraction(24)
+    opens = encode._encoder_opens
+    monkeypatch.setattr(encode, "_encoder_opens", lambda name, *a: name == encode.NVENC or opens(name, *a))
+    assert encode.choose_encoder("auto", 64, 48, rate, 18, gpu=True).name == encode.NVENC  # one job: the GPU's
+    assert encode.choose_encoder("auto", 64, 48, rate, 18, gpu=True, same_on_every_host=True).name == encode.X264
+    monkeypatch.setattr(encode, "_encoder_opens", opens)
+    fallback = encode.choose_encoder(encode.NVENC, 64, 48, rate, 18, gpu=False)  # this host has no NVENC
+    assert fallback.name == encode.X264 and "could not open" in fallback.notes[0]
+    with pytest.raises(TransientError, match="same encoder"):
+        encode.choose_encoder(encode.NVENC, 64, 48, rate, 18, gpu=False, same_on_every_host=True)
+
+    # The real job, as a host without NVENC runs a segment that asks for it.
+    src = make_clip(tmp_path / "clip.mp4", width=64, height=48, fps=12, seconds=2)
+    env = file_job_env(tmp_path / "seg", src, job_id="seg", JOB_SEGMENT_START_S="1.000", JOB_VIDEO_CODEC=encode.NVENC)
+    proc = run_job(env)
+    assert proc.returncode == 75, proc.stderr[-2000:]
+    manifest = Manifest.from_json((tmp_path / "seg" / "bucket" / "output" / "clip.mp4.manifest.json").read_bytes())
+    assert manifest.error.kind.value == "transient" and "same encoder" in manifest.error.message

@@ -53,7 +53,8 @@ class JobSpec(BaseModel):
     upscale_model: str | None = Field(
         None, description="Real-ESRGAN-family .pth (spandrel); unset or empty: lanczos, noted in the manifest")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch device; auto takes CUDA when usable")
-    video_codec: str = Field("auto", description="auto (NVENC if it opens, else libx264) or an encoder name")
+    video_codec: str = Field("auto", description="auto (NVENC if it opens, else libx264; a segment's: libx264, or libx265 above 8 bits, "
+                             "on every host) or an encoder name")
     crf: int = Field(18, ge=0, le=51, description="encoder quality (lower is better)")
     container: Literal["mp4", "mkv"] = Field(
         DEFAULT_CONTAINER, description="the result's container: mp4, or mkv to keep what MP4 cannot hold "

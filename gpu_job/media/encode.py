@@ -11,7 +11,7 @@ from fractions import Fraction
 import av
 
 from gpu_job.media.colour import Colour, tag
-from vastdrop.errors import ConfigError
+from vastdrop.errors import ConfigError, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +74,19 @@ def _try(name: str, deep: bool, width: int, height: int, rate: Fraction, crf: in
 
 
 def choose_encoder(requested: str, width: int, height: int, rate: Fraction, crf: int, gpu: bool,
-                   colour: Colour | None = None) -> EncoderChoice:
+                   colour: Colour | None = None, *, same_on_every_host: bool = False) -> EncoderChoice:
     """The encoder and its pixel format. A source deeper than 8 bits gets a 10-bit 4:2:0 encode
     (auto: hevc_nvenc on a GPU unless HDR10 metadata must be carried, else libx265); when the encoder
-    cannot keep something of the source's colour, its notes say what was lost."""
+    cannot keep something of the source's colour, its notes say what was lost.
+
+    `same_on_every_host` (a segment: its fragments will follow segment 0's init segment, made on
+    another host) wants the codec configuration not to depend on the host: auto means the software
+    encoder, whose configuration is the image's, not the GPU's (hosts without NVENC, an H100's
+    included, would fall back to it anyway); a requested encoder that cannot open here is an error
+    worth another host, never a fallback that makes a segment the join must refuse."""
     colour = colour or Colour()
     deep, hdr_meta = colour.deep, bool(colour.mastering or colour.light)
+    gpu = gpu and not same_on_every_host
     if requested == "auto":
         if deep:  # NVENC cannot be handed HDR10 metadata from PyAV: libx265 keeps it
             names = ([HEVC_NVENC] if gpu and not hdr_meta else []) + [X265]
@@ -93,6 +100,9 @@ def choose_encoder(requested: str, width: int, height: int, rate: Fraction, crf:
         choice = _try(requested, deep, width, height, rate, crf)
         if choice is None and deep and (choice := _try(requested, False, width, height, rate, crf)):
             choice.notes.append(f"encoder {requested} has no 10-bit 4:2:0 mode here: the {colour.bit_depth}-bit source was written in 8 bits")
+        if choice is None and same_on_every_host:
+            raise TransientError(f"encoder {requested} cannot open on this host, and every segment of a job must "
+                                 "be encoded by the same encoder")
         if choice is None:
             fallback = X265 if deep else X264
             choice = _try(fallback, deep, width, height, rate, crf) or EncoderChoice(X264, _options(X264, crf))

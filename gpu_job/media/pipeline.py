@@ -162,7 +162,7 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float, on_frame: OnF
         # Colour: read with the source's own matrix and range, written and tagged with the same (colour.py).
         source_colour = colours.of_file(src)
         choice = encode.choose_encoder(plan.video_codec, out_w, out_h, rate, plan.crf, plan.on_cuda,
-                                       source_colour)
+                                       source_colour, same_on_every_host=plan.window is not None)
         report.encoder, report.notes = choice.name, report.notes + choice.notes
         out_colour, colour_notes = colours.for_output(source_colour, choice.bit_depth)
         report.notes += colour_notes
