@@ -31,7 +31,11 @@ def log_for(record: JobRecord) -> logs.ContextLogger:
 
 def container_of(record: JobRecord) -> str:
     """The result's container the job was launched with (jobs recorded before there was a choice: MP4)."""
-    return str(record.params.get("container") or DEFAULT_CONTAINER)
+    return container_in(record.params)
+
+
+def container_in(params: dict) -> str:
+    return str(params.get("container") or DEFAULT_CONTAINER)
 
 
 def layout_for(record: JobRecord, deps: Deps) -> Layout:

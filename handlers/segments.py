@@ -23,7 +23,7 @@ import logging
 from fractions import Fraction
 
 from handlers import finished, jobs
-from handlers.deps import Deps
+from handlers.deps import ControlConfig, Deps
 from vastdrop import logs
 from vastdrop.errors import PermanentError, TransientError
 from vastdrop.fmp4 import MAX_INIT_BYTES, NotASegment, init_length, sample_descriptions
@@ -63,7 +63,7 @@ def split(record: JobRecord, deps: Deps) -> tuple[bool, JobRecord | None]:
     """(split?, the record): the job split into segments (now `split`, its segments launched), or
     left to run as one job (recorded, so this is decided once)."""
     log = jobs.log_for(record)
-    why = _why_not(record, deps)
+    why = why_not(record.params, deps.config)
     if why is not None:
         log.info("not split into segments: %s", why)
         return False, deps.ledger.update(record.job_id, record.version, segments=0) or record
@@ -77,13 +77,8 @@ def split(record: JobRecord, deps: Deps) -> tuple[bool, JobRecord | None]:
         return True, deps.ledger.update(record.job_id, record.version, error_kind="waiting",
                                         error=logs.bounded(f"probing for segments: {exc}", 500),
                                         next_attempt_at=deps.clock() + deps.config.capacity_wait_s)
-    if unsplittable is None and duration_s > deps.config.max_duration_s:
-        # A header's claim, not yet checked: the one job refuses such an input once, cheaply, where
-        # segments would rent up to MAX_SEGMENTS instances to refuse it each.
-        unsplittable = f"it claims {duration_s:.0f} s, more than the {deps.config.max_duration_s:.0f} s a job may last"
-    pieces = spans(duration_s, deps.config.segment_s) if unsplittable is None else []
-    if len(pieces) < 2:
-        reason = unsplittable or f"{duration_s:.1f} s is not longer than the segment length"
+    pieces, reason = spans_for(duration_s, unsplittable, deps.config)
+    if not pieces:
         log.info("not split into segments: %s", reason)
         return False, deps.ledger.update(record.job_id, record.version, segments=0) or record
     # The plan is recorded with the split, and the segments are claimed from it (now, or by the
@@ -123,13 +118,26 @@ def belongs(child: JobRecord, deps: Deps) -> bool:
     return parent is not None and parent.state == S.SPLIT and parent.attempt == int(child.segment["parent_attempt"])
 
 
-def _why_not(record: JobRecord, deps: Deps) -> str | None:
-    cfg = deps.config
-    if jobs.container_of(record) != "mp4":
+def why_not(params: dict, cfg: ControlConfig) -> str | None:
+    """Why a job with these parameters is never split, whatever its input, or None."""
+    if jobs.container_in(params) != "mp4":
         return "segments are joined as fragmented MP4: the result's container must be mp4"
-    if record.params.get("target_fps") is not None and not cfg.interpolation_model:
+    if params.get("target_fps") is not None and not cfg.interpolation_model:
         return "minterpolate (no interpolation model) cannot start mid-stream"
     return None
+
+
+def spans_for(duration_s: float, unsplittable: str | None, cfg: ControlConfig) -> tuple[list[tuple[str, str | None]], str]:
+    """(the spans an input of this duration is split into, or none; why not) for an input the probe
+    found `unsplittable` (a reason) or not. `run` splits by it, and `plan` prices by it."""
+    if unsplittable is None and duration_s > cfg.max_duration_s:
+        # A header's claim, not yet checked: the one job refuses such an input once, cheaply, where
+        # segments would rent up to MAX_SEGMENTS instances to refuse it each.
+        unsplittable = f"it claims {duration_s:.0f} s, more than the {cfg.max_duration_s:.0f} s a job may last"
+    pieces = spans(duration_s, cfg.segment_s) if unsplittable is None else []
+    if len(pieces) < 2:
+        return [], unsplittable or f"{duration_s:.1f} s is not longer than the segment length"
+    return pieces, ""
 
 
 def _probe(record: JobRecord, deps: Deps) -> tuple[float, str | None]:

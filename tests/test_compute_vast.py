@@ -159,6 +159,21 @@ def test_filters_are_honoured(emu: VastEmulator, config: dict[str, Any], offer: 
     compute.destroy(inst.id)
 
 
+def test_a_segment_that_asks_for_nvenc_is_rented_only_where_there_is_one(emu: VastEmulator) -> None:
+    """Only the A100 (no NVENC) matches these filters. A segment cannot fall back to another encoder
+    (its siblings' codec configuration), so asking for NVENC it waits for another offer; a whole job,
+    or a segment on the auto encoder (libx264 on every host), is rented there."""
+    compute = _compute(emu, min_gpu_ram_gb=40, max_dph=1.0)
+    segment = _spec().model_copy(update={"segment_start_s": "10.000", "video_codec": "h264_nvenc"})
+    with pytest.raises(CapacityError, match="no offer has NVENC"):
+        compute.launch(segment, _env(segment))
+    assert emu.all_instances() == []
+    for spec in (_spec().model_copy(update={"video_codec": "h264_nvenc"}), segment.model_copy(update={"video_codec": "auto"})):
+        inst = compute.launch(spec, _env(spec))
+        assert inst.gpu_name == "A100 SXM4"
+        compute.destroy(inst.id)
+
+
 @pytest.mark.parametrize("config", [{"gpu_names": ["H100"]}, {"max_dph": 0.15}, {"min_reliability": 0.999}])
 def test_no_matching_offer_is_a_wait_with_a_clear_message(emu: VastEmulator, config: dict[str, Any]) -> None:
     with pytest.raises(CapacityError, match="no offer matches"):

@@ -257,6 +257,43 @@ def test_plan_on_vast_prices_each_job_on_an_offer_as_vast_bills_it(bucket_dir: P
     assert deps.ledger.list() == []
 
 
+def test_plan_prices_a_split_job_as_its_segments_at_once(bucket_dir: Path):
+    """With --segment-s, an input `run` would split is priced as its segments: the time one segment's
+    (per wave of instances), the bytes and cost all of theirs, each pulling the image, reading its own
+    span and encoding with libx264 (a segment's encoder on every host, NVENC or not)."""
+    import dataclasses
+
+    from watcher.mediaprobe import probe_for_segments
+
+    compute = FakeVast([OFFER_A])
+    compute.config.max_instances = 1  # the segments run one after another
+    whole = planner.estimate(_deps(bucket_dir, compute, upscale=2))
+    deps = dataclasses.replace(_deps(bucket_dir, compute, upscale=2, segment_s=1.0), probe=probe_for_segments)
+    split = planner.estimate(deps)
+    one, two = ({r.key: r for r in p.rows}["input/deep dir/long ü.mp4"] for p in (whole, split))
+    assert (one.segments, two.segments, two.waves) == (1, 2, 2)  # 2 s in two 1 s spans, one at a time
+    assert two.frames_out == one.frames_out == 60 and two.stages[-1].frames == 30
+    encode_one, encode_two = one.stages[-1], two.stages[-1]
+    assert encode_one.task.nvenc and not encode_two.task.nvenc and "libx264" in encode_two.source
+    assert encode_two.fps < encode_one.fps  # the RTX 4090's NVENC against its host's CPU
+    assert two.bytes_down == pytest.approx(2 * 4.5e9 + two.size)  # the image on every instance
+    assert two.cost.total == pytest.approx(2 * planner.cost(
+        Rates.from_offer(OFFER_A, 30), running_s=two.running_s, exists_s=two.total_s,
+        bytes_down=4.5e9 + two.size / 2, bytes_up=two.bytes_up / 2).total)
+    assert two.cost.total > one.cost.total  # two image pulls and start-ups
+    assert two.wall_s == pytest.approx(2 * two.total_s + planner.JOIN_S)
+    assert split.total_s == pytest.approx(sum(r.wall_s for r in split.priced))
+    text = planner.render(split)
+    assert "RTX 4090 x2" in text and "2 segments, 1 at a time (2 waves), then the join" in text
+    data = planner.to_json(split)["inputs"]
+    assert {i["key"]: i["segments"]["count"] for i in data if "segments" in i} == {
+        "input/deep dir/long ü.mp4": 2, "input/short.mp4": 1}
+    # What run would not split is priced whole, with the reason.
+    retimed = dataclasses.replace(_deps(bucket_dir, compute, target_fps=60.0, segment_s=1.0), probe=probe_for_segments)
+    row = {r.key: r for r in planner.estimate(retimed).rows}["input/deep dir/long ü.mp4"]
+    assert row.segments == 1 and "minterpolate" in row.not_split
+    assert "not split into segments: minterpolate" in planner.render(planner.estimate(retimed))
+
 def test_plan_without_a_matching_offer_says_why(bucket_dir: Path):
     deps = _deps(bucket_dir, FakeVast(error=CapacityError("no offer matches: RTX 5090, <= $0.1/h")))
     plan = planner.estimate(deps)

@@ -97,6 +97,10 @@ class Cost:
     def __add__(self, other: Cost) -> Cost:
         return Cost(self.gpu + other.gpu, self.storage + other.storage, self.bandwidth + other.bandwidth)
 
+    def __mul__(self, times: float) -> Cost:
+        """The same bill `times` over (the instances of a job's segments)."""
+        return Cost(self.gpu * times, self.storage * times, self.bandwidth * times)
+
     def to_dict(self) -> dict[str, float]:
         return {"gpu": self.gpu, "storage": self.storage, "bandwidth": self.bandwidth, "total": self.total}
 

@@ -122,7 +122,11 @@ _TRANSCODE_NVENC = ("estimate: decode (PyAV, threaded, on the host's CPU), RGB c
                     "p5) of 1080p output; NVENC alone encodes 1080p at several hundred fps, the CPU side of the "
                     "pipeline is assumed to hold it to 120")
 _TRANSCODE_X264 = ("estimate: no NVENC on this GPU, so libx264 (preset medium) on the host's CPU encodes the "
-                   "1080p output: assumed 40 fps on a rented host's cores")
+                   "1080p output: assumed {fps:g} fps on a rented host's cores")
+_TRANSCODE_SEGMENT = ("estimate: a segment encodes with libx264 on every host (one codec configuration for the "
+                      "join), so on the host's CPU, preset medium, 1080p output: assumed {fps:g} fps on a rented "
+                      "host's cores")
+NVENC_1080_FPS, X264_1080_FPS = 120.0, 40.0
 
 def _published(gpu: str, factor: int, fps_by_height: dict[int, float], template: str, *, reference: bool = False,
                widths: dict[int, int] | None = None, **fields: str) -> tuple[Figure, ...]:
@@ -159,8 +163,8 @@ FIGURES: tuple[Figure, ...] = (
 )
 # Transcode on a GPU host depends on its encoder, not its TFLOPS: one estimate per GPU.
 FIGURES += tuple(
-    Figure(g.name, "transcode", 1, 1080, 120.0 if g.nvenc else 40.0,
-           _TRANSCODE_NVENC if g.nvenc else _TRANSCODE_X264, guess=True)
+    Figure(g.name, "transcode", 1, 1080, NVENC_1080_FPS if g.nvenc else X264_1080_FPS,
+           _TRANSCODE_NVENC if g.nvenc else _TRANSCODE_X264.format(fps=X264_1080_FPS), guess=True)
     for g in GPUS.values()
 )
 
@@ -174,6 +178,7 @@ class Task:
     height: int
     factor: int = 2
     learned: bool = True
+    nvenc: bool = True  # transcode: NVENC where the GPU has one; False: libx264 everywhere (a segment)
 
     @property
     def pixels(self) -> int:
@@ -183,6 +188,7 @@ class Task:
         engine = {"interpolate": ("RIFE 4.x", "minterpolate"), "upscale": ("realesr-animevideov3", "lanczos"),
                   "transcode": ("decode+encode", "decode+encode")}[self.kind][0 if self.learned else 1]
         factor = "" if self.kind == "transcode" else f" x{self.factor}"
+        engine += "" if self.nvenc or self.kind != "transcode" else ", libx264"
         return f"{self.kind}{factor} {self.width}x{self.height} ({engine})"
 
 
@@ -211,6 +217,12 @@ def canonical_gpu(name: str | None) -> str | None:
             if text.startswith(label + " "):
                 return gpu.name
     return None
+
+
+def has_nvenc(gpu_name: str | None) -> bool:
+    """Whether the GPU has a video encoder; a model not in the table is assumed to (most do)."""
+    gpu = canonical_gpu(gpu_name)
+    return gpu is None or gpu == CPU or GPUS[gpu].nvenc
 
 
 def _figures(gpu: str, task: Task, factor: int) -> list[Figure]:
@@ -259,6 +271,10 @@ def fps_for(gpu_name: str | None, task: Task) -> Estimate:
         estimate = fps_for(UNKNOWN_GPU_AS, task)
         return Estimate(estimate.fps, f"unknown GPU {gpu_name!r}: assumed as slow as {UNKNOWN_GPU_AS}, the slowest "
                                       f"GPU in the table that the image's torch runs on; {estimate.source}", True)
+    if task.kind == "transcode" and not task.nvenc and gpu != CPU and GPUS[gpu].nvenc:
+        software = Figure(gpu, "transcode", 1, 1080, X264_1080_FPS, _TRANSCODE_SEGMENT.format(fps=X264_1080_FPS),
+                          guess=True)
+        return _at_size(software, task)
     if gpu != CPU and not task.learned and task.kind != "transcode":
         estimate = fps_for(CPU, task)  # libavfilter runs on the host's CPU, not the GPU
         return Estimate(estimate.fps, f"runs on the host's CPU: {estimate.source}", True)

@@ -10,6 +10,11 @@ The estimate of one job on Vast (every constant below is a planning figure, not 
 - running (GPU billed): job setup, the input's download, the stages (frames / fps each), the upload;
 - storage: for the whole life of the instance, loading included;
 - bandwidth: the image and the input down, the result (estimated from its pixels) and logs up.
+
+With `--segment-s`, an input that `run` would split (handlers.segments decides, from the same probe)
+is priced as that many instances at once, each loading the image, reading its own span and doing its
+share of the stages, encoding with libx264 (a segment's encoder on every host): the time is one
+segment's (more in waves when the segments outnumber the instances), the cost all of theirs.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ LOG_AND_MANIFEST_BYTES = 1e6  # the manifest and the job's log, uploaded after t
 INET_BITS_PER_UNIT = 1e6
 DEFAULT_INET = 100.0  # an offer that does not say its speed: assumed 100 Mbit/s
 PROBE_URL_EXPIRY_S = 900
+JOIN_S = 5.0  # the join of a split job: server-side copies, under 0.3 s for 8 segments in bench/segments.py
 
 
 @dataclass
@@ -101,6 +107,12 @@ class Row:
     bytes_up: float = 0.0
     cost: Cost = field(default_factory=Cost)
     other_cost: Cost | None = None  # on the offer's `other` rates, the same times and bytes
+    # Segments (`--segment-s`): how many instances the job runs on. The times and stages above are then
+    # one segment's, and the bytes and costs all of theirs. At most `at_once` run at the same time
+    # (the instance cap): more run in waves, one after another.
+    segments: int = 1
+    at_once: int = 1
+    not_split: str | None = None  # why an input longer than segment_s runs as one job
 
     @property
     def process_s(self) -> float:
@@ -113,6 +125,15 @@ class Row:
     @property
     def total_s(self) -> float:
         return self.loading_s + self.running_s
+
+    @property
+    def waves(self) -> int:
+        return math.ceil(self.segments / max(1, self.at_once))
+
+    @property
+    def wall_s(self) -> float:
+        """From launch to the result: one segment's time per wave of segments (the join is seconds)."""
+        return self.total_s * self.waves + (JOIN_S if self.segments > 1 else 0.0)
 
 
 @dataclass
@@ -137,7 +158,7 @@ class Plan:
 
     @property
     def total_s(self) -> float:
-        return sum(r.total_s for r in self.priced)
+        return sum(r.wall_s for r in self.priced)
 
     @property
     def other_way(self) -> tuple[str, Cost] | None:
@@ -214,7 +235,8 @@ def _synthesized_share(source_fps: Fraction, target_fps: float) -> float:
 
 
 def stages(media: Media, gpu: str, frames_out: int, *, target_fps: float | None, upscale: int,
-           interpolation_learned: bool, upscale_learned: bool, upscale_model_factor: int | None) -> list[Stage]:
+           interpolation_learned: bool, upscale_learned: bool, upscale_model_factor: int | None,
+           nvenc: bool = True) -> list[Stage]:
     out: list[Stage] = []
     if target_fps is not None:
         task = Task("interpolate", media.width, media.height, 2, interpolation_learned)
@@ -227,7 +249,7 @@ def stages(media: Media, gpu: str, frames_out: int, *, target_fps: float | None,
         task = Task("upscale", media.width, media.height, factor, upscale_learned)
         estimate = fps_for(gpu, task)
         out.append(Stage(task, frames_out, estimate.fps, estimate.source, estimate.guess))
-    task = Task("transcode", media.width * upscale, media.height * upscale, 1)
+    task = Task("transcode", media.width * upscale, media.height * upscale, 1, nvenc=nvenc)
     estimate = fps_for(gpu, task)
     out.append(Stage(task, frames_out, estimate.fps, estimate.source, estimate.guess))
     return out
@@ -269,37 +291,42 @@ def _transfer_s(nbytes: float, speed: float) -> float:
 
 
 def price(row: Row, offer: Offer, deps: Deps) -> None:
-    """Fill in the row's time, bytes and cost for this offer."""
+    """Fill in the row's time, bytes and cost for this offer (a split job's: one segment's times, all
+    of its segments' bytes and costs, every segment on this offer's rates)."""
     cfg, media = deps.config, row.media
     assert media is not None
     row.offer = offer
     row.frames_out = _output_frames(media, cfg.target_fps)
+    n = row.segments
+    share = math.ceil(row.frames_out / n)  # a segment's output frames
     local = offer.local
     learned_interp = not local or cfg.interpolation_model is not None
     learned_up = not local or cfg.upscale_model is not None
     # The image's default upscaler, realesr-animevideov3, is x4: the job runs it and resizes (x2, x3).
     model_factor = 4 if not local and cfg.upscale_model is None else None
-    row.stages = stages(media, offer.gpu, row.frames_out, target_fps=cfg.target_fps, upscale=cfg.upscale,
+    row.stages = stages(media, offer.gpu, share, target_fps=cfg.target_fps, upscale=cfg.upscale,
                         interpolation_learned=learned_interp, upscale_learned=learned_up,
-                        upscale_model_factor=model_factor)
+                        upscale_model_factor=model_factor, nvenc=n == 1 or "nvenc" in cfg.video_codec)
     out_pixels = media.width * media.height * cfg.upscale ** 2
-    result_bytes = row.frames_out * out_pixels * RESULT_BITS_PER_PIXEL / 8 \
-        + (AUDIO_BYTES_PER_S * media.duration_s if media.audio else 0.0)
+    result_bytes = share * out_pixels * RESULT_BITS_PER_PIXEL / 8 \
+        + (AUDIO_BYTES_PER_S * media.duration_s / n if media.audio else 0.0)
     if local:  # the local machine: nothing pulled, nothing billed; the job reads and writes the store
         row.setup_s = LOCAL_SETUP_S
         return
     row.loading_s = max(START_ALLOWANCE_S, _transfer_s(IMAGE_BYTES, offer.inet_down))
     row.setup_s = JOB_SETUP_S
-    row.download_s = _transfer_s(row.size, offer.inet_down)
-    row.bytes_up = result_bytes + LOG_AND_MANIFEST_BYTES
-    row.upload_s = _transfer_s(row.bytes_up, offer.inet_up)
+    span_bytes = row.size / n  # a segment reads its own span of the input (ranged GETs)
+    row.download_s = _transfer_s(span_bytes, offer.inet_down)
+    bytes_up = result_bytes + LOG_AND_MANIFEST_BYTES
+    row.upload_s = _transfer_s(bytes_up, offer.inet_up)
     row.teardown_s = TEARDOWN_S
-    row.bytes_down = IMAGE_BYTES + row.size
-    row.cost = cost(offer.rates, running_s=row.running_s, exists_s=row.total_s, bytes_down=row.bytes_down,
-                    bytes_up=row.bytes_up)
+    row.bytes_down, row.bytes_up = n * (IMAGE_BYTES + span_bytes), n * bytes_up
+    each = cost(offer.rates, running_s=row.running_s, exists_s=row.total_s, bytes_down=IMAGE_BYTES + span_bytes,
+                bytes_up=bytes_up)
+    row.cost = each * n
     if offer.other is not None:
         row.other_cost = cost(offer.other[1], running_s=row.running_s, exists_s=row.total_s,
-                              bytes_down=row.bytes_down, bytes_up=row.bytes_up)
+                              bytes_down=IMAGE_BYTES + span_bytes, bytes_up=bytes_up) * n
 
 
 def pending(deps: Deps) -> list[Row]:
@@ -331,6 +358,9 @@ def estimate(deps: Deps) -> Plan:
         except Exception as exc:  # noqa: BLE001 -- any failure is this input's, listed with its reason
             row.error = str(exc) if isinstance(exc, ValueError) else \
                 f"cannot read it: {logs.scrub(str(exc)) or type(exc).__name__}"
+            continue
+        if deps.config.segment_s > 0:
+            _split(row, source, deps)
     probed = [r for r in rows if r.media is not None]
     if not probed:
         return plan
@@ -346,8 +376,31 @@ def estimate(deps: Deps) -> Plan:
     limit = getattr(getattr(deps.compute, "config", None), "max_instances", None) or len(offers)
     cycle = offers[: max(1, min(len(offers), limit))]
     for i, row in enumerate(probed):
+        row.at_once = min(row.segments, max(1, limit))
         price(row, cycle[i % len(cycle)], deps)
     return plan
+
+
+def _split(row: Row, source: str, deps: Deps) -> None:
+    """How many segments `run --segment-s` would make of this input: handlers.segments' rules, on
+    what the control plane's own probe (deps.probe) reads."""
+    from handlers import segments
+    from vastdrop.errors import VastdropError
+
+    cfg = deps.config
+    why = segments.why_not(cfg.params(), cfg)
+    if why is None and deps.probe is None:
+        why = "no media probe to split by"
+    elif why is None:
+        try:
+            duration_s, unsplittable = deps.probe(source)
+        except VastdropError as exc:
+            why = f"the input cannot be probed ({logs.bounded(exc, 200)})"
+        else:
+            pieces, why = segments.spans_for(duration_s, unsplittable, cfg)
+            row.segments = max(1, len(pieces))
+    if row.segments == 1 and row.media is not None and row.media.duration_s > cfg.segment_s:
+        row.not_split = why
 
 
 # -- output ---------------------------------------------------------------------------------------------
@@ -393,8 +446,9 @@ def render(plan: Plan) -> str:
         o = r.offer
         bandwidth = "-" if o.local else f"{o.rates.down_per_gb:.4f}/{o.rates.up_per_gb:.4f}"
         gpu = "CPU (local)" if o.local else o.gpu
+        gpu += f" x{r.segments}" if r.segments > 1 else ""
         rows.append((_key(r.key), r.state, _clock(m.duration_s), frames, gpu, f"{o.rates.dph:.3f}", bandwidth,
-                     _clock(r.total_s), f"${r.cost.total:.4f}"))
+                     _clock(r.wall_s), f"${r.cost.total:.4f}"))
     priced = plan.priced
     total = plan.total_cost
     rows.append(("TOTAL", "", _clock(sum(r.media.duration_s for r in plan.rows if r.media)),
@@ -424,14 +478,21 @@ def render(plan: Plan) -> str:
                      f"exists), bandwidth ${o.rates.down_per_gb:.4f}/GB down ${o.rates.up_per_gb:.4f}/GB up, "
                      f"{o.inet_down:g}/{o.inet_up:g} Mbit/s")
     if priced:
-        lines.append("TIME is per job (TOTAL adds them up; run starts up to max_instances at once): "
+        lines.append("TIME is per job, launch to result (TOTAL adds them up; run starts up to max_instances at once; "
+                     "a split job: one segment's time per wave of segments, and the join): "
                      + ("" if priced[0].offer.local else "loading = image pull and start, storage billed; running = ")
                      + "setup, download, the stages (frames / fps), upload:")
         by_source: dict[str, list[str]] = {}
         for r in priced:
             parts = [f"{s.task.describe()} {s.fps:.3g} fps{' (guess)' if s.guess else ''}" for s in r.stages]
-            lines.append(f"  {_key(r.key)}: {_clock(r.loading_s)} loading + {_clock(r.running_s)} running; "
+            each = ""
+            if r.segments > 1:
+                waves = "at once" if r.waves == 1 else f"{r.at_once} at a time ({r.waves} waves)"
+                each = f"{r.segments} segments, {waves}, then the join; each "
+            lines.append(f"  {_key(r.key)}: {each}{_clock(r.loading_s)} loading + {_clock(r.running_s)} running; "
                          + "; ".join(parts))
+            if r.not_split:
+                lines.append(f"  {_key(r.key)}: not split into segments: {r.not_split}")
             for s in r.stages:
                 tasks = by_source.setdefault(s.source, [])
                 if s.task.describe() not in tasks:
@@ -459,7 +520,8 @@ def to_json(plan: Plan) -> dict[str, Any]:
                               "guess": s.guess} for s in r.stages]
             out["time_s"] = {"loading": r.loading_s, "setup": r.setup_s, "download": r.download_s,
                              "process": r.process_s, "upload": r.upload_s, "teardown": r.teardown_s,
-                             "running": r.running_s, "total": r.total_s}
+                             "running": r.running_s, "total": r.total_s, "wall": r.wall_s}
+            out["segments"] = {"count": r.segments, "at_once": r.at_once, "waves": r.waves, "not_split": r.not_split}
             out["bytes"] = {"down": r.bytes_down, "up": r.bytes_up}
             out["cost"] = r.cost.to_dict()
             if r.other_cost is not None and o.other is not None:

@@ -80,6 +80,7 @@ from vastdrop.settings import (  # the defaults users see in the settings refere
     DEFAULT_MIN_INET_DOWN,
     DEFAULT_VAST_IMAGE,
 )
+from vastdrop.throughput import has_nvenc
 
 logger = logging.getLogger(__name__)
 
@@ -388,7 +389,7 @@ class VastCompute:
                 return adopted
             self._check_caps(ours)
             spent = sum(_float(r.get("dph_total")) or 0.0 for r in ours)
-            offers = self._affordable_offers(self.offers(), spent)
+            offers = self._affordable_offers(_encoder_fits(spec, self.offers()), spent)
             known = {r["id"] for r in mine}
             return self._create(offers, label, env, known)
 
@@ -829,3 +830,14 @@ def _create_error(status: int | None, body: dict[str, Any], exc: BaseException |
     if status >= 500 or _offer_gone(status, body):
         return TransientError(text)
     return PermanentError(text)
+
+
+def _encoder_fits(spec: JobSpec, offers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A segment that asks for NVENC cannot fall back to another encoder (its codec configuration must
+    be its siblings'): it is rented only on GPUs that have one (A100, H100 and H200 have none)."""
+    if spec.segment_start_s is None or "nvenc" not in spec.video_codec:
+        return offers
+    fit = [o for o in offers if has_nvenc(o.get("gpu_name"))]
+    if not fit:
+        raise CapacityError(f"no offer has NVENC, which this segment's encoder {spec.video_codec} needs")
+    return fit
