@@ -38,6 +38,9 @@ S = JobState
 MAX_SEGMENTS = 1000  # a join is one multipart upload (10,000 parts); more instances than anyone's caps
 PROBE_URL_EXPIRY_S = 900
 MIN_SEGMENT_S = 1.0  # shorter would be mostly each instance's start-up
+# A verified segment whose result left the job's staging before the join (a lifecycle rule shorter
+# than the job) is redone, at most this many times: a store that keeps deleting it fails the job.
+MAX_SEGMENT_REDOS = 2
 
 
 def segment_job_id(parent_id: str, attempt: int, index: int) -> str:
@@ -164,7 +167,40 @@ def advance(parent: JobRecord, deps: Deps) -> str:
         return _fail(parent, children, failed.error_kind or "internal",
                      f"segment {index} ({failed.segment['start_s']} s on) failed: {failed.error or failed.state.value}", deps)
     if all(c.state == S.SUCCEEDED for c in children):
-        return _join(parent, children, deps)
+        gone = [c for c in children if not _still_published(c, deps)]
+        return _redo(parent, children, gone, deps) if gone else _join(parent, children, deps)
+    return "running"
+
+
+def _still_published(child: JobRecord, deps: Deps) -> bool:
+    """Whether a verified segment's result (the very version verified) and its manifest are still
+    in the job's staging, where a lifecycle rule may have expired them while other segments ran."""
+    key = jobs.result_key(child, deps)
+    info = deps.outputs.head(key)
+    return info is not None and info.etag == child.result_etag \
+        and deps.outputs.head(jobs.layout_for(child, deps).manifest_key(key)) is not None
+
+
+def _redo(parent: JobRecord, children: list[JobRecord], gone: list[JobRecord], deps: Deps) -> str:
+    """Segments whose verified result left the staging before the join run again, in a new attempt
+    each (new staging keys); the others stay done. Bounded: see MAX_SEGMENT_REDOS."""
+    for child in gone:
+        index, redone = child.segment["index"], int(child.segment.get("redone", 0)) + 1
+        if redone > MAX_SEGMENT_REDOS:
+            return _fail(parent, children, "internal",
+                         f"segment {index}'s verified result left the job's staging {redone} times before the join: "
+                         "something deletes staging sooner than the job runs (a lifecycle rule too short for it; "
+                         "README, 'Staging and lifecycle rules')", deps)
+        fresh = child.attempt + 1
+        requeued = deps.ledger.transition(
+            child.job_id, S.SUCCEEDED, S.QUEUED, attempt=fresh, first_attempt=fresh, preemptions=0,
+            segment={**child.segment, "redone": redone}, result_etag=None, finished_at=None, instance_id=None,
+            next_attempt_at=None, error_kind=None,
+            error="its verified result left the job's staging before the join (expired?): redone")
+        if requeued is not None:
+            jobs.log_for(child).warning("segment %d redone: its verified result left the job's staging before the join",
+                                        index)
+            jobs.launch(requeued, deps, S.QUEUED)
     return "running"
 
 
@@ -319,6 +355,7 @@ def _entry(child: JobRecord, manifest: Manifest) -> dict:
     result = manifest.result
     return {"index": span.get("index"), "start_s": span.get("start_s"), "end_s": span.get("end_s"),
             "job_id": child.job_id, "attempts": child.attempt - child.first_attempt + 1, "preemptions": child.preemptions,
+            "redone": span.get("redone", 0),
             "instance_id": child.instance_id, "gpu": child.gpu_name, "cost": round(child.cost, 6),
             "frames": manifest.media.output.frames if manifest.media.output else None,
             "timings_s": manifest.timings_s, "input_read_bytes": _input_read(manifest), "size": result.size if result else None,

@@ -294,6 +294,20 @@ def _split_in_two(tmp_path: Path, **config):
     return deps, src, parent
 
 
+def _host_finishes(deps, src: Path, parent, index: int, codec: str = "libx264") -> str:
+    """What a segment's host does, then the completion handler: the segment encoded with `codec` and
+    its manifest in its attempt's staging (launched again first if it waits for a retry)."""
+    from handlers import finished, jobs, segments
+    from vastdrop.states import JobState
+
+    child = deps.ledger.get(segments.segment_job_id(parent.job_id, parent.attempt, index))
+    if child.state == JobState.RETRYING:
+        child = jobs.launch(child, deps, JobState.RETRYING)
+    manifest = _segment_made(deps, src, child, jobs.staged_result_key(child, deps), codec)
+    deps.outputs.put_bytes(jobs.staged_manifest_key(child, deps), manifest.to_json(), "application/json")
+    return finished.on_job_finished(child.job_id, deps)
+
+
 def _segment_made(deps, src: Path, child, key: str, codec: str) -> Manifest:
     """What a segment's host makes: its span of `src` encoded by `codec` at `key`, and its manifest."""
     from fractions import Fraction
@@ -341,19 +355,13 @@ def test_a_segment_encoded_otherwise_is_redone_alone_before_it_is_published(tmp_
     published: its attempt ends and it runs again, alone, instead of the join failing the whole job
     after every segment was paid for. Its second attempt, encoded alike, is published and joined."""
 
-    from handlers import finished, jobs, segments
+    from handlers import jobs, segments
     from vastdrop.states import JobState
 
     deps, src, parent = _split_in_two(tmp_path, verify_attempts=1)
 
     def host_finishes(index: int, codec: str) -> str:
-        """What a host does: the segment encoded with `codec` and its manifest, in its attempt's staging."""
-        child = deps.ledger.get(segments.segment_job_id(parent.job_id, parent.attempt, index))
-        if child.state == JobState.RETRYING:
-            child = jobs.launch(child, deps, JobState.RETRYING)
-        manifest = _segment_made(deps, src, child, jobs.staged_result_key(child, deps), codec)
-        deps.outputs.put_bytes(jobs.staged_manifest_key(child, deps), manifest.to_json(), "application/json")
-        return finished.on_job_finished(child.job_id, deps)
+        return _host_finishes(deps, src, parent, index, codec)
 
     assert host_finishes(0, "libx264") == "succeeded"
     assert host_finishes(1, "libx265") == "verification failed"
@@ -395,3 +403,44 @@ def test_a_segment_job_encodes_alike_on_every_host(tmp_path, monkeypatch):
     assert proc.returncode == 75, proc.stderr[-2000:]
     manifest = Manifest.from_json((tmp_path / "seg" / "bucket" / "output" / "clip.mp4.manifest.json").read_bytes())
     assert manifest.error.kind.value == "transient" and "same encoder" in manifest.error.message
+
+
+def test_a_segment_that_left_the_staging_before_the_join_is_redone_and_the_job_goes_on(tmp_path, monkeypatch):
+    """Verified segments wait in the job's staging, which a lifecycle rule expires: one that is gone
+    by the time the others are done runs again (new attempt, new keys), the others do not, and the
+    job joins. A store that keeps deleting them fails the job with the reason, never loops."""
+    from handlers import jobs, segments
+    from vastdrop.states import JobState
+
+    deps, src, parent = _split_in_two(tmp_path, verify_attempts=1)
+    first = segments.segment_job_id(parent.job_id, parent.attempt, 0)
+
+    def expire(job_id: str) -> None:
+        published = file_url_to_path(deps.outputs.url(jobs.result_key(deps.ledger.get(job_id), deps)))
+        published.unlink()
+
+    assert _host_finishes(deps, src, parent, 0) == "succeeded"
+    expire(first)
+    assert _host_finishes(deps, src, parent, 1) == "succeeded"  # the last: the join finds segment 0 gone
+    redo = deps.ledger.get(first)
+    assert redo.state == JobState.RUNNING and redo.attempt == 2 and redo.segment["redone"] == 1
+    assert deps.ledger.get(parent.job_id).state == JobState.SPLIT
+    second = deps.ledger.get(segments.segment_job_id(parent.job_id, parent.attempt, 1))
+    assert second.state == JobState.SUCCEEDED and second.attempt == 1  # never redone
+    assert _host_finishes(deps, src, parent, 0) == "succeeded"
+    assert deps.ledger.get(parent.job_id).state == JobState.SUCCEEDED
+    final = _manifest(tmp_path / "bucket" / "output" / "film.mp4")
+    assert [s["redone"] for s in final.segments] == [1, 0]
+    assert decode_warnings(tmp_path / "bucket" / "output" / "film.mp4") == ""
+
+    # Again with a store that loses segment 0 every time it is published: redone twice, then the job fails.
+    deps, src, parent = _split_in_two(tmp_path / "again", verify_attempts=1)
+    first = segments.segment_job_id(parent.job_id, parent.attempt, 0)
+    head = deps.outputs.head
+    monkeypatch.setattr(deps.outputs, "head", lambda key: None if key.endswith("segments/00000.mp4") else head(key))
+    assert _host_finishes(deps, src, parent, 1) == "succeeded"
+    for _ in range(segments.MAX_SEGMENT_REDOS + 1):
+        assert _host_finishes(deps, src, parent, 0) == "succeeded"
+    failed = deps.ledger.get(parent.job_id)
+    assert failed.state == JobState.FAILED and "left the job's staging 3 times" in failed.error
+    assert deps.ledger.get(first).attempt == 1 + segments.MAX_SEGMENT_REDOS
