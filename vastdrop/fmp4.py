@@ -5,6 +5,7 @@ contents is the players' business; the join copies bytes."""
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 HEADER = struct.Struct(">I4s")
 INIT_BOXES = frozenset({b"ftyp", b"moov", b"free", b"skip", b"uuid"})  # what may come before the first moof
@@ -16,6 +17,35 @@ SEGMENT_AUDIO_CODECS = frozenset({"aac", "opus", "flac"})
 SEGMENT_AUDIO_NAMES = "AAC, Opus and FLAC"  # for the reasons a user reads
 # How soon after the picture every copied stream must start: a segment looks this far for its first packet.
 FIRST_AUDIO_WITHIN_S = 10
+
+
+@dataclass(frozen=True)
+class StreamFacts:
+    """What a probe read of one stream of an input, to judge whether the input can be split."""
+
+    index: int
+    kind: str  # video | audio | subtitle | data
+    codec: str  # the codec's canonical name ("mp3", not its decoder's "mp3float")
+    start_s: float = 0.0  # when it starts, on the container's clock
+
+
+def unsplittable(streams: list[StreamFacts], video: StreamFacts, chapters: bool) -> str | None:
+    """Why an input of these streams cannot be processed as segments, or None: the one rule (and
+    reason) that every probe applies, said before launching what gpu_job.media.segment.check_carried
+    would refuse."""
+    if chapters:
+        return "it has chapters (written once, at the start of the file)"
+    for stream in streams:
+        if stream is video or stream.kind == "video":  # other video streams are dropped alike everywhere
+            continue
+        if stream.kind != "audio":
+            return f"its {stream.kind} stream {stream.index} is not split into segments yet"
+        if stream.codec not in SEGMENT_AUDIO_CODECS:
+            return (f"its audio stream {stream.index} is {stream.codec}: only {SEGMENT_AUDIO_NAMES} are copied into "
+                    "segments so far (re-encoded audio would start afresh at each join)")
+        if stream.start_s - video.start_s > FIRST_AUDIO_WITHIN_S:
+            return f"its audio stream {stream.index} starts more than {FIRST_AUDIO_WITHIN_S:.0f} s after the picture"
+    return None
 
 
 class NotASegment(ValueError):

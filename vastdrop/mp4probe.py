@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vastdrop.errors import BadInputError
-from vastdrop.fmp4 import FIRST_AUDIO_WITHIN_S, SEGMENT_AUDIO_CODECS, SEGMENT_AUDIO_NAMES
+from vastdrop.fmp4 import StreamFacts, unsplittable
 
 ReadRange = Callable[[int, int], bytes]
 
@@ -259,22 +259,13 @@ def _delay_s(track: _Track, movie_timescale: int) -> float:
 
 
 def _unsplittable(movie: _Movie, video: _Track) -> str | None:
-    """As watcher.mediaprobe says it (and gpu_job.media.segment.check_carried refuses it)."""
-    if movie.chapters or any(t.chapters for t in movie.tracks):
-        return "it has chapters (written once, at the start of the file)"
+    facts = []
     for index, track in enumerate(movie.tracks):
         kind = _KINDS.get(track.handler, "data")
-        if track is video or kind == "video":  # other video streams are dropped alike everywhere
-            continue
-        if kind != "audio":
-            return f"its {kind} stream {index} is not split into segments yet"
-        codec = _audio_codec(track)
-        if codec not in SEGMENT_AUDIO_CODECS:
-            return (f"its audio stream {index} is {codec}: only {SEGMENT_AUDIO_NAMES} are copied into segments so far "
-                    "(re-encoded audio would start afresh at each join)")
-        if _delay_s(track, movie.timescale) - _delay_s(video, movie.timescale) > FIRST_AUDIO_WITHIN_S:
-            return f"its audio stream {index} starts more than {FIRST_AUDIO_WITHIN_S:.0f} s after the picture"
-    return None
+        facts.append(StreamFacts(index, kind, _audio_codec(track) if kind == "audio" else "",
+                                 _delay_s(track, movie.timescale)))
+    chapters = bool(movie.chapters or any(t.chapters for t in movie.tracks))
+    return unsplittable(facts, facts[movie.tracks.index(video)], chapters)
 
 
 def _audio_codec(track: _Track) -> str:

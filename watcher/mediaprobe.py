@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from vastdrop import logs
 from vastdrop.errors import BadInputError, TransientError
-from vastdrop.fmp4 import FIRST_AUDIO_WITHIN_S, SEGMENT_AUDIO_CODECS, SEGMENT_AUDIO_NAMES
+from vastdrop.fmp4 import StreamFacts, unsplittable
 
 OPEN_TIMEOUT_S = 30.0
 # Planned segments stop this short of a duration only the container states: the last segment runs
@@ -37,21 +37,13 @@ def probe_for_segments(source: str) -> tuple[float, str | None]:
 
 
 def _unsplittable(container, video) -> str | None:
-    """What a segment job would refuse (gpu_job.media.segment.check_carried), said before launching."""
-    if container.chapters():
-        return "it has chapters (written once, at the start of the file)"
-    for stream in container.streams:
-        if stream is video or stream.type == "video":  # other video streams are dropped alike everywhere
-            continue
-        if stream.type != "audio":
-            return f"its {stream.type} stream {stream.index} is not split into segments yet"
-        codec = stream.codec_context.codec.canonical_name  # the codec's, not its decoder's (mp3, not mp3float)
-        if codec not in SEGMENT_AUDIO_CODECS:
-            return (f"its audio stream {stream.index} is {codec}: only {SEGMENT_AUDIO_NAMES} are copied into "
-                    "segments so far (re-encoded audio would start afresh at each join)")
-        if _start(stream) - _start(video) > FIRST_AUDIO_WITHIN_S:
-            return f"its audio stream {stream.index} starts more than {FIRST_AUDIO_WITHIN_S:.0f} s after the picture"
-    return None
+    facts = [StreamFacts(stream.index, stream.type, _codec(stream) if stream.type == "audio" else "", _start(stream))
+             for stream in container.streams]
+    return unsplittable(facts, facts[video.index], bool(container.chapters()))
+
+
+def _codec(stream) -> str:
+    return stream.codec_context.codec.canonical_name  # the codec's, not its decoder's (mp3, not mp3float)
 
 
 def _start(stream) -> float:
