@@ -444,3 +444,19 @@ def test_a_segment_that_left_the_staging_before_the_join_is_redone_and_the_job_g
     failed = deps.ledger.get(parent.job_id)
     assert failed.state == JobState.FAILED and "left the job's staging 3 times" in failed.error
     assert deps.ledger.get(first).attempt == 1 + segments.MAX_SEGMENT_REDOS
+
+
+def test_an_mkv_input_splits_as_an_mp4_does(tmp_path):
+    """Films often come as Matroska: its segments (seeking by its Cues) join into the one job's
+    result, packet for packet. Matroska times packets in milliseconds (an AAC frame's 1024 samples
+    are stamped 21 ms, 1008 samples), and the two results' demuxers trim the first frame by a few
+    samples apart: the sound is the one job's, shifted by less than a millisecond."""
+    src = make_clip(tmp_path / "film.mkv", width=64, height=48, fps=24, seconds=6)
+    one = _run(tmp_path, src, "one")
+    joined = _join(_segments(tmp_path, src, ["0", "2.5", None]), tmp_path / "joined.mp4")
+    assert decode_warnings(joined) == ""
+    assert _timeline(joined) == _timeline(one)
+    whole, split = _samples(one), _samples(joined)
+    shift = split.shape[1] - whole.shape[1]
+    assert 0 <= shift < 48  # 48 samples: a millisecond at 48 kHz
+    assert np.array_equal(split[:, shift:], whole)

@@ -77,7 +77,7 @@ def make_clip(
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
         if astream is not None:
-            duration_s = pts * float(stream.time_base)
+            duration_s = pts / ticks  # not the stream's time base: a muxer may have changed it (Matroska's 1 ms)
             _write_tone(out, astream, duration_s)
     return path
 
