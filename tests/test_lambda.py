@@ -164,10 +164,12 @@ def test_deployed_stack_processes_a_dropped_file(deployed, seaweed, tmp_path, co
     assert lambda_entry._runtime is runtime  # every later invocation reused the cold start's deps
 
 
-def test_the_launcher_splits_a_long_mp4_into_segments_from_its_index(seaweed, bucket, moto_server, monkeypatch,
-                                                                     tmp_path):
-    """With SegmentSeconds set, the launcher (no PyAV in its bundle) reads the input's MP4 index
-    through a presigned URL and launches one instance per segment, each told its span."""
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_the_launcher_splits_a_long_input_into_segments_from_its_index(seaweed, bucket, moto_server, monkeypatch,
+                                                                      tmp_path, suffix):
+    """With SegmentSeconds set, the launcher (no PyAV in its bundle) reads the input's MP4 index, or
+    its Matroska header and first cluster, through a presigned URL and launches one instance per
+    segment, each told its span."""
     relay = CallbackRelay()
     with VastEmulator(command=STUB, loading_s=0.05, kill_grace_s=0.5) as emu:
         stack = aws.deploy(moto_server, seaweed, bucket, vast_url=emu.url, vast_api_key=emu.api_key,
@@ -176,9 +178,11 @@ def test_the_launcher_splits_a_long_mp4_into_segments_from_its_index(seaweed, bu
             monkeypatch.setenv(name, value)
         lambda_entry.configure(None)
         try:
-            clip = make_clip(tmp_path / "long.mp4", width=64, height=48, fps=12, seconds=8)
-            seaweed.client().put_object(Bucket=bucket, Key="input/long.mp4", Body=clip.read_bytes())
-            body, headers = aws.signed_b2(aws.b2_event(bucket, "input/long.mp4", clip.stat().st_size))
+            key = f"input/long{suffix}"
+            # Matroska states the container's duration, planned 2 s short (the last segment runs to the end).
+            clip = make_clip(tmp_path / f"long{suffix}", width=64, height=48, fps=12, seconds=8 if suffix == ".mp4" else 10)
+            seaweed.client().put_object(Bucket=bucket, Key=key, Body=clip.read_bytes())
+            body, headers = aws.signed_b2(aws.b2_event(bucket, key, clip.stat().st_size))
             assert lambda_entry.webhook(aws.http_event("/webhook", body, headers))["statusCode"] == 202
             event = aws.receive(stack, stack.launch_queue_url)
             assert lambda_entry.launcher(event) == {"batchItemFailures": []}
@@ -188,7 +192,7 @@ def test_the_launcher_splits_a_long_mp4_into_segments_from_its_index(seaweed, bu
             assert parent.state == JobState.SPLIT and parent.segments == 4
             assert sorted(r.segment["index"] for r in records if r.parent_id == parent.job_id) == [0, 1, 2, 3]
             starts = sorted(float(i["env"]["JOB_SEGMENT_START_S"]) for i in emu.all_instances())
-            assert starts == [0.0, 2.0, 4.0, 6.0]
+            assert starts == pytest.approx([0.0, 2.0, 4.0, 6.0], abs=0.05)
         finally:
             lambda_entry.configure(None)
             relay.close()

@@ -1,6 +1,7 @@
-"""The Lambda's probe for segments (vastdrop.mp4probe), which reads MP4 indexes without a media
-library, held against the watcher's PyAV probe (watcher.mediaprobe) as the oracle: on the same files
-both must agree on whether to split, say the same reason, and give the same duration."""
+"""The Lambda's probe for segments (vastdrop.mp4probe, and vastdrop.mkvprobe for Matroska), which
+reads MP4 indexes and Matroska headers without a media library, held against the watcher's PyAV
+probe (watcher.mediaprobe) as the oracle: on the same files both must agree on whether to split,
+say the same reason, and give the same duration."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tests.support.clips import make_rip
 from tests.support.ffmpeg import ffmpeg
 from tests.support.geometry_clips import make_offset_audio
 from vastdrop.errors import BadInputError
-from vastdrop.mp4probe import MAX_MOOV_BYTES, probe, probe_source
+from vastdrop.mp4probe import HEAD_BYTES, MAX_MOOV_BYTES, probe, probe_source
 from vastdrop.storage.s3 import S3Storage, s3_url
 from watcher.mediaprobe import probe_for_segments
 
@@ -42,10 +43,40 @@ def _files(tmp: Path) -> dict[str, Path]:
         "late audio": make_offset_audio(make_clip(tmp / "v.mp4", fps=24, seconds=14, audio=False),
                                         tmp / "late.mp4", audio_lead_s=-12.0, seconds=2.0),
     }
+    files.update(_matroska_files(tmp, rip))
     ffmpeg("-i", clip, "-c", "copy", "-movflags", "+faststart", files["moov first"])
     ffmpeg("-i", rip, "-map", "0:v", "-map", "0:a:0", "-c", "copy", "-map_chapters", "0", files["chapters"])
     ffmpeg("-i", rip, "-map", "0:v", "-map", "0:a:0", "-map", "0:s", "-c", "copy", "-c:s", "mov_text",
            "-map_chapters", "-1", files["subtitles"])
+    return files
+
+
+def _matroska_files(tmp: Path, rip: Path) -> dict[str, Path]:
+    """Matroska and WebM as people have them: rips with chapters, subtitles, a font and a second
+    soundtrack, FLAC and PCM, WebM's VP9 and Opus, a live recording (clusters of unknown size)."""
+    mkv = make_clip(tmp / "aac.mkv", width=64, height=48, fps=24, seconds=3)
+    font = make_rip(tmp / "font.mkv", seconds=2, font=True)
+    files = {
+        "mkv aac": mkv,
+        "mkv no audio": make_clip(tmp / "silent.mkv", width=64, height=48, fps=25, seconds=2.5, audio=False),
+        "mkv flac": make_clip(tmp / "flac.mkv", width=64, height=48, fps=24, seconds=2, audio_codec="flac"),
+        "mkv mp3": make_clip(tmp / "mp3.mkv", width=64, height=48, fps=24, seconds=2, audio_codec="libmp3lame"),
+        "mkv pcm 24-bit": make_clip(tmp / "pcm24.mkv", width=64, height=48, fps=24, seconds=2, audio_codec="pcm_s24le"),
+        "webm vp9 opus": make_clip(tmp / "vp9.webm", width=64, height=48, fps=24, seconds=2, codec="libvpx-vp9",
+                                   audio_codec="libopus"),
+        "mkv chapters": rip,
+        "mkv subtitles": tmp / "subs.mkv",
+        "mkv font": tmp / "fontonly.mkv",
+        "mkv two soundtracks": tmp / "dub.mkv",
+        "mkv late audio": make_offset_audio(make_clip(tmp / "v.mkv", fps=24, seconds=14, audio=False),
+                                            tmp / "late.mkv", audio_lead_s=-12.0, seconds=2.0),
+        "mkv live": tmp / "live.mkv",
+    }
+    no_chapters = ["-c", "copy", "-map_chapters", "-1"]
+    ffmpeg("-i", rip, "-map", "0:v", "-map", "0:a:0", "-map", "0:s", *no_chapters, files["mkv subtitles"])
+    ffmpeg("-i", font, "-map", "0:v", "-map", "0:a:0", "-map", "0:t", *no_chapters, files["mkv font"])
+    ffmpeg("-i", rip, "-map", "0:v", "-map", "0:a", *no_chapters, files["mkv two soundtracks"])
+    ffmpeg("-i", mkv, "-c", "copy", "-live", "1", files["mkv live"])
     return files
 
 
@@ -67,11 +98,18 @@ def test_it_agrees_with_pyav_on_what_to_split_and_why_and_how_long(files):
     assert "pcm_s16le" in said["pcm in mov"] and "mp3" in said["mp3"] and "ac3" in said["ac-3"]
     assert "chapters" in said["chapters"] and "subtitle stream" in said["subtitles"]
     assert "starts more than 10 s after the picture" in said["late audio"]
+    # Matroska's alike: read from its header elements and first clusters.
+    assert said["mkv aac"] is said["mkv no audio"] is said["mkv flac"] is said["webm vp9 opus"] is None
+    assert said["mkv live"] is None
+    assert "mp3" in said["mkv mp3"] and "pcm_s24le" in said["mkv pcm 24-bit"]
+    assert "chapters" in said["mkv chapters"] and "subtitle stream 2" in said["mkv subtitles"]
+    assert "attachment stream 2" in said["mkv font"] and "audio stream 2 is ac3" in said["mkv two soundtracks"]
+    assert "starts more than 10 s after the picture" in said["mkv late audio"]
 
 
 def test_other_containers_are_left_whole_with_the_reason_and_broken_files_are_bad_input(files, tmp_path):
-    duration, why = probe_source(str(make_rip(tmp_path / "rip.mkv")))
-    assert "not an MP4 or MOV" in why
+    duration, why = probe_source(str(make_clip(tmp_path / "clip.ts", width=64, height=48, fps=24, seconds=1)))
+    assert "not an MP4, MOV or Matroska" in why
     whole = files["aac"].read_bytes()
     moov = whole.find(b"moov") - 4
     cut = tmp_path / "cut.mp4"
@@ -113,12 +151,12 @@ def test_hostile_indexes_are_bounded(tmp_path):
         except BadInputError:
             pass
     assert max(reads) < 1 << 20
-    # An index larger than MAX_MOOV_BYTES is not read at all.
+    # An index larger than MAX_MOOV_BYTES is not read at all: only the file's first bytes are.
     claimed = ftyp + struct.pack(">I4s", 8 + (MAX_MOOV_BYTES + 1), b"moov")
     reads.clear()
     assert "index is larger" in probe(lambda start, length: (reads.append(length), claimed[start:start + length])[1],
                                       len(claimed) + MAX_MOOV_BYTES + 1)[1]
-    assert max(reads) <= 16
+    assert sum(reads) <= HEAD_BYTES + 16
 
 
 def _esds_stsd(object_type: int, audio_config: bytes) -> bytes:
@@ -143,14 +181,19 @@ def test_mpeg4_audio_is_aac_only_when_its_audio_object_type_says_so(config, code
     assert _audio_codec(track) == codec
 
 
-def test_through_a_presigned_url_it_reads_the_index_not_the_file(seaweed, bucket, tmp_path, monkeypatch):
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_through_a_presigned_url_it_reads_the_index_not_the_file(seaweed, bucket, tmp_path, monkeypatch, suffix):
     """The index last, as PyAV writes it (moov after a long mdat): a few ranged GETs walk past the
-    media to it. What went over the wire is counted by a proxy the requests pass through."""
+    media to it. Matroska: its header elements and its first cluster. What went over the wire is
+    counted by a proxy the requests pass through."""
     from tests.support.counting_proxy import CountingProxy
 
     s3 = S3Storage(client=seaweed.client())
-    url = s3_url(bucket, f"in/{uuid.uuid4().hex}.mp4")
-    big = make_clip(tmp_path / "big.mp4", width=320, height=240, fps=24, seconds=20)
+    url = s3_url(bucket, f"in/{uuid.uuid4().hex}{suffix}")
+    big = make_clip(tmp_path / f"big{suffix}", width=320, height=240, fps=24, seconds=20)
+    if suffix == ".mkv":  # interleaved as muxers write them (make_clip muxes its sound after the picture)
+        ffmpeg("-i", big, "-c", "copy", tmp_path / "interleaved.mkv")
+        big = tmp_path / "interleaved.mkv"
     s3.upload(big, url)
     get_url = s3.presign_get(url, 300)
     for name in ("NO_PROXY", "no_proxy"):
@@ -160,4 +203,75 @@ def test_through_a_presigned_url_it_reads_the_index_not_the_file(seaweed, bucket
             monkeypatch.setenv(name, proxy.url)
         assert probe_source(get_url) == probe_for_segments(str(big))
         received = proxy.bytes_in
-    assert 0 < received < big.stat().st_size / 10, (received, big.stat().st_size)
+    if suffix == ".mp4":
+        assert 0 < received < big.stat().st_size / 10, (received, big.stat().st_size)
+    else:  # the header elements and the first cluster (where each track's first block is), no more
+        data = big.read_bytes()
+        cluster = (0x1F43B675).to_bytes(4, "big")
+        second_cluster = data.find(cluster, data.find(cluster) + 4)
+        assert 0 < received < second_cluster + 16_384 < big.stat().st_size / 2, (received, second_cluster)
+
+
+def _ebml(element: int, body: bytes, *, size: bytes | None = None) -> bytes:
+    """One EBML element: its ID as written, an 8-byte size (or `size` as given), its body."""
+    width = (element.bit_length() + 7) // 8
+    return element.to_bytes(width, "big") + (size if size is not None else (0x01 << 56 | len(body)).to_bytes(8, "big")) + body
+
+
+def test_hostile_matroska_headers_are_bounded():
+    """Elements that overrun their parents, unknown or huge sizes, a zero timestamp scale, a
+    SeekHead that points past the file, deep nesting, endless clusters with no audio: a clear
+    BadInputError or a reason, never a hang, a huge read or a crash."""
+    from vastdrop import mkvprobe as m
+
+    head = _ebml(m.EBML_HEADER, _ebml(m.DOC_TYPE, b"matroska"))
+    video = _ebml(m.TRACK_ENTRY, _ebml(m.TRACK_NUMBER, b"\x01") + _ebml(m.TRACK_TYPE, b"\x01") + _ebml(m.CODEC_ID, b"V_VP9"))
+    audio = _ebml(m.TRACK_ENTRY, _ebml(m.TRACK_NUMBER, b"\x02") + _ebml(m.TRACK_TYPE, b"\x02") + _ebml(m.CODEC_ID, b"A_OPUS"))
+    tracks = _ebml(m.TRACKS, video + audio)
+    info = _ebml(m.INFO, _ebml(m.DURATION, struct.pack(">d", 60_000.0)))
+
+    def cluster(ms: int, track: int) -> bytes:
+        return _ebml(m.CLUSTER, _ebml(m.CLUSTER_TIMESTAMP, ms.to_bytes(4, "big"))
+                     + _ebml(m.SIMPLE_BLOCK, bytes([0x80 | track]) + b"\x00\x00\x80" + bytes(100)))
+
+    def segment(body: bytes, size: bytes | None = None) -> bytes:
+        return head + _ebml(m.SEGMENT, body, size=size)
+
+    good = segment(info + tracks + cluster(0, 1) + cluster(40, 2))
+    unknown = b"\x01\xff\xff\xff\xff\xff\xff\xff"
+    cases = {
+        "fine": good,
+        "a live file": segment(info + tracks + _ebml(m.CLUSTER, _ebml(m.CLUSTER_TIMESTAMP, b"\x00")
+                                                       + _ebml(m.SIMPLE_BLOCK, b"\x81\x00\x00\x80"), size=unknown)
+                               + cluster(40, 2), size=unknown),
+        "no audio block in 12 s": segment(info + tracks + b"".join(cluster(ms, 1) for ms in range(0, 12_000, 500))),
+        "an element past its parent": segment(info + _ebml(m.TRACKS, video, size=(0x01 << 56 | 10_000).to_bytes(8, "big"))),
+        "a 1 TB Tracks element": segment(info + _ebml(m.TRACKS, b"", size=(0x01 << 56 | 1 << 40).to_bytes(8, "big"))),
+        "Tracks of unknown size": segment(info + _ebml(m.TRACKS, video, size=unknown)),
+        "a zero timestamp scale": segment(_ebml(m.INFO, _ebml(m.TIMESTAMP_SCALE, b"\x00")) + tracks + cluster(0, 1)),
+        "no tracks": segment(info + cluster(0, 1)),
+        "a SeekHead past the file": segment(_ebml(m.SEEK_HEAD, _ebml(m.SEEK, _ebml(m.SEEK_ID, b"\x16\x54\xae\x6b")
+                                                                      + _ebml(m.SEEK_POSITION, b"\x7f\xff\xff\xff")))
+                                            + cluster(0, 1)),
+        "deep nesting": segment(info + _ebml(m.TRACKS, _ebml(m.TRACK_ENTRY, _ebml(m.AUDIO, _ebml(m.AUDIO, _ebml(
+            m.AUDIO, _ebml(m.AUDIO, _ebml(m.AUDIO, _ebml(m.AUDIO, _ebml(m.AUDIO, _ebml(m.AUDIO, b"")))))))))) + cluster(0, 1)),
+        "an invalid size byte": segment(info + b"\x16\x54\xae\x6b\x00" + bytes(20)),
+        "webm's cousin": head.replace(b"matroska", b"notamkv!") + _ebml(m.SEGMENT, info),
+        "cut after the header": head + b"\x18\x53",
+    }
+    said, reads = {}, []
+    for name, data in cases.items():
+        def read(start: int, length: int, data: bytes = data) -> bytes:
+            reads.append(length)
+            return data[start:start + length]
+        try:
+            said[name] = probe(read, len(data))
+        except BadInputError as exc:
+            said[name] = ("bad input", str(exc))
+    assert said["fine"] == (58.0, None) and said["a live file"] == (58.0, None)
+    assert "starts more than 10 s after the picture" in said["no audio block in 12 s"][1]
+    assert "not Matroska" in said["webm's cousin"][1]
+    for name in ("an element past its parent", "a 1 TB Tracks element", "Tracks of unknown size", "a zero timestamp scale",
+                 "no tracks", "a SeekHead past the file", "deep nesting", "an invalid size byte", "cut after the header"):
+        assert said[name][0] == "bad input", (name, said[name])
+    assert max(reads) <= HEAD_BYTES

@@ -1,8 +1,8 @@
 """What the control plane must know of an MP4 or MOV input before splitting it (issue 12), read from
 its index (the moov box) with a few ranged GETs and no media library: the Lambda bundle has no
 PyAV. The watcher uses PyAV (watcher.mediaprobe), which also reads other containers; on MP4 the two
-agree (tests/test_mp4probe.py holds them side by side). Anything else is left unsplit, with the
-reason said.
+agree (tests/test_mp4probe.py holds them side by side). Matroska and WebM (EBML) go to
+vastdrop.mkvprobe; anything else is left unsplit, with the reason said.
 
 The file is the host's or the uploader's writing: every size is checked against its parent and the
 object, the index read is bounded (MAX_MOOV_BYTES), and the walk is bounded in boxes and depth.
@@ -15,11 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vastdrop import mkvprobe
 from vastdrop.errors import BadInputError
 from vastdrop.fmp4 import StreamFacts, unsplittable
 
 ReadRange = Callable[[int, int], bytes]
 
+HEAD_BYTES = 64 << 10  # read first: an MP4's first boxes, or a Matroska file's header elements
 MAX_TOP_BOXES = 256  # ftyp, moov, mdat, free...: a real file has a handful
 MAX_MOOV_BYTES = 64 << 20  # a two-hour film's index is a few MB
 MAX_BOXES = 100_000  # inside the moov
@@ -62,7 +64,11 @@ class _Movie:
 
 def probe(read_range: ReadRange, size: int) -> tuple[float, str | None]:
     """(the video's duration in seconds, why the input cannot be split or None). BadInputError when
-    it is an MP4 with no readable index or no video."""
+    it is an MP4 with no readable index or no video (or a Matroska file without its header)."""
+    head = read_range(0, min(size, HEAD_BYTES))
+    read_range = _after_head(read_range, head)
+    if head.startswith(mkvprobe.EBML_MAGIC):
+        return mkvprobe.probe(read_range, size)
     moov = _find_moov(read_range, size)
     if isinstance(moov, str):
         return 0.0, moov
@@ -77,6 +83,17 @@ def probe(read_range: ReadRange, size: int) -> tuple[float, str | None]:
     if duration <= 0:
         raise BadInputError("the video track states no duration")
     return duration, _unsplittable(movie, video)
+
+
+def _after_head(read_range: ReadRange, head: bytes) -> ReadRange:
+    """`read_range`, with what lies within the file's first bytes (already read) served from them."""
+    def read(start: int, length: int) -> bytes:
+        if start + length <= len(head):
+            return head[start:start + length]
+        if start < len(head):  # what follows from the network
+            return head[start:] + read_range(len(head), start + length - len(head))
+        return read_range(start, length)
+    return read
 
 
 def probe_source(source: str, *, timeout_s: float = 30.0) -> tuple[float, str | None]:
@@ -119,7 +136,7 @@ def _find_moov(read_range: ReadRange, size: int) -> bytes | str:
         elif box_size == 0:  # to the end of the file
             box_size = size - offset
         if boxes == 0 and kind not in FIRST_BOXES:
-            return "it is not an MP4 or MOV file (only those are probed here, without a media library)"
+            return "it is not an MP4, MOV or Matroska file (only those are probed here, without a media library)"
         if box_size < header or offset + box_size > size:
             raise BadInputError(f"box {kind!r} at {offset} overruns the file")
         if kind == b"moov":

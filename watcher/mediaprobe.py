@@ -5,11 +5,14 @@ the watcher (watcher.commands); the Lambda bundle carries no PyAV, so there jobs
 
 from __future__ import annotations
 
+import math
+
 from vastdrop import logs
 from vastdrop.errors import BadInputError, TransientError
-from vastdrop.fmp4 import StreamFacts, unsplittable
+from vastdrop.fmp4 import FIRST_AUDIO_WITHIN_S, StreamFacts, unsplittable
 
 OPEN_TIMEOUT_S = 30.0
+MAX_PROBE_PACKETS = 100_000  # demuxed to find when each stream starts: 10 s of any real file is far fewer
 # Planned segments stop this short of a duration only the container states: the last segment runs
 # to the end whatever it is, so planning short costs nothing, and no segment is left without video.
 CONTAINER_DURATION_SLACK_S = 2.0
@@ -37,14 +40,40 @@ def probe_for_segments(source: str) -> tuple[float, str | None]:
 
 
 def _unsplittable(container, video) -> str | None:
-    facts = [StreamFacts(stream.index, stream.type, _codec(stream) if stream.type == "audio" else "", _start(stream))
-             for stream in container.streams]
-    return unsplittable(facts, facts[video.index], bool(container.chapters()))
+    """The rule (vastdrop.fmp4.unsplittable) on what PyAV says of the streams. When each stream
+    starts is read from its first packets, demuxed (not decoded): PyAV's start_time says 0 for a
+    Matroska soundtrack that starts 12 s in, because the demuxer did not read that far."""
+    def facts(starts: dict[int, float]) -> list[StreamFacts]:
+        return [StreamFacts(stream.index, stream.type, _codec(stream) if stream.type == "audio" else "",
+                            starts.get(stream.index, 0.0)) for stream in container.streams]
+
+    chapters = bool(container.chapters())
+    said = facts({})
+    why = unsplittable(said, said[video.index], chapters)  # the reasons that need no packet first
+    if why is not None or not container.streams.audio:
+        return why
+    timed = facts(_first_packets(container, video))
+    return unsplittable(timed, timed[video.index], chapters)
 
 
 def _codec(stream) -> str:
     return stream.codec_context.codec.canonical_name  # the codec's, not its decoder's (mp3, not mp3float)
 
 
-def _start(stream) -> float:
-    return float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
+def _first_packets(container, video) -> dict[int, float]:
+    """Each stream's first packet time (s), demuxed until every audio stream has one or the picture
+    is FIRST_AUDIO_WITHIN_S in (a stream still without one then starts later: math.inf)."""
+    wanted = {stream.index for stream in container.streams.audio} | {video.index}
+    first: dict[int, float] = {}
+    for count, packet in enumerate(container.demux()):
+        at = packet.pts if packet.pts is not None else packet.dts
+        if at is None or packet.stream.index not in wanted:
+            continue
+        seconds = float(at * packet.stream.time_base)
+        first[packet.stream.index] = min(seconds, first.get(packet.stream.index, seconds))
+        if set(first) >= wanted:
+            return first
+        if packet.stream.index == video.index and seconds - first[video.index] > FIRST_AUDIO_WITHIN_S \
+                or count > MAX_PROBE_PACKETS:
+            return {index: first.get(index, math.inf) for index in wanted}
+    return first  # the file ended: a stream without a packet has nothing to place late
