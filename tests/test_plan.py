@@ -282,6 +282,11 @@ def test_plan_prices_a_split_job_as_its_segments_at_once(bucket_dir: Path):
         bytes_down=4.5e9 + two.size / 2, bytes_up=two.bytes_up / 2).total)
     assert two.cost.total > one.cost.total  # two image pulls and start-ups
     assert two.wall_s == pytest.approx(2 * two.total_s + planner.JOIN_S)
+    compute.config.max_instances = 3  # at once, each created 4.5 s after the last (Vast's pace)
+    together = {r.key: r for r in planner.estimate(deps).rows}["input/deep dir/long ü.mp4"]
+    assert (together.waves, together.ramp_s) == (1, 4.5)
+    assert together.wall_s == pytest.approx(together.total_s + 4.5 + planner.JOIN_S)
+    assert together.cost.total == pytest.approx(two.cost.total)
     assert split.total_s == pytest.approx(sum(r.wall_s for r in split.priced))
     text = planner.render(split)
     assert "RTX 4090 x2" in text and "2 segments, 1 at a time (2 waves), then the join" in text

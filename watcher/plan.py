@@ -112,6 +112,7 @@ class Row:
     # (the instance cap): more run in waves, one after another.
     segments: int = 1
     at_once: int = 1
+    ramp_s: float = 0.0  # Vast paces creates: the last of a wave starts this long after the first
     not_split: str | None = None  # why an input longer than segment_s runs as one job
 
     @property
@@ -133,7 +134,7 @@ class Row:
     @property
     def wall_s(self) -> float:
         """From launch to the result: one segment's time per wave of segments (the join is seconds)."""
-        return self.total_s * self.waves + (JOIN_S if self.segments > 1 else 0.0)
+        return self.total_s * self.waves + self.ramp_s + (JOIN_S if self.segments > 1 else 0.0)
 
 
 @dataclass
@@ -314,6 +315,9 @@ def price(row: Row, offer: Offer, deps: Deps) -> None:
         row.setup_s = LOCAL_SETUP_S
         return
     row.loading_s = max(START_ALLOWANCE_S, _transfer_s(IMAGE_BYTES, offer.inet_down))
+    from vastdrop.compute.vast import VAST_LIMITS
+
+    row.ramp_s = VAST_LIMITS["create"].interval_s * (row.at_once - 1)  # one create per interval (Vast's limit)
     row.setup_s = JOB_SETUP_S
     span_bytes = row.size / n  # a segment reads its own span of the input (ranged GETs)
     row.download_s = _transfer_s(span_bytes, offer.inet_down)
@@ -520,7 +524,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
                               "guess": s.guess} for s in r.stages]
             out["time_s"] = {"loading": r.loading_s, "setup": r.setup_s, "download": r.download_s,
                              "process": r.process_s, "upload": r.upload_s, "teardown": r.teardown_s,
-                             "running": r.running_s, "total": r.total_s, "wall": r.wall_s}
+                             "running": r.running_s, "total": r.total_s, "ramp": r.ramp_s, "wall": r.wall_s}
             out["segments"] = {"count": r.segments, "at_once": r.at_once, "waves": r.waves, "not_split": r.not_split}
             out["bytes"] = {"down": r.bytes_down, "up": r.bytes_up}
             out["cost"] = r.cost.to_dict()
