@@ -106,3 +106,59 @@ class BatchLimit:
                 self.most = max(1, size // 2)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
+
+
+class CudaMemory:
+    """What a CUDA device has free for more batches, and the peak a call takes (the allocator's
+    statistics). Memory PyTorch holds cached but unused counts as free: its next call reuses it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._base = 0
+
+    def free(self) -> int:
+        cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        return free_bytes(self.device) + max(0, cached)
+
+    def start(self) -> None:
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self._base = torch.cuda.memory_allocated(self.device)
+
+    def peak(self) -> int:
+        torch.cuda.synchronize(self.device)
+        return max(0, torch.cuda.max_memory_allocated(self.device) - self._base)
+
+
+class MeasuredBatch:
+    """How many items (RIFE's frame pairs) a model call takes, chosen from the device's free memory:
+    the first call runs one item and its peak memory is measured; later calls take as many as
+    HEADROOM of the free memory holds at that peak each, at most `most` (the plan's batch_size).
+    Without allocator statistics (the CPU: `memory` None) every call takes `most`. An estimate that
+    is still wrong is caught by BatchLimit, which splits a call that runs out of memory."""
+
+    def __init__(self, most: int, memory: CudaMemory | None) -> None:
+        self.most = max(1, most)
+        self.memory = memory
+        self.per_item: int | None = None  # bytes, once measured
+
+    @classmethod
+    def for_device(cls, most: int, device: torch.device) -> MeasuredBatch:
+        return cls(most, CudaMemory(device) if device.type == "cuda" else None)
+
+    def __call__(self) -> int:
+        """The items the next call should take."""
+        if self.memory is None:
+            return self.most
+        if self.per_item is None:
+            return 1
+        return max(1, min(self.most, int(self.memory.free() * HEADROOM) // self.per_item))
+
+    def run(self, call, items: int):
+        """call() for a batch of `items`; the first one measured."""
+        if self.memory is None or self.per_item is not None:
+            return call()
+        self.memory.start()
+        out = call()
+        self.per_item = max(1, self.memory.peak() // max(1, items))
+        return out

@@ -149,3 +149,49 @@ def test_the_pipeline_stage_hands_each_slot_its_own_two_frames():
         frac = float(t_src - left) if left < 5 else 0.0
         expected = 40 * left + 40 * frac
         assert abs(int(frame.image[0, 0, 0]) - expected) <= 1, f"frame {k}"
+
+
+class _Device:
+    """A device's memory as MeasuredBatch reads it: `free` bytes now, and a call that peaks at
+    `per_pair` bytes for each pair it runs (set by the interpolator below)."""
+
+    def __init__(self, free: int, per_pair: int) -> None:
+        self.free_now, self.per_pair, self.pairs, self.measured = free, per_pair, 0, 0
+
+    def free(self) -> int:
+        return self.free_now
+
+    def start(self) -> None:
+        self.measured += 1
+
+    def peak(self) -> int:
+        return self.per_pair * self.pairs
+
+
+def test_a_batch_is_chosen_from_the_free_memory_its_first_pair_measured():
+    """The first call runs one pair, measured; then as many pairs as half the free memory holds at
+    that peak each (the rest is the allocator's, the codecs' and cuDNN's), never more than the
+    plan's batch_size, and fewer when the free memory shrinks. The frames are the same whatever
+    the batches."""
+    from gpu_job.memory import HEADROOM, MeasuredBatch
+
+    mib = 1 << 20
+    device = _Device(free=12 * 100 * mib, per_pair=100 * mib)  # half of it holds 6 pairs
+    batch = MeasuredBatch(8, device)
+    rec = Recorder()
+
+    def interpolate(lefts, rights, steps):
+        device.pairs = len(steps)
+        if len(rec.batch_sizes) == 3:
+            device.free_now = 4 * 100 * mib  # another tenant: 2 pairs from now on
+        return batch.run(lambda: rec(lefts, rights, steps), len(steps))
+
+    src = _source([Fraction(i, 12) for i in range(25)])
+    out = list(retime(iter(src), Fraction(60), 120, interpolate, batch))
+    assert device.measured == 1 and batch.per_item == 100 * mib and HEADROOM == 0.5
+    assert rec.batch_sizes[:6] == [1, 6, 6, 6, 2, 2], rec.batch_sizes  # the 4th was sized before the drop
+    plain = Recorder()
+    assert [f.image.tolist() for f in out] == [f.image.tolist() for f in retime(iter(src), Fraction(60), 120, plain, 8)]
+    # On the CPU nothing is measured: every call takes the plan's batch.
+    cpu = MeasuredBatch.for_device(8, torch.device("cpu"))
+    assert cpu() == 8 and cpu.run(lambda: "ran", 8) == "ran" and cpu.per_item is None

@@ -469,9 +469,11 @@ def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration_s: flo
         return filters.minterpolate(frames, rate, count, report.model_timing)
     model = plan.interpolator
     report.interpolation = model.name
-    from gpu_job.memory import BatchLimit  # imports torch: only once there is a model to run
+    # torch is imported only once there is a model to run
+    from gpu_job.memory import BatchLimit, MeasuredBatch
 
     limit = BatchLimit(torch.device(plan.device))
+    batch = MeasuredBatch.for_device(plan.batch_size, torch.device(plan.device))
 
     def run(lefts: list[TimedFrame], rights: list[TimedFrame], steps: list[float]) -> list[torch.Tensor]:
         # A batch reuses few source frames (24 -> 60: 8 slots, ~3 frames): move each to the device once.
@@ -482,12 +484,13 @@ def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration_s: flo
         img1 = images[[slot[id(f)] for f in rights]]
         t = torch.tensor(steps, device=plan.device, dtype=plan.torch_dtype)
         with report.timing("model", plan.device):
-            return to_images(limit.run(model, img0, img1, t), lefts[0].image.dtype)
+            out = batch.run(lambda: limit.run(model, img0, img1, t), len(lefts))
+            return to_images(out, lefts[0].image.dtype)
 
     if segment is None:
-        return retime(frames, rate, count, run, plan.batch_size, report.retime)
+        return retime(frames, rate, count, run, batch, report.retime)
     first, stop = segment.frame_range(rate, count)
-    return retime(frames, rate, stop, run, plan.batch_size, report.retime,
+    return retime(frames, rate, stop, run, batch, report.retime,
                   origin=segment.first_pts * segment.video_tb, first=first)
 
 

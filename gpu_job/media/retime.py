@@ -70,7 +70,7 @@ def retime(
     fps: Fraction,
     count: int,
     interpolate: BatchInterpolator,
-    batch_size: int = 4,
+    batch_size: int | Callable[[], int] = 4,
     stats: RetimeStats | None = None,
     *,
     origin: Fraction | None = None,
@@ -78,7 +78,9 @@ def retime(
 ) -> Iterator[TimedFrame]:
     """Yield the frames k at k/fps for first <= k < count, pts = k in time base 1/fps. Times count
     from `origin` (seconds; None: the first source frame's): a segment of a longer job gives the
-    whole job's origin and its own first k, and gets exactly the frames the whole job would."""
+    whole job's origin and its own first k, and gets exactly the frames the whole job would.
+    `batch_size`: the frames to interpolate per call, or a function asked before each (a batch
+    chosen from the device's free memory, gpu_job.memory.MeasuredBatch)."""
     stats = stats or RetimeStats()
     time_base = 1 / fps
     slots: list[_Slot] = []
@@ -124,7 +126,7 @@ def retime(
                     slots.append(_Slot(left=prev, right=cur, t=float(t)))
                     stats.interpolated += 1
             k += 1
-            if sum(s.ready is None for s in slots) >= batch_size:
+            if sum(s.ready is None for s in slots) >= (batch_size() if callable(batch_size) else batch_size):
                 yield from flush()
         prev = cur
     # Past the last source frame: hold it until the input's duration is covered.
