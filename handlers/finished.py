@@ -150,7 +150,17 @@ def continue_verification(record: JobRecord, deps: Deps, manifest: Manifest | No
         return "verifying"
     if record.parent_id and (problem := segments.unjoinable(record, manifest, deps)) is not None:
         log.error("segment not published: %s", logs.bounded(problem))
-        jobs.end_attempt(record, deps, S.VERIFYING, "transient", problem)
+        if record.attempt - record.first_attempt + 1 - record.preemptions < 2:
+            jobs.end_attempt(record, deps, S.VERIFYING, "transient", problem)  # a stray host: redone elsewhere
+            return "verification failed"
+        # Again, on another host: the odd one out may be the published segment, or every host encodes
+        # so. More attempts would pay for more segments the join refuses: the job fails now.
+        failed = deps.ledger.transition(record.job_id, S.VERIFYING, S.FAILED, error_kind="internal",
+                                        error=logs.bounded(f"{problem} (again, on another host)", 500),
+                                        finished_at=deps.clock())
+        if failed is not None:
+            jobs.remove_staging(failed, deps)
+            segments.on_segment_done(failed, deps)  # its whole job fails, its other segments stopped
         return "verification failed"
     final_etag = publish(record, manifest, deps)
     if final_etag is None:

@@ -7,9 +7,10 @@ own job on its own instance, and joined into one result without the result passi
   of about segment_s seconds, each claimed in the ledger, then launched. Otherwise it runs as one job.
 - a segment is an ordinary job (launch, retries, preemptions, verification, the reaper): only its
   result goes elsewhere. Its host writes a fragmented-MP4 media segment into its own staging; once
-  verified, it is published into the whole job's staging (Layout.segment_key), with its manifest.
-  A published segment is never redone: its record is `succeeded`, in a ledger that outlives
-  restarts, replays and cold starts.
+  verified (its codec configuration too: unjoinable), it is published into the whole job's staging
+  (Layout.segment_key), with its manifest. A published segment is not redone: its record is
+  `succeeded`, in a ledger that outlives restarts, replays and cold starts. Only one whose
+  published result left the staging before the join (a lifecycle rule) runs again (_redo).
 - join: once every segment succeeded, the result is one multipart upload of server-side copies
   (vastdrop.join): the first segment whole, then each later one without its init segment (the
   same in every segment: checked, codec configuration by codec configuration). The final manifest
@@ -184,13 +185,15 @@ def _still_published(child: JobRecord, deps: Deps) -> bool:
 def _redo(parent: JobRecord, children: list[JobRecord], gone: list[JobRecord], deps: Deps) -> str:
     """Segments whose verified result left the staging before the join run again, in a new attempt
     each (new staging keys); the others stay done. Bounded: see MAX_SEGMENT_REDOS."""
-    for child in gone:
+    for child in gone:  # all checked before any is launched again: a failed job leaves nothing running
         index, redone = child.segment["index"], int(child.segment.get("redone", 0)) + 1
         if redone > MAX_SEGMENT_REDOS:
             return _fail(parent, children, "internal",
                          f"segment {index}'s verified result left the job's staging {redone} times before the join: "
                          "something deletes staging sooner than the job runs (a lifecycle rule too short for it; "
                          "README, 'Staging and lifecycle rules')", deps)
+    for child in gone:
+        index, redone = child.segment["index"], int(child.segment.get("redone", 0)) + 1
         fresh = child.attempt + 1
         requeued = deps.ledger.transition(
             child.job_id, S.SUCCEEDED, S.QUEUED, attempt=fresh, first_attempt=fresh, preemptions=0,
@@ -205,7 +208,7 @@ def _redo(parent: JobRecord, children: list[JobRecord], gone: list[JobRecord], d
 
 
 def on_segment_done(child: JobRecord, deps: Deps) -> None:
-    """A segment succeeded: join now if it was the last (the reaper would, a tick later)."""
+    """A segment succeeded (join now if it was the last) or failed (the job fails now): the reaper would, a tick later."""
     parent = deps.ledger.get(child.parent_id) if child.parent_id else None
     if parent is not None and parent.state == S.SPLIT:
         advance(parent, deps)
@@ -214,6 +217,7 @@ def on_segment_done(child: JobRecord, deps: Deps) -> None:
 def _fail(parent: JobRecord, children: list[JobRecord], kind: str, message: str, deps: Deps) -> str:
     now = deps.clock()
     for child in children:
+        child = deps.ledger.get(child.job_id) if child is not None else None  # as it is now, not as first seen
         for _ in range(5):  # its state may move meanwhile (a relaunch): read again until it is stopped
             if child is None or child.state.is_terminal():
                 break

@@ -163,6 +163,10 @@ def test_a_segment_that_asks_for_nvenc_is_rented_only_where_there_is_one(emu: Va
     """Only the A100 (no NVENC) matches these filters. A segment cannot fall back to another encoder
     (its siblings' codec configuration), so asking for NVENC it waits for another offer; a whole job,
     or a segment on the auto encoder (libx264 on every host), is rented there."""
+    from vastdrop.throughput import has_nvenc
+
+    assert has_nvenc("RTX 4090") and not has_nvenc("A100 SXM4") and not has_nvenc("H200")
+    assert not has_nvenc("RTX 9999 Ti") and not has_nvenc(None)  # not known to have one: not rented for it
     compute = _compute(emu, min_gpu_ram_gb=40, max_dph=1.0)
     segment = _spec().model_copy(update={"segment_start_s": "10.000", "video_codec": "h264_nvenc"})
     with pytest.raises(CapacityError, match="no offer has NVENC"):

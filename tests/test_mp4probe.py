@@ -253,16 +253,22 @@ def test_hostile_matroska_headers_are_bounded():
         "a SeekHead past the file": segment(_ebml(m.SEEK_HEAD, _ebml(m.SEEK, _ebml(m.SEEK_ID, b"\x16\x54\xae\x6b")
                                                                       + _ebml(m.SEEK_POSITION, b"\x7f\xff\xff\xff")))
                                             + cluster(0, 1)),
-        "deep nesting": segment(info + _ebml(m.TRACKS, _ebml(m.TRACK_ENTRY, _ebml(m.AUDIO, _ebml(m.AUDIO, _ebml(
-            m.AUDIO, _ebml(m.AUDIO, _ebml(m.AUDIO, _ebml(m.AUDIO, _ebml(m.AUDIO, _ebml(m.AUDIO, b"")))))))))) + cluster(0, 1)),
+        # What costs reads but no scanned bytes: every element read counts, and their number is bounded.
+        "a million Voids after a cluster": segment(info + tracks + cluster(0, 1) + b"\xec\x80" * 1_000_000),
+        "a million empty clusters": segment(info + tracks + cluster(0, 1) + b"\x1f\x43\xb6\x75\x80" * 1_000_000),
+        "a hundred 1 MB Tracks": segment(info + tracks + _ebml(m.TRACKS, video + bytes(1 << 20)) * 100 + cluster(0, 1)),
+        "an unknown size between clusters": segment(info + tracks + cluster(0, 1) + _ebml(0x1254C367, b"", size=unknown)
+                                                    + cluster(20_000, 2)),
         "an invalid size byte": segment(info + b"\x16\x54\xae\x6b\x00" + bytes(20)),
         "webm's cousin": head.replace(b"matroska", b"notamkv!") + _ebml(m.SEGMENT, info),
         "cut after the header": head + b"\x18\x53",
     }
-    said, reads = {}, []
+    said, reads = {}, {}
     for name, data in cases.items():
-        def read(start: int, length: int, data: bytes = data) -> bytes:
-            reads.append(length)
+        reads[name] = []
+
+        def read(start: int, length: int, data: bytes = data, log: list = reads[name]) -> bytes:
+            log.append(length)
             return data[start:start + length]
         try:
             said[name] = probe(read, len(data))
@@ -272,6 +278,40 @@ def test_hostile_matroska_headers_are_bounded():
     assert "starts more than 10 s after the picture" in said["no audio block in 12 s"][1]
     assert "not Matroska" in said["webm's cousin"][1]
     for name in ("an element past its parent", "a 1 TB Tracks element", "Tracks of unknown size", "a zero timestamp scale",
-                 "no tracks", "a SeekHead past the file", "deep nesting", "an invalid size byte", "cut after the header"):
+                 "no tracks", "a SeekHead past the file", "an invalid size byte", "cut after the header"):
         assert said[name][0] == "bad input", (name, said[name])
-    assert max(reads) <= HEAD_BYTES
+    for name in ("a million Voids after a cluster", "a million empty clusters", "an unknown size between clusters"):
+        assert "its audio stream 1 has no block in the first 64 MB" == said[name][1], (name, said[name])
+        assert len(reads[name]) <= m.MAX_SCAN_ELEMENTS + 20, (name, len(reads[name]))
+    assert said["a hundred 1 MB Tracks"] == (58.0, None)  # the first Tracks is the one read
+    assert sum(reads["a hundred 1 MB Tracks"]) < 3 << 20
+    assert max(n for log in reads.values() for n in log) <= HEAD_BYTES
+
+
+def test_the_watchers_search_for_first_packets_is_bounded_whatever_the_packets_are(monkeypatch):
+    """Packets of a stream it does not look for (a second picture), or without timestamps, still
+    count: a file whose soundtrack never comes is not read to its end."""
+    from fractions import Fraction
+    from types import SimpleNamespace
+
+    from watcher import mediaprobe
+
+    video, audio, other = (SimpleNamespace(index=i, time_base=Fraction(1, 1000)) for i in range(3))
+    demuxed = []
+
+    def packets():
+        yield SimpleNamespace(stream=video, pts=0, dts=0, size=1000)
+        for n in range(10_000_000):
+            demuxed.append(n)
+            yield SimpleNamespace(stream=other, pts=None if n % 2 else n, dts=None, size=1000)
+
+    container = SimpleNamespace(streams=SimpleNamespace(audio=[audio]), demux=packets)
+    monkeypatch.setattr(mediaprobe, "MAX_PROBE_PACKETS", 1000)
+    with pytest.raises(BadInputError, match="when each stream starts"):
+        mediaprobe._first_packets(container, video)
+    assert len(demuxed) <= 1001
+    monkeypatch.setattr(mediaprobe, "MAX_PROBE_PACKETS", 10**9)
+    demuxed.clear()
+    with pytest.raises(BadInputError, match="64 MB"):
+        mediaprobe._first_packets(container, video)
+    assert len(demuxed) <= (64 << 20) // 1000 + 1

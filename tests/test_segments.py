@@ -395,6 +395,13 @@ def test_a_segment_job_encodes_alike_on_every_host(tmp_path, monkeypatch):
     assert fallback.name == encode.X264 and "could not open" in fallback.notes[0]
     with pytest.raises(TransientError, match="same encoder"):
         encode.choose_encoder(encode.NVENC, 64, 48, rate, 18, gpu=False, same_on_every_host=True)
+    # An encoder without a 10-bit mode here writes a 10-bit source in 8 bits for one job, never for a segment.
+    from gpu_job.media.colour import Colour
+
+    ten_bit = Colour(bit_depth=10)
+    assert encode.choose_encoder("mpeg4", 64, 48, rate, 18, gpu=False, colour=ten_bit).bit_depth == 8
+    with pytest.raises(TransientError, match="no 10-bit mode"):
+        encode.choose_encoder("mpeg4", 64, 48, rate, 18, gpu=False, colour=ten_bit, same_on_every_host=True)
 
     # The real job, as a host without NVENC runs a segment that asks for it.
     src = make_clip(tmp_path / "clip.mp4", width=64, height=48, fps=12, seconds=2)
@@ -460,3 +467,41 @@ def test_an_mkv_input_splits_as_an_mp4_does(tmp_path):
     shift = split.shape[1] - whole.shape[1]
     assert 0 <= shift < 48  # 48 samples: a millisecond at 48 kHz
     assert np.array_equal(split[:, shift:], whole)
+
+
+def test_a_segment_encoded_otherwise_again_fails_its_job_at_once(tmp_path):
+    """A second attempt, on another host, unlike the published segment again: the odd one out may be
+    the published one, or every host encodes so. The job fails now, with the reason, rather than
+    paying for more segments the join would refuse."""
+    from handlers import segments
+    from vastdrop.states import JobState
+
+    deps, src, parent = _split_in_two(tmp_path, verify_attempts=1)
+    assert _host_finishes(deps, src, parent, 0, "libx264") == "succeeded"
+    assert _host_finishes(deps, src, parent, 1, "libx265") == "verification failed"
+    second = segments.segment_job_id(parent.job_id, parent.attempt, 1)
+    assert deps.ledger.get(second).state == JobState.RETRYING
+    assert _host_finishes(deps, src, parent, 1, "libx265") == "verification failed"
+    assert deps.ledger.get(second).state == JobState.FAILED
+    failed = deps.ledger.get(parent.job_id)
+    assert failed.state == JobState.FAILED and "again, on another host" in failed.error
+    assert not (tmp_path / "bucket" / "output" / "film.mp4").exists()
+
+
+def test_a_job_failed_for_a_segment_redone_too_often_leaves_no_other_redone_segment_running(tmp_path, monkeypatch):
+    """Both segments left the staging; one may be redone, the other has been twice already. The job
+    fails, and the first is not launched again (it would run, and bill, for a failed job)."""
+    from handlers import segments
+    from vastdrop.states import JobState
+
+    deps, src, parent = _split_in_two(tmp_path, verify_attempts=1)
+    ids = [segments.segment_job_id(parent.job_id, parent.attempt, i) for i in range(2)]
+    assert _host_finishes(deps, src, parent, 0) == "succeeded"
+    later = deps.ledger.get(ids[1])
+    deps.ledger.update(later.job_id, later.version, segment={**later.segment, "redone": segments.MAX_SEGMENT_REDOS})
+    head = deps.outputs.head
+    monkeypatch.setattr(deps.outputs, "head", lambda key: None if "/segments/" in key else head(key))
+    assert _host_finishes(deps, src, parent, 1) == "succeeded"
+    assert deps.ledger.get(parent.job_id).state == JobState.FAILED
+    first = deps.ledger.get(ids[0])
+    assert first.attempt == 1 and first.state.is_terminal(), first

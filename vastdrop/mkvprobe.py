@@ -6,8 +6,9 @@ side by side on the same files.
 
 Matroska is EBML: every element is an ID and a size, each a variable-length integer (RFC 8794).
 The file is the uploader's writing: every size is checked against its parent and the object, each
-element read is bounded (MAX_ELEMENT_BYTES), and so are the elements walked and the clusters
-scanned for each track's first block.
+element read is bounded (MAX_ELEMENT_BYTES, each kind read once, one SeekHead), and so are the
+elements walked and the clusters scanned for each track's first block (MAX_SCAN_BYTES, counting
+every element header read, and MAX_SCAN_ELEMENTS).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vastdrop.errors import BadInputError
 from vastdrop.fmp4 import FIRST_AUDIO_WITHIN_S, StreamFacts, unsplittable
@@ -23,11 +24,11 @@ from vastdrop.fmp4 import FIRST_AUDIO_WITHIN_S, StreamFacts, unsplittable
 ReadRange = Callable[[int, int], bytes]
 
 EBML_MAGIC = b"\x1a\x45\xdf\xa3"
-MAX_ELEMENT_BYTES = 16 << 20  # Info, Tracks, Chapters: a few KB in a real file (codec private data)
+MAX_ELEMENT_BYTES = 4 << 20  # Info, Tracks, Chapters: a few KB in a real file (codec private data)
 MAX_TOP_ELEMENTS = 4096  # the Segment's children before its first Cluster
 MAX_CHILDREN = 100_000  # inside one element read
 MAX_SCAN_BYTES = 64 << 20  # the clusters read to find each track's first block
-MAX_DEPTH = 8
+MAX_SCAN_ELEMENTS = 4096  # elements met on the way (clusters, and Cues, Tags or Voids between them)
 HEADER_READ = 16  # an ID (at most 4 bytes) and a size (at most 8)
 # As watcher.mediaprobe does with a container's duration (the one Matroska states), which may count a
 # soundtrack that outlasts the picture: the last segment runs to the end whatever it is.
@@ -68,6 +69,7 @@ class _Header:
     tracks: list[_Track] | None = None
     chapters: bool | None = None
     attachments: bool | None = None
+    read: set[int] = field(default_factory=set)  # the kinds read: each at most once
 
 
 def probe(read_range: ReadRange, size: int) -> tuple[float, str | None]:
@@ -76,7 +78,7 @@ def probe(read_range: ReadRange, size: int) -> tuple[float, str | None]:
     pos, doc_id, doc_size = _element_at(read_range, 0, size)
     if doc_id != EBML_HEADER:
         raise BadInputError("not an EBML file")
-    doc_type = _children(_body(read_range, pos, doc_size, size), 0).get(DOC_TYPE, [b""])[0]
+    doc_type = _children(_body(read_range, pos, doc_size, size)).get(DOC_TYPE, [b""])[0]
     if doc_type.rstrip(b"\0") not in (b"matroska", b"webm"):
         return 0.0, f"it is an EBML file of type {doc_type[:20]!r}, not Matroska"
     seg_pos, seg_id, seg_size = _element_at(read_range, pos + doc_size, size)
@@ -125,42 +127,38 @@ def _header(read_range: ReadRange, pos: int, end: int) -> tuple[_Header, int | N
             break
         if length == UNKNOWN_SIZE:
             raise BadInputError(f"element {element:#x} at {pos} has an unknown size")
-        if element == SEEK_HEAD:
-            for seek in _children(_body(read_range, body, length, end), 0).get(SEEK, []):
-                entry = _children(seek, 1)
+        if element == SEEK_HEAD and not seeks:  # the first only: the elements it names are what we want
+            for seek in _children(_body(read_range, body, length, end)).get(SEEK, []):
+                entry = _children(seek)
                 if SEEK_ID in entry and SEEK_POSITION in entry:
                     seeks.setdefault(int.from_bytes(entry[SEEK_ID][0], "big"),
                                      segment_start + _uint(entry[SEEK_POSITION][0]))
-        else:
+        elif element in (INFO, TRACKS, CHAPTERS, ATTACHMENTS) and element not in header.read:
             _read_into(header, element, read_range, body, length, end)
         pos = body + length
     else:
         raise BadInputError(f"more than {MAX_TOP_ELEMENTS} elements before the first cluster")
     for element, where in seeks.items():  # what the walk did not reach
-        if element in (INFO, TRACKS, CHAPTERS, ATTACHMENTS) and _missing(header, element) and where < end:
+        if element in (INFO, TRACKS, CHAPTERS, ATTACHMENTS) and element not in header.read and where < end:
             body, found, length = _element_at(read_range, where, end)
             if found == element and length != UNKNOWN_SIZE:
                 _read_into(header, element, read_range, body, length, end)
     return header, first_cluster
 
 
-def _missing(header: _Header, element: int) -> bool:
-    return {INFO: header.duration is None, TRACKS: header.tracks is None, CHAPTERS: header.chapters is None,
-            ATTACHMENTS: header.attachments is None}[element]
-
-
 def _read_into(header: _Header, element: int, read_range: ReadRange, body: int, length: int, end: int) -> None:
+    header.read.add(element)
     if element == INFO:
-        info = _children(_body(read_range, body, length, end), 0)
+        info = _children(_body(read_range, body, length, end))
         header.scale_ns = _uint(info[TIMESTAMP_SCALE][0]) if TIMESTAMP_SCALE in info else 1_000_000
         if header.scale_ns <= 0:
             raise BadInputError("the TimestampScale is zero")
         header.duration = _float(info[DURATION][0]) if DURATION in info else header.duration
     elif element == TRACKS:
-        header.tracks = [_track(entry) for entry in _children(_body(read_range, body, length, end), 0).get(TRACK_ENTRY, [])]
+        header.tracks = [_track(entry) for entry in _children(_body(read_range, body, length, end)).get(TRACK_ENTRY, [])]
     elif element == CHAPTERS:
-        editions = _children(_body(read_range, body, length, end), 0).get(EDITION_ENTRY, [])
-        header.chapters = any(CHAPTER_ATOM in _children(edition, 1) for edition in editions)
+        editions = _children(_body(read_range, body, length, end)).get(EDITION_ENTRY, [])
+        header.chapters = any(CHAPTER_ATOM in _children(edition) for edition in editions)
     elif element == ATTACHMENTS:  # only whether there is one: its first children's headers (files are large)
         header.attachments, pos = False, body
         for _ in range(4):  # past a CRC-32 or a Void
@@ -176,12 +174,12 @@ def _read_into(header: _Header, element: int, read_range: ReadRange, body: int, 
 
 
 def _track(entry: bytes) -> _Track:
-    fields = _children(entry, 1)
+    fields = _children(entry)
     track = _Track(number=_uint(fields.get(TRACK_NUMBER, [b""])[0]),
                    kind=_KINDS.get(_uint(fields.get(TRACK_TYPE, [b""])[0]), "data"),
                    codec_id=fields.get(CODEC_ID, [b""])[0].rstrip(b"\0").decode("ascii", "replace"))
     if AUDIO in fields:
-        audio = _children(fields[AUDIO][0], 2)
+        audio = _children(fields[AUDIO][0])
         track.bit_depth = _uint(audio.get(BIT_DEPTH, [b""])[0])
     return track
 
@@ -211,14 +209,17 @@ def _first_blocks(read_range: ReadRange, pos: int, end: int, header: _Header) ->
     by_number = {t.number: t for t in header.tracks}
     video = next(t for t in header.tracks if t.kind == "video")
     spent = 0
-    while pos < end:
+    for _ in range(MAX_SCAN_ELEMENTS):
+        if pos >= end:
+            return "end"
         if spent >= MAX_SCAN_BYTES:
             return "bound"
         body, element, length = _element_at(read_range, pos, end)
+        spent += HEADER_READ  # every element costs a read, empty ones included
         known = length != UNKNOWN_SIZE
         if element != CLUSTER:
             if not known:
-                return "end"
+                return "bound"  # cannot be stepped over: when the tracks start is not known
             pos = body + length
             continue
         data = read_range(body, min(length if known else end - body, MAX_SCAN_BYTES - spent))
@@ -228,10 +229,10 @@ def _first_blocks(read_range: ReadRange, pos: int, end: int, header: _Header) ->
             return "done"
         if video.first_s is not None and cluster_s - video.first_s > FIRST_AUDIO_WITHIN_S:
             return "late"
-        if not known and cluster_end is None:
-            return "bound"  # a cluster of unknown size, larger than what may be read
+        if not known and cluster_end is None:  # a cluster of unknown size: to the file's end, or past the bound
+            return "end" if body + len(data) >= end else "bound"
         pos = body + (length if known else cluster_end)
-    return "end"
+    return "bound"
 
 
 def _blocks(data: bytes, by_number: dict[int, _Track], scale_ns: int) -> tuple[float, int | None]:
@@ -255,7 +256,7 @@ def _blocks(data: bytes, by_number: dict[int, _Track], scale_ns: int) -> tuple[f
         elif element in (SIMPLE_BLOCK, BLOCK_GROUP):
             block = data[body:body + length]
             if element == BLOCK_GROUP:
-                block = _children(block, 3).get(BLOCK, [b""])[0]
+                block = _children(block).get(BLOCK, [b""])[0]
             _first_time(block, base, by_number, scale_ns)
         offset = body + length
     return base * scale_ns / 1e9, None
@@ -318,10 +319,9 @@ def _body(read_range: ReadRange, body: int, length: int, end: int) -> bytes:
     return data
 
 
-def _children(data: bytes, depth: int) -> dict[int, list[bytes]]:
-    """The elements directly inside `data`, by ID, in order; bounded in count and depth."""
-    if depth > MAX_DEPTH:
-        raise BadInputError("elements nested deeper than a Matroska header's")
+def _children(data: bytes) -> dict[int, list[bytes]]:
+    """The elements directly inside `data`, by ID, in order; bounded in count. (The probe looks at
+    most three levels down, each a call of its own: nothing here recurses.)"""
     found: dict[int, list[bytes]] = {}
     offset = 0
     for _ in range(MAX_CHILDREN):

@@ -220,9 +220,10 @@ def canonical_gpu(name: str | None) -> str | None:
 
 
 def has_nvenc(gpu_name: str | None) -> bool:
-    """Whether the GPU has a video encoder; a model not in the table is assumed to (most do)."""
+    """Whether the GPU is known to have a video encoder: a model not in the table is not (the data
+    centre's A30 and H800, among others, have none, and a segment cannot fall back)."""
     gpu = canonical_gpu(gpu_name)
-    return gpu is None or gpu == CPU or GPUS[gpu].nvenc
+    return gpu is not None and gpu != CPU and GPUS[gpu].nvenc
 
 
 def _figures(gpu: str, task: Task, factor: int) -> list[Figure]:

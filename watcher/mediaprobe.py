@@ -12,7 +12,10 @@ from vastdrop.errors import BadInputError, TransientError
 from vastdrop.fmp4 import FIRST_AUDIO_WITHIN_S, StreamFacts, unsplittable
 
 OPEN_TIMEOUT_S = 30.0
-MAX_PROBE_PACKETS = 100_000  # demuxed to find when each stream starts: 10 s of any real file is far fewer
+# Demuxed to find when each stream starts: 10 s of any real file is far fewer packets and bytes. The
+# Matroska probe of the Lambda (vastdrop.mkvprobe) reads as far.
+MAX_PROBE_PACKETS = 100_000
+MAX_PROBE_BYTES = 64 << 20
 # Planned segments stop this short of a duration only the container states: the last segment runs
 # to the end whatever it is, so planning short costs nothing, and no segment is left without video.
 CONTAINER_DURATION_SLACK_S = 2.0
@@ -65,7 +68,11 @@ def _first_packets(container, video) -> dict[int, float]:
     is FIRST_AUDIO_WITHIN_S in (a stream still without one then starts later: math.inf)."""
     wanted = {stream.index for stream in container.streams.audio} | {video.index}
     first: dict[int, float] = {}
+    read = 0
     for count, packet in enumerate(container.demux()):
+        read += packet.size
+        if count > MAX_PROBE_PACKETS or read > MAX_PROBE_BYTES:  # whatever the packets: the reading is bounded
+            raise BadInputError(f"cannot tell when each stream starts within its first {MAX_PROBE_BYTES >> 20} MB")
         at = packet.pts if packet.pts is not None else packet.dts
         if at is None or packet.stream.index not in wanted:
             continue
@@ -73,7 +80,6 @@ def _first_packets(container, video) -> dict[int, float]:
         first[packet.stream.index] = min(seconds, first.get(packet.stream.index, seconds))
         if set(first) >= wanted:
             return first
-        if packet.stream.index == video.index and seconds - first[video.index] > FIRST_AUDIO_WITHIN_S \
-                or count > MAX_PROBE_PACKETS:
+        if packet.stream.index == video.index and seconds - first[video.index] > FIRST_AUDIO_WITHIN_S:
             return {index: first.get(index, math.inf) for index in wanted}
     return first  # the file ended: a stream without a packet has nothing to place late
