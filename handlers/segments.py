@@ -42,6 +42,7 @@ MIN_SEGMENT_S = 1.0  # shorter would be mostly each instance's start-up
 # A verified segment whose result left the job's staging before the join (a lifecycle rule shorter
 # than the job) is redone, at most this many times: a store that keeps deleting it fails the job.
 MAX_SEGMENT_REDOS = 2
+MAX_SIBLINGS_ASKED = 8  # a segment's codec configuration is checked against a published one of these
 
 
 def segment_job_id(parent_id: str, attempt: int, index: int) -> str:
@@ -322,12 +323,15 @@ def unjoinable(child: JobRecord, manifest: Manifest, deps: Deps) -> str | None:
 
 
 def _published_siblings(child: JobRecord, deps: Deps):
+    """Published segments of the same job, nearest first, among at most MAX_SIBLINGS_ASKED (a ledger
+    read each: a job of 1,000 segments is not read whole for each one verified; the join checks all)."""
     span = child.segment or {}
-    for index in range(int(span.get("count") or 0)):
-        if index != span.get("index"):
-            sibling = deps.ledger.get(segment_job_id(child.parent_id, int(span["parent_attempt"]), index))
-            if sibling is not None and sibling.state == S.SUCCEEDED:
-                yield sibling
+    own, count = int(span.get("index") or 0), int(span.get("count") or 0)
+    nearest = sorted((i for i in range(count) if i != own), key=lambda i: (abs(i - own), i))
+    for index in nearest[:MAX_SIBLINGS_ASKED]:
+        sibling = deps.ledger.get(segment_job_id(child.parent_id, int(span["parent_attempt"]), index))
+        if sibling is not None and sibling.state == S.SUCCEEDED:
+            yield sibling
 
 
 def _final_manifest(parent: JobRecord, children: list[JobRecord], manifests: list[Manifest], joined,
