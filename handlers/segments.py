@@ -14,7 +14,8 @@ own job on its own instance, and joined into one result without the result passi
 - join: once every segment succeeded, the result is one multipart upload of server-side copies
   (vastdrop.join): the first segment whole, then each later one without its init segment (the
   same in every segment: checked, codec configuration by codec configuration). The final manifest
-  is written last and lists the segments with their instances, timings and costs.
+  is written last and lists the segments with their instances, timings and costs. Segment 0 alone
+  carries the chapters (a chapter track the others lack: vastdrop.fmp4.follows).
 - a segment that fails for good fails the whole job; the other segments are stopped.
 """
 
@@ -27,7 +28,7 @@ from handlers import finished, jobs
 from handlers.deps import ControlConfig, Deps
 from vastdrop import logs
 from vastdrop.errors import PermanentError, TransientError
-from vastdrop.fmp4 import MAX_INIT_BYTES, NotASegment, init_length, sample_descriptions
+from vastdrop.fmp4 import MAX_INIT_BYTES, NotASegment, follows, init_length, sample_descriptions
 from vastdrop.layout import content_type_for
 from vastdrop.ledger.base import JobRecord
 from vastdrop.manifest import Manifest, MediaFacts, MediaPair, ResultRef, reported_number
@@ -262,7 +263,7 @@ def _join(parent: JobRecord, children: list[JobRecord], deps: Deps) -> str:
             return _fail(parent, children, "internal", f"segment {index} is not a media segment: {exc}", deps)
         if first_config is None:
             first_config = config
-        elif config != first_config:
+        elif not follows(first_config, config):
             return _fail(parent, children, "internal",
                          f"segment {index} was encoded with another codec configuration than segment 0 "
                          "(different encoders or hosts): the joined file would not play", deps)
@@ -314,7 +315,10 @@ def unjoinable(child: JobRecord, manifest: Manifest, deps: Deps) -> str | None:
             _, published = _init_of(sibling_key, info.size, info.etag, deps)
         except NotASegment:
             continue  # the join will say so
-        if config != published:
+        own, other = child.segment["index"], sibling.segment["index"]
+        joins = follows(config, published) if own == 0 else follows(published, config) if other == 0 \
+            else config == published
+        if not joins:
             encoder = logs.bounded(str(manifest.engine.encoder), 40)
             return (f"the segment was encoded (by {encoder}) with another codec configuration than the published "
                     f"segment {sibling.segment['index']}: the joined file would not play")

@@ -64,7 +64,8 @@ def _matroska_files(tmp: Path, rip: Path) -> dict[str, Path]:
         "mkv pcm 24-bit": make_clip(tmp / "pcm24.mkv", width=64, height=48, fps=24, seconds=2, audio_codec="pcm_s24le"),
         "webm vp9 opus": make_clip(tmp / "vp9.webm", width=64, height=48, fps=24, seconds=2, codec="libvpx-vp9",
                                    audio_codec="libopus"),
-        "mkv chapters": rip,
+        "mkv chapters": tmp / "chaptered.mkv",
+        "mkv rip": rip,
         "mkv subtitles": tmp / "subs.mkv",
         "mkv font": tmp / "fontonly.mkv",
         "mkv two soundtracks": tmp / "dub.mkv",
@@ -73,6 +74,7 @@ def _matroska_files(tmp: Path, rip: Path) -> dict[str, Path]:
         "mkv live": tmp / "live.mkv",
     }
     no_chapters = ["-c", "copy", "-map_chapters", "-1"]
+    ffmpeg("-i", rip, "-map", "0:v", "-map", "0:a:0", "-c", "copy", "-map_chapters", "0", files["mkv chapters"])
     ffmpeg("-i", rip, "-map", "0:v", "-map", "0:a:0", "-map", "0:s", *no_chapters, files["mkv subtitles"])
     ffmpeg("-i", font, "-map", "0:v", "-map", "0:a:0", "-map", "0:t", *no_chapters, files["mkv font"])
     ffmpeg("-i", rip, "-map", "0:v", "-map", "0:a", *no_chapters, files["mkv two soundtracks"])
@@ -96,13 +98,14 @@ def test_it_agrees_with_pyav_on_what_to_split_and_why_and_how_long(files):
     assert said["aac"] is said["no audio"] is said["moov first"] is said["hevc in mov"] is None
     assert said["opus"] is said["flac"] is None  # copied into segments as AAC is
     assert "pcm_s16le" in said["pcm in mov"] and "mp3" in said["mp3"] and "ac3" in said["ac-3"]
-    assert "chapters" in said["chapters"] and "subtitle stream" in said["subtitles"]
+    assert said["chapters"] is None and "subtitle stream" in said["subtitles"]  # segment 0 writes the chapters
     assert "starts more than 10 s after the picture" in said["late audio"]
     # Matroska's alike: read from its header elements and first clusters.
     assert said["mkv aac"] is said["mkv no audio"] is said["mkv flac"] is said["webm vp9 opus"] is None
     assert said["mkv live"] is None
     assert "mp3" in said["mkv mp3"] and "pcm_s24le" in said["mkv pcm 24-bit"]
-    assert "chapters" in said["mkv chapters"] and "subtitle stream 2" in said["mkv subtitles"]
+    assert said["mkv chapters"] is None and "audio stream 2 is ac3" in said["mkv rip"]
+    assert "subtitle stream 2" in said["mkv subtitles"]
     assert "attachment stream 2" in said["mkv font"] and "audio stream 2 is ac3" in said["mkv two soundtracks"]
     assert "starts more than 10 s after the picture" in said["mkv late audio"]
 

@@ -29,14 +29,13 @@ class StreamFacts:
     start_s: float = 0.0  # when it starts, on the container's clock
 
 
-def unsplittable(streams: list[StreamFacts], video: StreamFacts, chapters: bool) -> str | None:
+def unsplittable(streams: list[StreamFacts], video: StreamFacts) -> str | None:
     """Why an input of these streams cannot be processed as segments, or None: the one rule (and
     reason) that every probe applies, said before launching what gpu_job.media.segment.check_carried
-    would refuse."""
-    if chapters:
-        return "it has chapters (written once, at the start of the file)"
+    would refuse. Chapters are no reason (segment 0 writes them); an MP4's chapter track is kind
+    "chapters"."""
     for stream in streams:
-        if stream is video or stream.kind == "video":  # other video streams are dropped alike everywhere
+        if stream is video or stream.kind in ("video", "chapters"):  # other pictures are dropped everywhere
             continue
         if stream.kind != "audio":
             return f"its {stream.kind} stream {stream.index} is not split into segments yet"
@@ -46,6 +45,17 @@ def unsplittable(streams: list[StreamFacts], video: StreamFacts, chapters: bool)
         if stream.start_s - video.start_s > FIRST_AUDIO_WITHIN_S:
             return f"its audio stream {stream.index} starts more than {FIRST_AUDIO_WITHIN_S:.0f} s after the picture"
     return None
+
+
+CHAPTER_SAMPLE_ENTRIES = (b"text", b"tx3g")  # the chapter track FFmpeg writes: QuickTime text
+
+
+def follows(first: list[bytes], later: list[bytes]) -> bool:
+    """Whether a later segment's sample descriptions (sample_descriptions) fit after segment 0's
+    init segment: the same, track by track, but for chapter tracks that only segment 0 has (it
+    writes the chapters; the others none)."""
+    extra = first[len(later):]
+    return later == first[:len(later)] and all(entry[20:24] in CHAPTER_SAMPLE_ENTRIES for entry in extra)
 
 
 class NotASegment(ValueError):

@@ -1,5 +1,5 @@
 """What the control plane must know of a Matroska or WebM input before splitting it (issue 12), read
-from its header elements (Info, Tracks, Chapters, Attachments) and its first clusters with a few
+from its header elements (Info, Tracks, Attachments) and its first clusters with a few
 ranged GETs and no media library, as vastdrop.mp4probe does for MP4 (which hands EBML files here).
 The watcher's PyAV probe (watcher.mediaprobe) is the oracle: tests/test_mp4probe.py holds the two
 side by side on the same files.
@@ -39,7 +39,7 @@ SEGMENT, SEEK_HEAD, SEEK, SEEK_ID, SEEK_POSITION = 0x18538067, 0x114D9B74, 0x4DB
 INFO, TIMESTAMP_SCALE, DURATION = 0x1549A966, 0x2AD7B1, 0x4489
 TRACKS, TRACK_ENTRY, TRACK_NUMBER, TRACK_TYPE, CODEC_ID = 0x1654AE6B, 0xAE, 0xD7, 0x83, 0x86
 AUDIO, BIT_DEPTH = 0xE1, 0x6264
-CHAPTERS, EDITION_ENTRY, CHAPTER_ATOM = 0x1043A770, 0x45B9, 0xB6
+CHAPTERS = 0x1043A770  # nothing to read in it: chapters are no reason not to split
 ATTACHMENTS, ATTACHED_FILE = 0x1941A469, 0x61A7
 CLUSTER, CLUSTER_TIMESTAMP, SIMPLE_BLOCK, BLOCK_GROUP, BLOCK = 0x1F43B675, 0xE7, 0xA3, 0xA0, 0xA1
 EBML_HEADER, DOC_TYPE, CRC_32, VOID = 0x1A45DFA3, 0x4282, 0xBF, 0xEC
@@ -67,7 +67,6 @@ class _Header:
     scale_ns: int = 1_000_000
     duration: float | None = None  # in scale_ns units
     tracks: list[_Track] | None = None
-    chapters: bool | None = None
     attachments: bool | None = None
     read: set[int] = field(default_factory=set)  # the kinds read: each at most once
 
@@ -108,7 +107,7 @@ def probe(read_range: ReadRange, size: int) -> tuple[float, str | None]:
         facts.append(StreamFacts(len(facts), "attachment", ""))
     video_facts = facts[header.tracks.index(video)]
     duration = (header.duration or 0.0) * header.scale_ns / 1e9
-    return max(0.0, duration - CONTAINER_DURATION_SLACK_S), unsplittable(facts, video_facts, bool(header.chapters))
+    return max(0.0, duration - CONTAINER_DURATION_SLACK_S), unsplittable(facts, video_facts)
 
 
 # -- the Segment's header elements ----------------------------------------------------------------
@@ -133,13 +132,13 @@ def _header(read_range: ReadRange, pos: int, end: int) -> tuple[_Header, int | N
                 if SEEK_ID in entry and SEEK_POSITION in entry:
                     seeks.setdefault(int.from_bytes(entry[SEEK_ID][0], "big"),
                                      segment_start + _uint(entry[SEEK_POSITION][0]))
-        elif element in (INFO, TRACKS, CHAPTERS, ATTACHMENTS) and element not in header.read:
+        elif element in (INFO, TRACKS, ATTACHMENTS) and element not in header.read:
             _read_into(header, element, read_range, body, length, end)
         pos = body + length
     else:
         raise BadInputError(f"more than {MAX_TOP_ELEMENTS} elements before the first cluster")
     for element, where in seeks.items():  # what the walk did not reach
-        if element in (INFO, TRACKS, CHAPTERS, ATTACHMENTS) and element not in header.read and where < end:
+        if element in (INFO, TRACKS, ATTACHMENTS) and element not in header.read and where < end:
             body, found, length = _element_at(read_range, where, end)
             if found == element and length != UNKNOWN_SIZE:
                 _read_into(header, element, read_range, body, length, end)
@@ -156,9 +155,6 @@ def _read_into(header: _Header, element: int, read_range: ReadRange, body: int, 
         header.duration = _float(info[DURATION][0]) if DURATION in info else header.duration
     elif element == TRACKS:
         header.tracks = [_track(entry) for entry in _children(_body(read_range, body, length, end)).get(TRACK_ENTRY, [])]
-    elif element == CHAPTERS:
-        editions = _children(_body(read_range, body, length, end)).get(EDITION_ENTRY, [])
-        header.chapters = any(CHAPTER_ATOM in _children(edition) for edition in editions)
     elif element == ATTACHMENTS:  # only whether there is one: its first children's headers (files are large)
         header.attachments, pos = False, body
         for _ in range(4):  # past a CRC-32 or a Void

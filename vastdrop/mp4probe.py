@@ -26,7 +26,7 @@ MAX_TOP_BOXES = 256  # ftyp, moov, mdat, free...: a real file has a handful
 MAX_MOOV_BYTES = 64 << 20  # a two-hour film's index is a few MB
 MAX_BOXES = 100_000  # inside the moov
 MAX_EDITS = 1000  # a real edit list has one to three entries
-_PARSED = {b"mvhd", b"mehd", b"trex", b"chpl", b"mdhd", b"hdlr", b"chap", b"elst", b"stsd"}  # the rest is skipped
+_PARSED = {b"mvhd", b"mehd", b"trex", b"tkhd", b"mdhd", b"hdlr", b"chap", b"elst", b"stsd"}  # the rest is skipped
 FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}  # MP4, and QuickTime's older files
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"udta", b"tref", b"mvex"}
 # Sample entry formats, as FFmpeg names their codecs (the reasons say the name a user knows).
@@ -51,14 +51,14 @@ class _Track:
     edits: list[tuple[int, int]] = field(default_factory=list)  # (duration in the movie's timescale, media time)
     sample_format: bytes = b""
     object_type: int | str | None = None  # mp4a's codec, from its esds (a name: MPEG-4 audio that is not AAC)
-    chapters: bool = False  # a tref/chap: the chapter titles are another track
+    track_id: int = 0
+    chapter_ids: tuple[int, ...] = ()  # tref/chap: the tracks that hold this one's chapter titles
 
 
 @dataclass
 class _Movie:
     timescale: int = 0
     tracks: list[_Track] = field(default_factory=list)
-    chapters: bool = False  # udta/chpl (Nero's chapters)
     fragmented: bool = False
 
 
@@ -186,16 +186,16 @@ def _leaf(kind: bytes, box: bytes, movie: _Movie, track: _Track | None) -> None:
             movie.timescale = _timescale_and_duration(box)[0]
         elif kind == b"mehd" or kind == b"trex":
             movie.fragmented = True
-        elif kind == b"chpl":
-            movie.chapters = True
         elif track is None:
             return
         elif kind == b"mdhd":
             track.timescale, track.duration = _timescale_and_duration(box)
         elif kind == b"hdlr" and len(box) >= 12 and not track.handler:  # mdia's (QuickTime has another in minf)
             track.handler = box[8:12]
+        elif kind == b"tkhd" and len(box) >= 24:
+            track.track_id = struct.unpack_from(">I", box, 20 if box[0] == 1 else 12)[0]
         elif kind == b"chap":
-            track.chapters = True
+            track.chapter_ids = struct.unpack_from(f">{min(len(box) // 4, MAX_EDITS)}I", box)
         elif kind == b"elst":
             track.edits = _edits(box)
         elif kind == b"stsd" and len(box) >= 16 and not track.sample_format:
@@ -276,13 +276,13 @@ def _delay_s(track: _Track, movie_timescale: int) -> float:
 
 
 def _unsplittable(movie: _Movie, video: _Track) -> str | None:
+    chapter_tracks = {i for t in movie.tracks for i in t.chapter_ids}  # their titles are the chapters
     facts = []
     for index, track in enumerate(movie.tracks):
-        kind = _KINDS.get(track.handler, "data")
+        kind = "chapters" if track.track_id in chapter_tracks else _KINDS.get(track.handler, "data")
         facts.append(StreamFacts(index, kind, _audio_codec(track) if kind == "audio" else "",
                                  _delay_s(track, movie.timescale)))
-    chapters = bool(movie.chapters or any(t.chapters for t in movie.tracks))
-    return unsplittable(facts, facts[movie.tracks.index(video)], chapters)
+    return unsplittable(facts, facts[movie.tracks.index(video)])
 
 
 def _audio_codec(track: _Track) -> str:

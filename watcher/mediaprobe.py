@@ -47,16 +47,23 @@ def _unsplittable(container, video) -> str | None:
     starts is read from its first packets, demuxed (not decoded): PyAV's start_time says 0 for a
     Matroska soundtrack that starts 12 s in, because the demuxer did not read that far."""
     def facts(starts: dict[int, float]) -> list[StreamFacts]:
-        return [StreamFacts(stream.index, stream.type, _codec(stream) if stream.type == "audio" else "",
+        return [StreamFacts(stream.index, _kind(stream), _codec(stream) if stream.type == "audio" else "",
                             starts.get(stream.index, 0.0)) for stream in container.streams]
 
-    chapters = bool(container.chapters())
     said = facts({})
-    why = unsplittable(said, said[video.index], chapters)  # the reasons that need no packet first
+    why = unsplittable(said, said[video.index])  # the reasons that need no packet first
     if why is not None or not container.streams.audio:
         return why
     timed = facts(_first_packets(container, video))
-    return unsplittable(timed, timed[video.index], chapters)
+    return unsplittable(timed, timed[video.index])
+
+
+def _kind(stream) -> str:
+    """The stream's kind; an MP4's chapter track (FFmpeg discards it: its titles are the chapters,
+    as gpu_job.media.streams plans it) is "chapters"."""
+    import av
+
+    return "chapters" if stream.type == "data" and stream.discard == av.stream.Discard.all else stream.type
 
 
 def _codec(stream) -> str:

@@ -180,12 +180,14 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float, on_frame: OnF
             output = SerialMux(container_out)
             vout = encode.add_video_stream(output, choice, out_w, out_h, rate, time_base, out_colour)
             geometry.configure_stream(vout, geo, time_base)
-            others = streams.OtherStreams(container, output, vin, plan.container)
+            # Chapters go in the header (moov) and a first fragment: a split job's are segment 0's alone.
+            others = streams.OtherStreams(container, output, vin, plan.container,
+                                          write_chapters=plan.window is None or plan.window[0] == 0)
             others.tag_video(vout)
             report.audio, report.streams, report.notes = others.audio_mode, others.entries, report.notes + others.notes
             segment = None
             if plan.window is not None:
-                check_carried(others.entries, others.chapters)
+                check_carried(others.entries)
                 segment = open_segment(src, container, vin, plan.window, others.inputs)
                 if not segment.is_first:
                     for index, route in others.routes.items():

@@ -200,17 +200,16 @@ def _firsts(container: av.container.InputContainer, vin: av.VideoStream,
                       "cannot be processed in segments (run it without --segment-s)")
 
 
-def check_carried(entries, chapters: list) -> None:
+def check_carried(entries) -> None:
     """A segment's other streams must be copied packet by packet (so they join seamlessly) and its
     init segment must be the same as every other segment's: re-encoded audio (each encoder would
-    start afresh at a join) and chapters (written once, in the init) cannot be split. The control
-    plane does not split such inputs; a segment asked anyway refuses rather than join badly."""
+    start afresh at a join) cannot be split. Chapters can: segment 0 writes them (in its header and
+    first fragment), the others none. The control plane does not split other inputs; a segment
+    asked anyway refuses rather than join badly."""
     for entry in entries:
         if entry.action == "kept" and (entry.kind != "audio" or entry.codec not in SEGMENT_AUDIO_CODECS):
             raise ConfigError(f"{entry.kind} stream {entry.index} ({entry.codec}) would be copied: only "
                               f"{SEGMENT_AUDIO_NAMES} audio is split into segments so far (run it without --segment-s)")
-        if entry.action == "converted" and entry.to not in ("timecode",):
+        if entry.action == "converted" and entry.to not in ("timecode", "chapters"):
             raise ConfigError(f"stream {entry.index} would be converted to {entry.to}: such an input "
                               "cannot be processed in segments (run it without --segment-s)")
-    if chapters:
-        raise ConfigError("an input with chapters cannot be processed in segments (run it without --segment-s)")

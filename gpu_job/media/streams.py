@@ -217,7 +217,9 @@ class OtherStreams:
     each is copied, converted or dropped, and routed packet by packet while the video is demuxed."""
 
     def __init__(self, container: av.container.InputContainer, output: av.container.OutputContainer,
-                 vin: av.VideoStream, fmt: str) -> None:
+                 vin: av.VideoStream, fmt: str, *, write_chapters: bool = True) -> None:
+        """write_chapters False: the chapters are planned (self.chapters) but not written, as for a
+        later segment of a split job (the join keeps segment 0's header, which has them)."""
         self.container, self.output, self.vin, self.fmt = container, output, vin, fmt
         self.entries: list[StreamEntry] = []
         self.notes: list[str] = []
@@ -229,7 +231,7 @@ class OtherStreams:
                 self._plan(stream)
         output.metadata.update(content_tags(container.metadata))
         self.chapters = _shifted_chapters(container.chapters(), vin)
-        if self.chapters:
+        if self.chapters and write_chapters:
             output.set_chapters(self.chapters)
 
     @property
