@@ -260,6 +260,9 @@ def test_hostile_matroska_headers_are_bounded():
         "a million Voids after a cluster": segment(info + tracks + cluster(0, 1) + b"\xec\x80" * 1_000_000),
         "a million empty clusters": segment(info + tracks + cluster(0, 1) + b"\x1f\x43\xb6\x75\x80" * 1_000_000),
         "a hundred 1 MB Tracks": segment(info + tracks + _ebml(m.TRACKS, video + bytes(1 << 20)) * 100 + cluster(0, 1)),
+        "a hundred 1 MB SeekHeads": segment(_ebml(m.SEEK_HEAD, b"") + _ebml(m.SEEK_HEAD, _ebml(0xEC, bytes(1 << 20))) * 100
+                                            + info + tracks
+                                            + cluster(0, 1) + cluster(40, 2)),
         "an unknown size between clusters": segment(info + tracks + cluster(0, 1) + _ebml(0x1254C367, b"", size=unknown)
                                                     + cluster(20_000, 2)),
         "an invalid size byte": segment(info + b"\x16\x54\xae\x6b\x00" + bytes(20)),
@@ -286,8 +289,8 @@ def test_hostile_matroska_headers_are_bounded():
     for name in ("a million Voids after a cluster", "a million empty clusters", "an unknown size between clusters"):
         assert "its audio stream 1 has no block in the first 64 MB" == said[name][1], (name, said[name])
         assert len(reads[name]) <= m.MAX_SCAN_ELEMENTS + 20, (name, len(reads[name]))
-    assert said["a hundred 1 MB Tracks"] == (58.0, None)  # the first Tracks is the one read
-    assert sum(reads["a hundred 1 MB Tracks"]) < 3 << 20
+    for name in ("a hundred 1 MB Tracks", "a hundred 1 MB SeekHeads"):  # the first of each is the one read
+        assert said[name] == (58.0, None) and sum(reads[name]) < 3 << 20, (name, sum(reads[name]))
     assert max(n for log in reads.values() for n in log) <= HEAD_BYTES
 
 

@@ -399,9 +399,11 @@ def test_a_segment_job_encodes_alike_on_every_host(tmp_path, monkeypatch):
     from gpu_job.media.colour import Colour
 
     ten_bit = Colour(bit_depth=10)
-    assert encode.choose_encoder("mpeg4", 64, 48, rate, 18, gpu=False, colour=ten_bit).bit_depth == 8
-    with pytest.raises(TransientError, match="no 10-bit mode"):
-        encode.choose_encoder("mpeg4", 64, 48, rate, 18, gpu=False, colour=ten_bit, same_on_every_host=True)
+    for host_independent in (False, True):  # mpeg4 has no 10-bit mode anywhere: 8 bits is every host's
+        assert encode.choose_encoder("mpeg4", 64, 48, rate, 18, gpu=False, colour=ten_bit,
+                                     same_on_every_host=host_independent).bit_depth == 8
+    with pytest.raises(TransientError, match="10-bit mode"):  # NVENC has one, which does not open here
+        encode.choose_encoder(encode.NVENC, 64, 48, rate, 18, gpu=False, colour=ten_bit, same_on_every_host=True)
 
     # The real job, as a host without NVENC runs a segment that asks for it.
     src = make_clip(tmp_path / "clip.mp4", width=64, height=48, fps=12, seconds=2)
@@ -507,17 +509,18 @@ def test_a_job_failed_for_a_segment_redone_too_often_leaves_no_other_redone_segm
     assert first.attempt == 1 and first.state.is_terminal(), first
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
-def test_chapters_are_segment_zeros_and_the_joined_file_has_the_one_jobs(tmp_path, suffix):
+@pytest.mark.parametrize("suffix, timecode", [(".mp4", None), (".mkv", None), (".mp4", "01:00:00:00")])
+def test_chapters_are_segment_zeros_and_the_joined_file_has_the_one_jobs(tmp_path, suffix, timecode):
     """A rip's chapters (an MP4's chapter track, or Matroska's Chapters): segment 0 writes them in its
     header and first fragment, the other segments none, and the joined file has the one job's
-    chapters, frames and sound, decoding without a warning."""
+    chapters, frames and sound, decoding without a warning. A timecode track, which the muxer puts
+    after the chapter track, is segment 0's alone too."""
     from tests.support.clips import make_rip
     from tests.support.ffmpeg import ffmpeg
 
     src = tmp_path / f"film{suffix}"
     ffmpeg("-i", make_rip(tmp_path / "rip.mkv", seconds=6), "-map", "0:v", "-map", "0:a:0", "-c", "copy",
-           "-map_chapters", "0", src)
+           "-map_chapters", "0", *(["-timecode", timecode] if timecode else []), src)
     one = _run(tmp_path, src, "one")
     parts = _segments(tmp_path, src, ["0", "2.5", "4.25", None])
     joined = _join(parts, tmp_path / "joined.mp4")
@@ -530,6 +533,8 @@ def test_chapters_are_segment_zeros_and_the_joined_file_has_the_one_jobs(tmp_pat
     # back with "UDTA parsing failed retrying raw": its own quirk, the one job's file says it too.
     assert _warnings(joined) == _warnings(one) == ("" if suffix == ".mp4" else "UDTA parsing failed retrying raw")
     assert _timeline(joined) == _timeline(one)
+    with av.open(str(one)) as a, av.open(str(joined)) as b:
+        assert b.streams.video[0].metadata.get("timecode") == a.streams.video[0].metadata.get("timecode") == timecode
 
 
 def _warnings(path: Path) -> str:
@@ -545,8 +550,11 @@ def test_only_segment_zero_may_carry_a_chapter_track():
         inner = (16 + 8 + len(body)).to_bytes(4, "big") + kind + bytes(6) + b"\x00\x01" + body
         return (16 + len(inner)).to_bytes(4, "big") + b"stsd" + bytes(4) + b"\x00\x00\x00\x01" + inner
 
-    video, audio, chapters = entry(b"avc1", b"sps"), entry(b"mp4a", b"aac"), entry(b"text")
+    video, audio, chapters, timecode = entry(b"avc1", b"sps"), entry(b"mp4a", b"aac"), entry(b"text"), entry(b"tmcd")
     assert follows([video, audio, chapters], [video, audio])
+    assert follows([video, audio, chapters, timecode], [video, audio])
+    assert not follows([video, audio, chapters, timecode], [video, audio, timecode])  # IDs would not line up
+    assert not follows([video, audio, entry(b"tx3g")], [video, audio])  # subtitles are every segment's
     assert follows([video, audio], [video, audio])
     assert not follows([video, audio], [video, audio, chapters])  # a later segment's own chapters
     assert not follows([video, audio, entry(b"mp4a")], [video, audio])  # a soundtrack only segment 0 has

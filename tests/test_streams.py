@@ -192,3 +192,25 @@ def test_watcher_container_mkv_publishes_output_name_mkv_with_a_verified_manifes
         assert "matroska" in c.format.name
         assert {s.type for s in c.streams} == {"video", "audio", "subtitle", "attachment"}
     assert not list(output.rglob("*.mp4")) and not list((output / ".attempts").rglob("result.*"))
+
+
+def test_tags_and_chapter_titles_that_are_not_utf8_are_kept_with_the_bad_bytes_replaced(tmp_path):
+    """Older tools wrote Latin-1 titles. PyAV decodes tags as strict UTF-8 and refused to open such a
+    file at all (a UnicodeDecodeError, so a crash, retried as one); the job and the watcher's probe
+    now read it, the undecodable byte replaced."""
+    from watcher.mediaprobe import probe_for_segments
+
+    data = make_rip(tmp_path / "rip.mkv", seconds=1).read_bytes()
+    for text, latin1 in ((b"A Test Rip", b"A T\xe9st Rip"), (CHAPTERS[0][2].encode(), b"\xc9" + CHAPTERS[0][2].encode()[1:])):
+        assert len(text) == len(latin1) and data.count(text) == 1  # the same length: no size to mend
+        data = data.replace(text, latin1)
+    src = tmp_path / "latin1.mkv"
+    src.write_bytes(data)
+    with pytest.raises(UnicodeDecodeError):  # what PyAV does by default
+        av.open(str(src)).close()
+    proc = run_job(file_job_env(tmp_path, src, JOB_CONTAINER="mkv"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with av.open(str(tmp_path / "bucket" / "output" / "clip.mp4"), format="matroska") as out:  # an MKV at that name
+        assert out.metadata["title"] == "A T\ufffdst Rip"
+        assert out.chapters()[0]["metadata"]["title"] == "\ufffd" + CHAPTERS[0][2][1:]
+    assert probe_for_segments(str(src))[1] is not None  # a reason (its subtitles), not a crash

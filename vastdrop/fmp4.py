@@ -47,15 +47,17 @@ def unsplittable(streams: list[StreamFacts], video: StreamFacts) -> str | None:
     return None
 
 
-CHAPTER_SAMPLE_ENTRIES = (b"text", b"tx3g")  # the chapter track FFmpeg writes: QuickTime text
+# The tracks FFmpeg's muxer writes after the media, which only segment 0 of a split job writes: the
+# chapter track (QuickTime text) and the timecode track.
+SEGMENT_ZERO_ONLY_ENTRIES = (b"text", b"tmcd")
 
 
 def follows(first: list[bytes], later: list[bytes]) -> bool:
     """Whether a later segment's sample descriptions (sample_descriptions) fit after segment 0's
-    init segment: the same, track by track, but for chapter tracks that only segment 0 has (it
-    writes the chapters; the others none)."""
+    init segment: the same, track by track, but for the chapter and timecode tracks that only
+    segment 0 has (gpu_job.media.segment.LATER_SEGMENT_MP4)."""
     extra = first[len(later):]
-    return later == first[:len(later)] and all(entry[20:24] in CHAPTER_SAMPLE_ENTRIES for entry in extra)
+    return later == first[:len(later)] and all(entry[20:24] in SEGMENT_ZERO_ONLY_ENTRIES for entry in extra)
 
 
 class NotASegment(ValueError):

@@ -126,7 +126,8 @@ def _header(read_range: ReadRange, pos: int, end: int) -> tuple[_Header, int | N
             break
         if length == UNKNOWN_SIZE:
             raise BadInputError(f"element {element:#x} at {pos} has an unknown size")
-        if element == SEEK_HEAD and not seeks:  # the first only: the elements it names are what we want
+        if element == SEEK_HEAD and SEEK_HEAD not in header.read:  # the first only, whatever it holds
+            header.read.add(SEEK_HEAD)
             for seek in _children(_body(read_range, body, length, end)).get(SEEK, []):
                 entry = _children(seek)
                 if SEEK_ID in entry and SEEK_POSITION in entry:

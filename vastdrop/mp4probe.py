@@ -276,7 +276,8 @@ def _delay_s(track: _Track, movie_timescale: int) -> float:
 
 
 def _unsplittable(movie: _Movie, video: _Track) -> str | None:
-    chapter_tracks = {i for t in movie.tracks for i in t.chapter_ids}  # their titles are the chapters
+    # The tracks whose titles are the chapters: as FFmpeg reads them, those of the last tref/chap.
+    chapter_tracks = next((set(t.chapter_ids) for t in reversed(movie.tracks) if t.chapter_ids), set())
     facts = []
     for index, track in enumerate(movie.tracks):
         kind = "chapters" if track.track_id in chapter_tracks else _KINDS.get(track.handler, "data")

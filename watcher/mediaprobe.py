@@ -26,7 +26,7 @@ def probe_for_segments(source: str) -> tuple[float, str | None]:
     import av  # the watcher's only use of PyAV at run time: imported when a split is considered
 
     try:
-        with av.open(source, timeout=OPEN_TIMEOUT_S) as container:
+        with av.open(source, timeout=OPEN_TIMEOUT_S, metadata_errors="replace") as container:  # any tag encoding
             if not container.streams.video:
                 raise BadInputError("no video stream")
             video = container.streams.video[0]

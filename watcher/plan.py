@@ -181,7 +181,7 @@ def probe(source: str, key: str, *, count_packets: bool) -> Media:
     import av
 
     try:
-        container = av.open(source, "r", timeout=30.0)
+        container = av.open(source, "r", timeout=30.0, metadata_errors="replace")  # any tag encoding
     except av.error.FFmpegError as exc:
         raise ValueError(f"not a readable media file ({_reason(exc, source, key)})") from None
     with container:

@@ -28,7 +28,7 @@ import av
 import numpy as np
 
 from gpu_job.lazy import lazy_import
-from gpu_job.media.probe import readable
+from gpu_job.media.probe import open_read
 
 torch = lazy_import("torch")  # imported on first use: the YUV-only path never needs it
 
@@ -211,7 +211,7 @@ def _side_data(frame: av.VideoFrame) -> tuple[Mastering | None, ContentLight | N
 
 def of_file(path) -> Colour:
     """The colour of a file's first video stream, from its first decoded frame."""
-    with av.open(readable(path)) as container:
+    with open_read(path) as container:
         stream = container.streams.video[0]
         frame = next(container.decode(stream), None)
         if frame is None:

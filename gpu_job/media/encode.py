@@ -98,7 +98,9 @@ def choose_encoder(requested: str, width: int, height: int, rate: Fraction, crf:
         if requested not in av.codecs_available:
             raise ConfigError(f"unknown video encoder {requested!r}")
         choice = _try(requested, deep, width, height, rate, crf)
-        if choice is None and deep and same_on_every_host:  # 8 bits here, 10 on another host: not one configuration
+        if choice is None and deep and same_on_every_host and _pix_fmt(requested, True):
+            # It has a 10-bit mode that does not open here (NVENC on an older GPU): 8 bits here, 10
+            # elsewhere would not be one configuration. (Without one at all, 8 bits is every host's.)
             raise TransientError(f"encoder {requested} has no 10-bit mode on this host, and every segment of a job "
                                  "must be encoded by the same encoder")
         if choice is None and deep and (choice := _try(requested, False, width, height, rate, crf)):

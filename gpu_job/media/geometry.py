@@ -22,7 +22,7 @@ import av
 import numpy as np
 
 from gpu_job.lazy import lazy_import
-from gpu_job.media.probe import Source, readable
+from gpu_job.media.probe import Source, open_read
 
 torch = lazy_import("torch")  # imported on first use: the YUV-only path never needs it
 
@@ -140,7 +140,7 @@ def _ratio(value: Fraction) -> str:
 
 def inspect(path: Source) -> Geometry:
     """Read the stream's declarations and its first frame (a few packets, never the whole file)."""
-    with av.open(readable(path)) as container:
+    with open_read(path) as container:
         stream = container.streams.video[0]
         ctx = stream.codec_context
         first = _first_frame(container, stream)

@@ -25,6 +25,16 @@ def readable(source: Source):
     return source.open() if isinstance(source, RangedInput) else str(source)
 
 
+# Tags and chapter titles as the file has them, undecodable bytes replaced: PyAV's strict UTF-8 would
+# refuse to open a file whose title is Latin-1 (a UnicodeDecodeError, not an FFmpeg error).
+METADATA_ERRORS = "replace"
+
+
+def open_read(source: Source, **options):
+    """The source opened for reading (av.open), whatever its tags' encoding."""
+    return av.open(readable(source), "r", metadata_errors=METADATA_ERRORS, **options)
+
+
 def source_size(source: Source) -> int:
     return source.size if isinstance(source, RangedInput) else source.stat().st_size
 
@@ -41,12 +51,12 @@ def open_input(path: Source, hw_decode: list[str] | None = None) -> av.container
     container = None
     if hw_decode is not None:
         try:
-            container = av.open(readable(path), "r", hwaccel=HWAccel("cuda", allow_software_fallback=True))
+            container = open_read(path, hwaccel=HWAccel("cuda", allow_software_fallback=True))
             hw_decode.append("video decoded on NVDEC where it takes the stream (software otherwise)")
         except av.error.FFmpegError as exc:
             hw_decode.append(f"NVDEC unavailable ({exc.strerror or exc}): video decoded in software")
     try:
-        container = container or av.open(readable(path), "r")
+        container = container or open_read(path)
     except av.error.FFmpegError as exc:
         raise BadInputError(f"not a readable media file: {exc.strerror or exc}") from exc
     if not container.streams.video:

@@ -21,7 +21,7 @@ from fractions import Fraction
 
 import av
 
-from gpu_job.media.probe import Source, Timeline, declared_s, open_input, readable, timeline_from
+from gpu_job.media.probe import Source, Timeline, declared_s, open_input, open_read, timeline_from
 from vastdrop.errors import BadInputError, ConfigError
 from vastdrop.fmp4 import FIRST_AUDIO_WITHIN_S, SEGMENT_AUDIO_CODECS, SEGMENT_AUDIO_NAMES
 from vastdrop.manifest import MediaFacts
@@ -39,7 +39,11 @@ LOOKAHEAD_S = Fraction(2)
 _MOVFLAGS = "+frag_keyframe+delay_moov+default_base_moof+skip_trailer"
 FIRST_SEGMENT_MP4 = {"movflags": _MOVFLAGS, "avoid_negative_ts": "disabled",
                      "frag_duration": "10000000"}  # a fragment at least every 10 s: the muxer holds one in memory
-LATER_SEGMENT_MP4 = {**FIRST_SEGMENT_MP4, "movflags": _MOVFLAGS + "+frag_discont"}
+# Segment 0 alone writes the tracks that come after the media in its header, each with its samples in
+# its first fragment: the chapters (OtherStreams' write_chapters) and the timecode (write_tmcd). The
+# muxer places the chapter track before the timecode track; later segments without either keep the
+# media's track IDs, and the join accepts them (vastdrop.fmp4.follows).
+LATER_SEGMENT_MP4 = {**FIRST_SEGMENT_MP4, "movflags": _MOVFLAGS + "+frag_discont", "write_tmcd": "0"}
 
 
 def muxer_options(window: tuple[Fraction, Fraction | None]) -> dict[str, str]:
@@ -96,7 +100,7 @@ def open_segment(src: Source, container: av.container.InputContainer, vin: av.Vi
     second look at the file, so the first segment starts reading where the whole job would: at the
     very first packet), then seek a later segment to the keyframe before its start."""
     start, end = window
-    with av.open(readable(src)) as scan:
+    with open_read(src) as scan:
         first_pts, first_dts = _firsts(scan, scan.streams[vin.index], [scan.streams[s.index] for s in copied])
     tb = Fraction(vin.time_base)
     segment = Segment(start, end, first_pts, tb, first_dts)
