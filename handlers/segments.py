@@ -199,7 +199,8 @@ def _redo(parent: JobRecord, children: list[JobRecord], gone: list[JobRecord], d
         fresh = child.attempt + 1
         requeued = deps.ledger.transition(
             child.job_id, S.SUCCEEDED, S.QUEUED, attempt=fresh, first_attempt=fresh, preemptions=0,
-            segment={**child.segment, "redone": redone}, result_etag=None, finished_at=None, instance_id=None,
+            segment={**child.segment, "redone": redone, "attempts_before": _attempts(child)},
+            result_etag=None, finished_at=None, instance_id=None,
             next_attempt_at=None, error_kind=None,
             error="its verified result left the job's staging before the join (expired?): redone")
         if requeued is not None:
@@ -366,12 +367,17 @@ def _entry(child: JobRecord, manifest: Manifest) -> dict:
     span = child.segment or {}
     result = manifest.result
     return {"index": span.get("index"), "start_s": span.get("start_s"), "end_s": span.get("end_s"),
-            "job_id": child.job_id, "attempts": child.attempt - child.first_attempt + 1, "preemptions": child.preemptions,
+            "job_id": child.job_id, "attempts": _attempts(child), "preemptions": child.preemptions,
             "redone": span.get("redone", 0),
             "instance_id": child.instance_id, "gpu": child.gpu_name, "cost": round(child.cost, 6),
             "frames": manifest.media.output.frames if manifest.media.output else None,
             "timings_s": manifest.timings_s, "input_read_bytes": _input_read(manifest), "size": result.size if result else None,
             "sha256": result.sha256 if result else None}
+
+
+def _attempts(child: JobRecord) -> int:
+    """The attempts a segment took, those before a redo (_redo starts a new run of attempts) included."""
+    return child.attempt - child.first_attempt + 1 + int((child.segment or {}).get("attempts_before") or 0)
 
 
 def _summed(shares: list[MediaFacts | None]) -> MediaFacts | None:

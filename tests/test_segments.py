@@ -440,6 +440,7 @@ def test_a_segment_that_left_the_staging_before_the_join_is_redone_and_the_job_g
     assert deps.ledger.get(parent.job_id).state == JobState.SUCCEEDED
     final = _manifest(tmp_path / "bucket" / "output" / "film.mp4")
     assert [s["redone"] for s in final.segments] == [1, 0]
+    assert [s["attempts"] for s in final.segments] == [2, 1]  # the first run's attempt, and the redo's
     assert decode_warnings(tmp_path / "bucket" / "output" / "film.mp4") == ""
 
     # Again with a store that loses segment 0 every time it is published: redone twice, then the job fails.

@@ -1,6 +1,9 @@
-"""Just enough of ISO BMFF's box structure to join fragmented-MP4 media segments (issue 12): where a
-segment's init (ftyp + moov) ends and its fragments (moof + mdat ...) begin. Reading the boxes'
-contents is the players' business; the join copies bytes."""
+"""What splitting an input into segments and joining them rests on (issue 12): the one rule for which
+inputs can be split (unsplittable, over what a probe read of each stream), and just enough of ISO
+BMFF's box structure to join fragmented-MP4 media segments: where a segment's init (ftyp + moov)
+ends and its fragments (moof + mdat ...) begin, and whether a later segment's tracks fit after
+segment 0's init (follows). Reading the boxes' contents is the players' business; the join copies
+bytes."""
 
 from __future__ import annotations
 
