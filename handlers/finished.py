@@ -150,7 +150,7 @@ def continue_verification(record: JobRecord, deps: Deps, manifest: Manifest | No
         return "verifying"
     if record.parent_id and (problem := segments.unjoinable(record, manifest, deps)) is not None:
         log.error("segment not published: %s", logs.bounded(problem))
-        if record.attempt - record.first_attempt + 1 - record.preemptions < 2:
+        if jobs.attempts_tried(record) < 2:
             jobs.end_attempt(record, deps, S.VERIFYING, "transient", problem)  # a stray host: redone elsewhere
             return "verification failed"
         # Again, on another host: the odd one out may be the published segment, or every host encodes

@@ -224,6 +224,11 @@ def _jittered(seconds: float) -> float:
     return seconds * random.uniform(0.8, 1.2)
 
 
+def attempts_tried(record: JobRecord, preemptions: int | None = None) -> int:
+    """The attempts of this run that counted: preemptions are not the job's failures."""
+    return record.attempt - record.first_attempt + 1 - (record.preemptions if preemptions is None else preemptions)
+
+
 def end_attempt(record: JobRecord, deps: Deps, expected: JobState, kind: str, message: str) -> JobRecord | None:
     """A failed attempt: bad input fails the job; anything else retries until attempts run out.
     kind "preempted" (the market stopped an interruptible instance) is not the job's failure: it
@@ -232,7 +237,7 @@ def end_attempt(record: JobRecord, deps: Deps, expected: JobState, kind: str, me
     now = deps.clock()
     preempted = kind == "preempted"
     preemptions = record.preemptions + (1 if preempted else 0)
-    tried = record.attempt - record.first_attempt + 1 - preemptions
+    tried = attempts_tried(record, preemptions)
     if kind == "bad_input":
         target, changes = S.FAILED, {"finished_at": now}
     elif preempted and preemptions > deps.config.max_preemptions:

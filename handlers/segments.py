@@ -170,33 +170,22 @@ def advance(parent: JobRecord, deps: Deps) -> str:
         return _fail(parent, children, failed.error_kind or "internal",
                      f"segment {index} ({failed.segment['start_s']} s on) failed: {failed.error or failed.state.value}", deps)
     if all(c.state == S.SUCCEEDED for c in children):
-        gone = [c for c in children if not _still_published(c, deps)]
-        return _redo(parent, children, gone, deps) if gone else _join(parent, children, deps)
+        return _join(parent, children, deps)
     return "running"
-
-
-def _still_published(child: JobRecord, deps: Deps) -> bool:
-    """Whether a verified segment's result (the very version verified) and its manifest are still
-    in the job's staging, where a lifecycle rule may have expired them while other segments ran."""
-    key = jobs.result_key(child, deps)
-    info = deps.outputs.head(key)
-    return info is not None and info.etag == child.result_etag \
-        and deps.outputs.head(jobs.layout_for(child, deps).manifest_key(key)) is not None
 
 
 def _redo(parent: JobRecord, children: list[JobRecord], gone: list[JobRecord], deps: Deps) -> str:
     """Segments whose verified result left the staging before the join run again, in a new attempt
     each (new staging keys); the others stay done. Bounded: see MAX_SEGMENT_REDOS."""
-    for child in gone:  # all checked before any is launched again: a failed job leaves nothing running
-        index, redone = child.segment["index"], int(child.segment.get("redone", 0)) + 1
+    redos = [(child, int(child.segment.get("redone", 0)) + 1) for child in gone]
+    for child, redone in redos:  # all checked before any is launched again: a failed job leaves nothing running
         if redone > MAX_SEGMENT_REDOS:
             return _fail(parent, children, "internal",
-                         f"segment {index}'s verified result left the job's staging {redone} times before the join: "
-                         "something deletes staging sooner than the job runs (a lifecycle rule too short for it; "
-                         "README, 'Staging and lifecycle rules')", deps)
-    for child in gone:
-        index, redone = child.segment["index"], int(child.segment.get("redone", 0)) + 1
-        fresh = child.attempt + 1
+                         f"segment {child.segment['index']}'s verified result left the job's staging {redone} times "
+                         "before the join: something deletes staging sooner than the job runs (a lifecycle rule too "
+                         "short for it; README, 'Staging and lifecycle rules')", deps)
+    for child, redone in redos:
+        index, fresh = child.segment["index"], child.attempt + 1
         requeued = deps.ledger.transition(
             child.job_id, S.SUCCEEDED, S.QUEUED, attempt=fresh, first_attempt=fresh, preemptions=0,
             segment={**child.segment, "redone": redone, "attempts_before": _attempts(child)},
@@ -251,13 +240,19 @@ def _join(parent: JobRecord, children: list[JobRecord], deps: Deps) -> str:
     pieces: list[tuple[str, int, int, str | None]] = []
     manifests: list[Manifest] = []
     first_config: list[bytes] | None = None
+    gone: list[JobRecord] = []  # verified, then left the staging (a lifecycle rule): redone, not joined
     for child in children:
         index = child.segment["index"]
         key = layout.segment_key(parent.job_id, parent.attempt, index)
         info = deps.outputs.head(key)
         manifest = finished.load_manifest(layout.manifest_key(key), deps)
-        if info is None or info.etag != child.result_etag or not isinstance(manifest, Manifest):
+        if info is None or info.etag != child.result_etag or manifest is None:
+            gone.append(child)
+            continue
+        if not isinstance(manifest, Manifest):
             return _fail(parent, children, "transient", f"segment {index}'s verified result is missing or changed", deps)
+        if gone:
+            continue  # the redone are joined later: their siblings' configurations are read then
         try:
             init, config = _init_of(key, info.size, info.etag, deps)
         except NotASegment as exc:
@@ -270,6 +265,8 @@ def _join(parent: JobRecord, children: list[JobRecord], deps: Deps) -> str:
                          "(different encoders or hosts): the joined file would not play", deps)
         pieces.append((key, 0 if index == 0 else init, info.size, info.etag))
         manifests.append(manifest)
+    if gone:
+        return _redo(parent, children, gone, deps)
     final_key = jobs.result_key(parent, deps)
     joined = deps.outputs.compose(final_key, pieces, content_type_for(jobs.container_of(parent)))
     join_s = deps.clock() - t0
@@ -322,7 +319,7 @@ def unjoinable(child: JobRecord, manifest: Manifest, deps: Deps) -> str | None:
         if not joins:
             encoder = logs.bounded(str(manifest.engine.encoder), 40)
             return (f"the segment was encoded (by {encoder}) with another codec configuration than the published "
-                    f"segment {sibling.segment['index']}: the joined file would not play")
+                    f"segment {other}: the joined file would not play")
         return None  # the published segments were all checked alike: one is enough
     return None
 

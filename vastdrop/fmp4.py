@@ -20,6 +20,12 @@ SEGMENT_AUDIO_CODECS = frozenset({"aac", "opus", "flac"})
 SEGMENT_AUDIO_NAMES = "AAC, Opus and FLAC"  # for the reasons a user reads
 # How soon after the picture every copied stream must start: a segment looks this far for its first packet.
 FIRST_AUDIO_WITHIN_S = 10
+# How far a probe reads to find when each stream starts (those 10 s of any real file are far less).
+FIRST_PACKETS_SCAN_BYTES = 64 << 20
+# Planned segments stop this short of a duration only the container states (it may count a soundtrack
+# that outlasts the picture): the last segment runs to the end whatever it is, so planning short
+# costs nothing, and no segment is left without video.
+CONTAINER_DURATION_SLACK_S = 2.0
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vastdrop.errors import BadInputError
-from vastdrop.fmp4 import FIRST_AUDIO_WITHIN_S, StreamFacts, unsplittable
+from vastdrop.fmp4 import (
+    CONTAINER_DURATION_SLACK_S,
+    FIRST_AUDIO_WITHIN_S,
+    FIRST_PACKETS_SCAN_BYTES,
+    StreamFacts,
+    unsplittable,
+)
 
 ReadRange = Callable[[int, int], bytes]
 
@@ -27,12 +33,9 @@ EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 MAX_ELEMENT_BYTES = 4 << 20  # Info, Tracks, Chapters: a few KB in a real file (codec private data)
 MAX_TOP_ELEMENTS = 4096  # the Segment's children before its first Cluster
 MAX_CHILDREN = 100_000  # inside one element read
-MAX_SCAN_BYTES = 64 << 20  # the clusters read to find each track's first block
+MAX_SCAN_BYTES = FIRST_PACKETS_SCAN_BYTES  # the clusters read to find each track's first block
 MAX_SCAN_ELEMENTS = 4096  # elements met on the way (clusters, and Cues, Tags or Voids between them)
 HEADER_READ = 16  # an ID (at most 4 bytes) and a size (at most 8)
-# As watcher.mediaprobe does with a container's duration (the one Matroska states), which may count a
-# soundtrack that outlasts the picture: the last segment runs to the end whatever it is.
-CONTAINER_DURATION_SLACK_S = 2.0
 
 # Element IDs (with their length markers, as written), from the Matroska specification.
 SEGMENT, SEEK_HEAD, SEEK, SEEK_ID, SEEK_POSITION = 0x18538067, 0x114D9B74, 0x4DBB, 0x53AB, 0x53AC

@@ -272,7 +272,7 @@ def fps_for(gpu_name: str | None, task: Task) -> Estimate:
         estimate = fps_for(UNKNOWN_GPU_AS, task)
         return Estimate(estimate.fps, f"unknown GPU {gpu_name!r}: assumed as slow as {UNKNOWN_GPU_AS}, the slowest "
                                       f"GPU in the table that the image's torch runs on; {estimate.source}", True)
-    if task.kind == "transcode" and not task.nvenc and gpu != CPU and GPUS[gpu].nvenc:
+    if task.kind == "transcode" and not task.nvenc and has_nvenc(gpu):
         software = Figure(gpu, "transcode", 1, 1080, X264_1080_FPS, _TRANSCODE_SEGMENT.format(fps=X264_1080_FPS),
                           guess=True)
         return _at_size(software, task)

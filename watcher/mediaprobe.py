@@ -9,16 +9,19 @@ import math
 
 from vastdrop import logs
 from vastdrop.errors import BadInputError, TransientError
-from vastdrop.fmp4 import FIRST_AUDIO_WITHIN_S, StreamFacts, unsplittable
+from vastdrop.fmp4 import (
+    CONTAINER_DURATION_SLACK_S,
+    FIRST_AUDIO_WITHIN_S,
+    FIRST_PACKETS_SCAN_BYTES,
+    StreamFacts,
+    unsplittable,
+)
 
 OPEN_TIMEOUT_S = 30.0
 # Demuxed to find when each stream starts: 10 s of any real file is far fewer packets and bytes. The
 # Matroska probe of the Lambda (vastdrop.mkvprobe) reads as far.
 MAX_PROBE_PACKETS = 100_000
-MAX_PROBE_BYTES = 64 << 20
-# Planned segments stop this short of a duration only the container states: the last segment runs
-# to the end whatever it is, so planning short costs nothing, and no segment is left without video.
-CONTAINER_DURATION_SLACK_S = 2.0
+MAX_PROBE_BYTES = FIRST_PACKETS_SCAN_BYTES
 
 
 def probe_for_segments(source: str) -> tuple[float, str | None]:

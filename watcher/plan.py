@@ -325,12 +325,13 @@ def price(row: Row, offer: Offer, deps: Deps) -> None:
     row.upload_s = _transfer_s(bytes_up, offer.inet_up)
     row.teardown_s = TEARDOWN_S
     row.bytes_down, row.bytes_up = n * (IMAGE_BYTES + span_bytes), n * bytes_up
-    each = cost(offer.rates, running_s=row.running_s, exists_s=row.total_s, bytes_down=IMAGE_BYTES + span_bytes,
-                bytes_up=bytes_up)
-    row.cost = each * n
+    def bill(rates: Rates) -> Cost:  # every segment's instance, the same times and bytes
+        return cost(rates, running_s=row.running_s, exists_s=row.total_s, bytes_down=IMAGE_BYTES + span_bytes,
+                    bytes_up=bytes_up) * n
+
+    row.cost = bill(offer.rates)
     if offer.other is not None:
-        row.other_cost = cost(offer.other[1], running_s=row.running_s, exists_s=row.total_s,
-                              bytes_down=IMAGE_BYTES + span_bytes, bytes_up=bytes_up) * n
+        row.other_cost = bill(offer.other[1])
 
 
 def pending(deps: Deps) -> list[Row]:

@@ -79,14 +79,18 @@ def retime(
     """Yield the frames k at k/fps for first <= k < count, pts = k in time base 1/fps. Times count
     from `origin` (seconds; None: the first source frame's): a segment of a longer job gives the
     whole job's origin and its own first k, and gets exactly the frames the whole job would.
-    `batch_size`: the frames to interpolate per call, or a function asked before each (a batch
+    `batch_size`: the frames to interpolate per call, or a function asked once before each (a batch
     chosen from the device's free memory, gpu_job.memory.MeasuredBatch)."""
+    def next_size() -> int:
+        return batch_size() if callable(batch_size) else batch_size
+
     stats = stats or RetimeStats()
     time_base = 1 / fps
     slots: list[_Slot] = []
     k = first
     prev: TimedFrame | None = None
     cut_cache: dict[int, bool] = {}
+    size = next_size()
 
     def flush() -> Iterator[TimedFrame]:
         nonlocal slots
@@ -126,8 +130,9 @@ def retime(
                     slots.append(_Slot(left=prev, right=cur, t=float(t)))
                     stats.interpolated += 1
             k += 1
-            if sum(s.ready is None for s in slots) >= (batch_size() if callable(batch_size) else batch_size):
+            if sum(s.ready is None for s in slots) >= size:
                 yield from flush()
+                size = next_size()
         prev = cur
     # Past the last source frame: hold it until the input's duration is covered.
     while prev is not None and k < count:
