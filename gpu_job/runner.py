@@ -23,11 +23,12 @@ from gpu_job import device as devices
 from gpu_job.lazy import lazy_import
 from gpu_job.media import bounds, geometry, pipeline, segment
 from gpu_job.media import colour as colours
-from gpu_job.media.probe import Source, measure, probe
+from gpu_job.media.measuring import Measured
+from gpu_job.media.probe import Source, probe
 from gpu_job.progress import Deadline, DeadlineExceeded, Progress
 from gpu_job.ranged_input import RangedInput
 from vastdrop import logs
-from vastdrop.errors import ConfigError, PermanentError, TransientError
+from vastdrop.errors import BadInputError, ConfigError, PermanentError, TransientError
 from vastdrop.jobspec import JobSpec, redact_url
 from vastdrop.layout import content_type_for, result_ext_for
 from vastdrop.manifest import (
@@ -105,25 +106,21 @@ class JobRunner:
         state.engine = Engine(device=str(diag["device"]), torch=str(diag["torch"]), av=av.__version__)
 
         dst = self.workdir / f"output{result_ext_for(spec.container)}"
-        with self._input() as src:
-            if spec.segment_window is None:
-                facts_in, timeline = measure(src)
-                duration_s = facts_in.duration_s
-            else:  # its share only: measuring every packet would read the whole input
-                facts_in, timeline = segment.measure_window(src, spec.segment_window)
-                duration_s = round(timeline.span_s, 4)  # as measure rounds the whole input's
-            facts_in = _with_geometry(_with_colour(facts_in, src), src)
+        limits = bounds.Limits(spec.max_duration_s, spec.max_output_pixels, spec.upscale)
+        with self._input() as src, self._measured(src, limits) as measured:
+            described = {**_colour_of(src), **_geometry_of(src)}
+            facts_in = MediaFacts(**measured.facts.model_dump(), **described)  # the headers' claims, until measured
             state.media = MediaPair(input=facts_in)
-            # Before any model is loaded or frame decoded: a refused input costs a probe, not a GPU-day.
-            bounds.check(facts_in, timeline, bounds.Limits(spec.max_duration_s, spec.max_output_pixels, spec.upscale))
             plan = self._plan(device, facts_in)
-            total = pipeline.expected_output_frames(plan, facts_in.frames, duration_s, spec.segment_window)
-            progress = Progress(total, self.deadline, extra={"job_id": spec.id})
+            progress = Progress(self._expected_frames(plan, measured), self.deadline, extra={"job_id": spec.id})
             with self._timed("process"):
-                report = pipeline.process(src, dst, plan, duration_s, on_frame=progress)
+                processing = time.monotonic()
+                report = self._processed(src, dst, plan, measured, progress)
             progress.log()
+            facts_in = MediaFacts(**measured.result()[0].model_dump(), **described)
+            self._overlap(src, processing)
         state.timings.update({f"process_{k}": round(v, 3) for k, v in report.stage_s.items()})
-        facts_out = _with_geometry(_with_colour(probe(dst), dst), dst)
+        facts_out = MediaFacts(**probe(dst).model_dump(), **_colour_of(dst), **_geometry_of(dst))
         state.media = MediaPair(input=facts_in, output=facts_out)
         state.engine = state.engine.model_copy(update={
             "interpolation": report.interpolation, "upscale": report.upscale, "encoder": report.encoder,
@@ -148,19 +145,52 @@ class JobRunner:
         )
 
     @contextmanager
+    def _measured(self, src: Source, limits: bounds.Limits) -> Iterator[Measured]:
+        """A whole input measured beside its processing: only the headers' claims are checked
+        before it starts (gpu_job.media.measuring). A segment measures its share first: it reads
+        only that much, through ranged GETs."""
+        if self.spec.segment_window is None:
+            with Measured.alongside(src, limits) as measured:
+                yield measured
+            return
+        facts, timeline = segment.measure_window(src, self.spec.segment_window)
+        bounds.check(facts, timeline, limits)  # before any model is loaded: a refused input costs a probe
+        yield Measured.done(facts, timeline, round(timeline.span_s, 4))  # as measure rounds the whole input's
+
+    def _expected_frames(self, plan: pipeline.Plan, measured: Measured) -> int:
+        return pipeline.expected_output_frames(plan, measured.facts.frames, measured.duration_s, self.spec.segment_window)
+
+    def _processed(self, src: Source, dst: Path, plan: pipeline.Plan, measured: Measured,
+                   progress: Progress) -> pipeline.Report:
+        """The pipeline's report; the measure's failure, when there is one, is the job's."""
+        counted = [measured.duration.exact is not None]
+
+        def on_frame(done: int) -> None:
+            measured.check()
+            if not counted[0] and measured.duration.exact is not None:  # the progress lines' total, measured
+                counted[0] = True
+                progress.total = max(self._expected_frames(plan, measured), 1)
+            progress(done)
+
+        try:
+            return pipeline.process(src, dst, plan, measured.duration, on_frame=on_frame)
+        except BadInputError:
+            measured.result()  # the measure's verdict comes first, as when it ran before the decoding
+            raise
+
+    def _overlap(self, src: Source, processing: float) -> None:
+        """How long the input took to arrive, and how much of that the processing overlapped."""
+        if isinstance(src, RangedInput) and src.completed_at is not None:
+            self.state.timings["download"] = round(src.complete_s, 3)
+            self.state.timings["download_overlap"] = round(max(0.0, src.completed_at - max(processing, src.started_at)), 3)
+
+    @contextmanager
     def _input(self) -> Iterator[Source]:
-        """The input, downloaded whole; a segment's read through ranged GETs as it is demuxed, so
-        that it downloads its own span (gpu_job.ranged_input), not the whole film N times over."""
+        """The input read through ranged GETs as it is demuxed (gpu_job.ranged_input): a whole
+        input swept in order, so that the processing starts before its last byte is here; a
+        segment's only around its span, not the whole film N times over."""
         spec, state = self.spec, self.state
         storage, cache = self._storage(spec.input_url), self.workdir / "input"
-        if spec.segment_window is None:
-            with self._timed("download"):
-                info = storage.download(spec.input_url, cache)
-            state.input = ObjectRef(url=redact_url(spec.input_url), etag=info.etag, size=info.size)
-            self.log.info("downloaded", extra={"bytes": info.size})
-            self.deadline.check("download")
-            yield cache
-            return
         info = storage.head(spec.input_url)
         state.input = ObjectRef(url=redact_url(spec.input_url), etag=info.etag, size=info.size)
         etag = info.etag or None
@@ -168,7 +198,7 @@ class JobRunner:
         def read(start: int, length: int) -> bytes:
             return storage.read_range(spec.input_url, start, length, if_match=etag)
 
-        with RangedInput(read, info.size, cache) as ranged:  # read while it is processed: no download time
+        with RangedInput(read, info.size, cache, sweep=spec.segment_window is None) as ranged:
             try:
                 yield ranged
             finally:
@@ -264,15 +294,15 @@ class JobRunner:
             self.state.timings[name] = round(time.monotonic() - t0, 3)
 
 
-def _with_colour(facts: MediaFacts, path: Path) -> MediaFacts:
+def _colour_of(path: Source) -> dict:
     """The file's colour as a player reads it (matrix, range, primaries, transfer, bit depth, HDR
     metadata): input and output side by side show what was kept."""
-    return MediaFacts(**facts.model_dump(), colour=colours.of_file(path).describe())
+    return {"colour": colours.of_file(path).describe()}
 
 
-def _with_geometry(facts: MediaFacts, path: Path) -> MediaFacts:
+def _geometry_of(path: Source) -> dict:
     """The picture as a player shows it: rotation, displayed size, sample and display aspect, scan."""
-    return MediaFacts(**facts.model_dump(), **geometry.inspect(path).facts())
+    return geometry.inspect(path).facts()
 
 
 @contextmanager

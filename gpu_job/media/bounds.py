@@ -44,6 +44,14 @@ def check(facts: MediaFacts, timeline: Timeline, limits: Limits) -> None:
     _check_gaps(timeline)
 
 
+def check_claims(facts: MediaFacts, declared_s: float, limits: Limits) -> None:
+    """The bounds that the headers alone can break (the output's pixels, the declared duration): a
+    whole job checks them before it starts, and the rest as its measure reads on
+    (gpu_job.media.measuring)."""
+    _check_pixels(facts, limits)
+    _check_declared(declared_s, limits)
+
+
 def _span(seconds: float) -> str:
     """2592000.08 -> '30 days, 0:00:00 (2592000 s)': readable at a glance, exact for a script."""
     whole = dt.timedelta(seconds=round(seconds))
@@ -63,14 +71,22 @@ def _check_pixels(facts: MediaFacts, limits: Limits) -> None:
 
 
 def _check_duration(timeline: Timeline, limits: Limits) -> None:
-    limit = f"the limit of {_span(limits.max_duration_s)} (JOB_MAX_DURATION_S={limits.max_duration_s:g})"
+    limit = _limit(limits)
     if timeline.span_s > limits.max_duration_s:
         message = f"the video's timestamps span {_span(timeline.span_s)} over {timeline.frames} frames, more than {limit}"
         if timeline.largest_gap_s > timeline.span_s / 2:
             message += f": {_gap(timeline)} makes up most of it"
         raise BadInputError(message)
-    if timeline.declared_s > limits.max_duration_s:
-        raise BadInputError(f"the file's headers declare a duration of {_span(timeline.declared_s)}, more than {limit}")
+    _check_declared(timeline.declared_s, limits)
+
+
+def _check_declared(declared_s: float, limits: Limits) -> None:
+    if declared_s > limits.max_duration_s:
+        raise BadInputError(f"the file's headers declare a duration of {_span(declared_s)}, more than {_limit(limits)}")
+
+
+def _limit(limits: Limits) -> str:
+    return f"the limit of {_span(limits.max_duration_s)} (JOB_MAX_DURATION_S={limits.max_duration_s:g})"
 
 
 def _gap(timeline: Timeline) -> str:

@@ -13,6 +13,7 @@ import av.filter
 from gpu_job.lazy import lazy_import
 from gpu_job.media.colour import RANGE_FULL, SPC_BT709, Colour, Converter
 from gpu_job.media.frames import TimedFrame, rgb_format
+from gpu_job.media.retime import Count, within
 
 torch = lazy_import("torch")  # imported on first use: the YUV-only path never needs it
 
@@ -60,7 +61,7 @@ def graph_frames(frames: Iterator[av.VideoFrame], filter_name: str, args: str,
         yield from drain()
 
 
-def minterpolate_frames(frames: Iterator[av.VideoFrame], fps: Fraction, count: int,
+def minterpolate_frames(frames: Iterator[av.VideoFrame], fps: Fraction, count: Count,
                         timing: Timing = nullcontext) -> Iterator[tuple[int, av.VideoFrame]]:
     """(k, frame) for exactly `count` output frames at k/fps (8-bit YUV in and out). minterpolate
     stops at the last source frame's time, so the tail holds the last frame to cover the input's
@@ -74,16 +75,17 @@ def minterpolate_frames(frames: Iterator[av.VideoFrame], fps: Fraction, count: i
             seen[:] = [frame]
             yield frame
 
+    holds = within(count, fps)
     k, last = 0, None
     for out in graph_frames(remembered(), "minterpolate", args, timing):
-        if k >= count:
+        if not holds(k):
             continue
         last = out
         yield k, out
         k += 1
     if last is None and seen:  # a single source frame: minterpolate needs two to emit anything
         last = seen[0]
-    while last is not None and k < count:
+    while last is not None and holds(k):
         yield k, last
         k += 1
 
@@ -106,7 +108,7 @@ def lanczos_frames(frames: Iterator[av.VideoFrame], factor: int, timing: Timing 
 # -- the same filters for RGB TimedFrames (the learned path's currency) -----------------------------
 
 
-def minterpolate(frames: Iterator[TimedFrame], fps: Fraction, count: int,
+def minterpolate(frames: Iterator[TimedFrame], fps: Fraction, count: Count,
                  timing: Timing = nullcontext) -> Iterator[TimedFrame]:
     """RGB frames cross into minterpolate's 8-bit YUV through a named working space and back."""
     space = Converter(MINTERPOLATE_SPACE)

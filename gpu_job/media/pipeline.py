@@ -30,8 +30,9 @@ from gpu_job.lazy import lazy_import
 from gpu_job.media import colour as colours
 from gpu_job.media import encode, filters, geometry, interlace, offsets, streams
 from gpu_job.media.frames import TimedFrame, from_av, to_float_batch, to_images
+from gpu_job.media.measuring import Duration
 from gpu_job.media.probe import Source, open_input
-from gpu_job.media.retime import RetimeStats, fps_fraction, output_frame_count, retime
+from gpu_job.media.retime import Count, RetimeStats, fps_fraction, frames_for, retime
 from gpu_job.media.segment import (
     Segment,
     check_carried,
@@ -122,18 +123,27 @@ def expected_output_frames(plan: Plan, input_frames: int, duration_s: float,
     whole's)."""
     if plan.target_fps is None:
         return input_frames
-    count = _retimed_count(plan.target_fps, duration_s)
+    count = frames_for(duration_s, fps_fraction(plan.target_fps))
     if window is None:
         return count
     first, stop = Segment(window[0], window[1], 0, Fraction(1), {}).frame_range(fps_fraction(plan.target_fps), count)
     return max(0, stop - first)
 
 
-def _retimed_count(target_fps: float, duration_s: float) -> int:
-    return output_frame_count(Fraction(duration_s).limit_denominator(10**6), fps_fraction(target_fps))
+def _retimed_count(target_fps: float, duration: float | Duration) -> Count:
+    """The retimed output's frame count; while the input is still being measured, its Duration,
+    which tells frame by frame (gpu_job.media.measuring)."""
+    if isinstance(duration, Duration):
+        if duration.exact is None:
+            return duration
+        duration = duration.exact
+    return frames_for(duration, fps_fraction(target_fps))
 
 
-def process(src: Source, dst: Path, plan: Plan, duration_s: float, on_frame: OnFrame | None = None) -> Report:
+def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
+            on_frame: OnFrame | None = None) -> Report:
+    """`duration_s`: the input's, as measured (seconds); or its Duration while a measure reads on
+    beside the processing: only the retimed output's last frames wait for it."""
     report = Report()
     hw_decode = plan.hw_decode if plan.hw_decode is not None else plan.on_cuda
     decode_notes: list[str] = []
@@ -308,14 +318,14 @@ def _yuv_throughout(plan: Plan, geo: geometry.Geometry, vin: av.VideoStream, sou
             and choice.pix_fmt in _SAME_LAYOUT.get(vin.codec_context.pix_fmt or "", ()))
 
 
-def _yuv_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration_s: float, report: Report,
+def _yuv_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration: float | Duration, report: Report,
                 size: tuple[int, int], pix_fmt: str) -> Iterator[Picture]:
     """The path without models: decoded frames, kept in YUV, through libavfilter (minterpolate,
     lanczos) when the plan asks for them."""
     frames = _same_shape(frames, size, pix_fmt, report)
     if plan.target_fps is not None:
         _say_minterpolate(report)
-        count = _retimed_count(plan.target_fps, duration_s)
+        count = _retimed_count(plan.target_fps, duration)
         retimed = filters.minterpolate_frames(frames, fps_fraction(plan.target_fps), count, report.model_timing)
     else:
         retimed = ((frame.pts, frame) for frame in frames)
@@ -359,7 +369,7 @@ def _same_shape(frames: Iterator[av.VideoFrame], size: tuple[int, int], pix_fmt:
         yield frame
 
 
-def _device_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration_s: float, report: Report,
+def _device_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration: float | Duration, report: Report,
                    reader: colours.Converter, writer: colours.Converter, orientation: geometry.Orientation,
                    size: tuple[int, int], out_size: tuple[int, int], pix_fmt: str,
                    segment: Segment | None = None) -> Iterator[Picture]:
@@ -369,7 +379,7 @@ def _device_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration_s: floa
     width, height = size
     out_w, out_h = out_size
     rgb = (_picture(frame, width, height, reader, orientation, report) for frame in frames)
-    rgb = _interpolate_stage(rgb, plan, duration_s, report, segment)
+    rgb = _interpolate_stage(rgb, plan, duration, report, segment)
     rgb = _upscale_stage(rgb, plan, report)
     for frame in rgb:
         with report.timing("convert"):
@@ -460,12 +470,12 @@ def _demux_decode(container, wanted, vin, report: Report,
             return
 
 
-def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration_s: float, report: Report,
+def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration: float | Duration, report: Report,
                        segment: Segment | None = None) -> Iterator[TimedFrame]:
     if plan.target_fps is None:
         return frames
     rate = fps_fraction(plan.target_fps)
-    count = _retimed_count(plan.target_fps, duration_s)
+    count = _retimed_count(plan.target_fps, duration)
     if plan.interpolator is None:
         _say_minterpolate(report)
         return filters.minterpolate(frames, rate, count, report.model_timing)
@@ -491,7 +501,7 @@ def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration_s: flo
 
     if segment is None:
         return retime(frames, rate, count, run, batch, report.retime)
-    first, stop = segment.frame_range(rate, count)
+    first, stop = segment.frame_range(rate, count if isinstance(count, int) else frames_for(count.wait(), rate))
     return retime(frames, rate, stop, run, batch, report.retime,
                   origin=segment.first_pts * segment.video_tb, first=first)
 

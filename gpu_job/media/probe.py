@@ -4,6 +4,7 @@ timeline (every frame's timestamp), from which gpu_job.media.bounds judges the i
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -82,18 +83,53 @@ def probe(path: Path) -> MediaFacts:
     return measure(path)[0]
 
 
-def measure(path: Path) -> tuple[MediaFacts, Timeline]:
-    """Count frames by demuxing every video packet (exact, cheap: nothing is decoded but one frame)."""
+# How often the measure reports the span it has read (packets): often enough that a pipeline waiting
+# on it waits microseconds, seldom enough to cost nothing.
+SPAN_EVERY = 32
+
+# The span read so far, in seconds as MediaFacts.duration_s has it; False stops the measure there.
+OnSpan = Callable[[float], bool]
+
+
+def header(path: Source) -> tuple[MediaFacts, float]:
+    """What the input claims before its packets are counted, and that its first frame decodes: the
+    size, codec and audio as measure gives them; the frame rate, frame count and duration as the
+    headers declare them (estimates until measured). Also the longest declared duration (declared_s)."""
+    with open_input(path) as container:
+        stream = container.streams.video[0]
+        _first_frame(container, stream)
+        declared = declared_s(container, stream)
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+        facts = MediaFacts(width=stream.codec_context.width, height=stream.codec_context.height, fps=round(fps, 4),
+                           frames=stream.frames or round(declared * fps), duration_s=round(declared, 4),
+                           audio=bool(container.streams.audio), codec=stream.codec_context.name)
+        return facts, declared
+
+
+def _first_frame(container: av.container.InputContainer, stream: av.VideoStream) -> None:
+    try:
+        first = next(container.decode(stream), None)
+    except av.error.FFmpegError as exc:
+        raise BadInputError(f"the video stream cannot be decoded: {exc.strerror or exc}") from exc
+    if first is None:
+        raise BadInputError("the video stream has no decodable frame")
+
+
+def _span_s(start: int, end: int, time_base: Fraction) -> float:
+    return float((end - start) * time_base)
+
+
+def measure(path: Source, on_span: OnSpan | None = None) -> tuple[MediaFacts, Timeline]:
+    """Count frames by demuxing every video packet (exact, cheap: nothing is decoded but one frame).
+    `on_span` hears the span read so far every SPAN_EVERY packets (gpu_job.media.measuring); when it
+    says False, the measure ends there, with what it has read."""
     with open_input(path) as container:
         stream = container.streams.video[0]
         has_audio = bool(container.streams.audio)
-        try:
-            first = next(container.decode(stream), None)
-        except av.error.FFmpegError as exc:
-            raise BadInputError(f"the video stream cannot be decoded: {exc.strerror or exc}") from exc
-        if first is None:
-            raise BadInputError("the video stream has no decodable frame")
+        _first_frame(container, stream)
         container.seek(0)
+        time_base = stream.time_base or Fraction(1, 90000)
         frames, start, end = 0, None, None
         stamps = array("q")  # 8 bytes a frame: 12 h at 60 fps is 21 MB
         try:
@@ -106,10 +142,11 @@ def measure(path: Path) -> tuple[MediaFacts, Timeline]:
                 t1 = packet.pts + (packet.duration or 0)
                 start = t0 if start is None else min(start, t0)
                 end = t1 if end is None else max(end, t1)
+                if on_span is not None and frames % SPAN_EVERY == 0 and not on_span(round(_span_s(start, end, time_base), 4)):
+                    break
         except av.error.FFmpegError as exc:
             raise BadInputError(f"the video stream is corrupt: {exc.strerror or exc}") from exc
-        time_base = stream.time_base or Fraction(1, 90000)
-        duration = float((end - start) * time_base) if frames and end is not None else 0.0
+        duration = _span_s(start, end, time_base) if frames and end is not None else 0.0
         fps = frames / duration if duration > 0 else float(stream.average_rate or 0)
         facts = MediaFacts(
             width=stream.codec_context.width,

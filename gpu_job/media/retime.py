@@ -16,6 +16,7 @@ from fractions import Fraction
 
 from gpu_job.lazy import lazy_import
 from gpu_job.media.frames import TimedFrame
+from gpu_job.media.measuring import Duration
 
 torch = lazy_import("torch")  # imported on first use: the YUV-only path never needs it
 
@@ -38,6 +39,23 @@ def fps_fraction(fps: float) -> Fraction:
 def output_frame_count(duration_s: Fraction | float, fps: Fraction) -> int:
     """Frames that cover the input's duration at `fps`; the duration stays within half an output frame."""
     return max(1, math.floor(Fraction(duration_s) * fps + Fraction(1, 2)))
+
+
+def frames_for(duration_s: float, fps: Fraction) -> int:
+    """output_frame_count for a duration as measured (seconds, as MediaFacts.duration_s has it)."""
+    return output_frame_count(Fraction(duration_s).limit_denominator(10**6), fps)
+
+
+# The output's length: a count, or the Duration of an input still being measured, which decides
+# whether frame k is part of the output as it learns the input's length (gpu_job.media.measuring).
+Count = int | Duration
+
+
+def within(count: Count, fps: Fraction) -> Callable[[int], bool]:
+    """Whether output frame k (at k/fps) is part of the output: k < the count."""
+    if isinstance(count, Duration):
+        return lambda k: count.covers(k, lambda seconds: frames_for(seconds, fps))
+    return lambda k: k < count
 
 
 def grey_thumbnail(image: torch.Tensor) -> torch.Tensor:
@@ -68,7 +86,7 @@ class RetimeStats:
 def retime(
     frames: Iterator[TimedFrame],
     fps: Fraction,
-    count: int,
+    count: Count,
     interpolate: BatchInterpolator,
     batch_size: int | Callable[[], int] = 4,
     stats: RetimeStats | None = None,
@@ -85,6 +103,7 @@ def retime(
         return batch_size() if callable(batch_size) else batch_size
 
     stats = stats or RetimeStats()
+    holds = within(count, fps)
     time_base = 1 / fps
     slots: list[_Slot] = []
     k = first
@@ -112,7 +131,7 @@ def retime(
             prev = prev or cur
             continue
         left_t, right_t = prev.time - origin, cur.time - origin
-        while k < count and k * time_base < right_t:
+        while k * time_base < right_t and holds(k):
             t = (k * time_base - left_t) / (right_t - left_t)
             if t <= 0:
                 slots.append(_Slot(ready=prev.image))
@@ -135,7 +154,7 @@ def retime(
                 size = next_size()
         prev = cur
     # Past the last source frame: hold it until the input's duration is covered.
-    while prev is not None and k < count:
+    while prev is not None and holds(k):
         slots.append(_Slot(ready=prev.image))
         stats.copied += 1
         k += 1
