@@ -57,7 +57,7 @@ class RangedInput:
         self.size, self.block, self.run, self.read_ahead = size, block, run, read_ahead
         self.sweep_run = sweep_run
         self._sweeping = sweep  # until the sweep is done, or a fetch of its own failed
-        self._swept = 0  # every block before this one is here or on its way
+        self._swept = 0  # every block before this one was here or on its way when the sweep passed it
         self._sweep_step = min(FIRST_SWEEP_RUN, sweep_run)  # the sweep's next GET, in blocks
         self._read_range = read_range
         self._blocks = (size + block - 1) // block
@@ -73,6 +73,7 @@ class RangedInput:
         self.requests = 0
         self.started_at = time.monotonic()
         self.completed_at: float | None = None  # when the last missing block arrived
+        self.last_fetch_at: float | None = None  # when the latest block arrived
         cache.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(cache, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         os.ftruncate(self._fd, size)  # sparse: only what is fetched takes disk
@@ -115,6 +116,8 @@ class RangedInput:
             return b""
         first, last = offset // self.block, (offset + length - 1) // self.block
         with self._cond:
+            if self._closed:  # a reader that outlived the input (a measure left behind): never the fd
+                raise TransientError("the input was closed")
             # While it sweeps, the sweep reads ahead: a read-ahead as well would only cut it into pieces.
             self._cursor, self._ahead = last + 1, 0 if self._sweeping else min(ahead, self.read_ahead)
             missing = [b for b in range(first, last + 1) if not self._have[b]]
@@ -187,8 +190,10 @@ class RangedInput:
                 with self._cond:
                     self._coming[start:start + count] = bytes(count)
                     self._cond.notify_all()  # the other thread fetches what a reader still waits for
-                    if sweeper:
-                        self._sweeping = False  # readers still get their blocks, each asked for
+                    if sweeper:  # the store's own retries are spent: readers still get their blocks, each asked for
+                        self._sweeping = False
+                        logger.warning("the input's sweep stopped; reading on demand from here",
+                                       extra={"offset": offset, "error": type(exc).__name__})
                         return
                     if any(b in self._wanted for b in range(start, start + count)):
                         self._error = exc  # a reader needs these bytes: surfaced by the reader that waits
@@ -200,8 +205,9 @@ class RangedInput:
                 self._coming[start:start + count] = bytes(count)
                 self.fetched_bytes += length
                 self.requests += 1
+                self.last_fetch_at = time.monotonic()
                 if self.fetched_bytes == self.size:
-                    self.completed_at = time.monotonic()
+                    self.completed_at = self.last_fetch_at
                 self._cond.notify_all()
 
 

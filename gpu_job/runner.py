@@ -74,6 +74,7 @@ class JobRunner:
         self.log = logs.ContextLogger(logger, {"job_id": spec.id, "key": redact_url(spec.input_url)})
         self.deadline_hit = False
         self._device: str | None = None  # a torch device's name
+        self._compile_notes: list[str] = []  # the opt-in compiled path's (JOB_COMPILE), said at the first batch
 
     def run(self) -> tuple[int, Manifest | None]:
         started = time.monotonic()
@@ -109,22 +110,26 @@ class JobRunner:
         limits = bounds.Limits(spec.max_duration_s, spec.max_output_pixels, spec.upscale)
         with self._input() as src, self._measured(src, limits) as measured:
             described = {**_colour_of(src), **_geometry_of(src)}
-            facts_in = MediaFacts(**measured.facts.model_dump(), **described)  # the headers' claims, until measured
-            state.media = MediaPair(input=facts_in)
-            plan = self._plan(device, facts_in)
-            progress = Progress(self._expected_frames(plan, measured), self.deadline, extra={"job_id": spec.id})
-            with self._timed("process"):
-                processing = time.monotonic()
-                report = self._processed(src, dst, plan, measured, progress)
-            progress.log()
-            facts_in = MediaFacts(**measured.result()[0].model_dump(), **described)
-            self._overlap(src, processing)
+            try:
+                state.media = MediaPair(input=MediaFacts(**measured.facts.model_dump(), **described))
+                measured.check_claims()  # before any model is loaded: a refused input costs a probe
+                plan = self._plan(device, state.media.input)
+                progress = Progress(self._expected_frames(plan, measured), self.deadline, extra={"job_id": spec.id})
+                with self._timed("process"):
+                    processing = time.monotonic()
+                    report = self._processed(src, dst, plan, measured, progress)
+                progress.log()
+                measured.result()
+                self._overlap(src, processing)
+            finally:  # the headers' claims until measured; then what was measured, refused or not
+                state.media = MediaPair(input=MediaFacts(**measured.facts.model_dump(), **described))
+        facts_in = state.media.input
         state.timings.update({f"process_{k}": round(v, 3) for k, v in report.stage_s.items()})
         facts_out = MediaFacts(**probe(dst).model_dump(), **_colour_of(dst), **_geometry_of(dst))
         state.media = MediaPair(input=facts_in, output=facts_out)
         state.engine = state.engine.model_copy(update={
             "interpolation": report.interpolation, "upscale": report.upscale, "encoder": report.encoder,
-            "audio": report.audio, "notes": state.engine.notes + report.notes,
+            "audio": report.audio, "notes": state.engine.notes + report.notes + self._compile_notes,
             "container": spec.container, "streams": [entry.as_dict() for entry in report.streams],
             "geometry": report.geometry,
             "frames": {"in": report.frames_in, "out": report.frames_out, "interpolated": report.retime.interpolated,
@@ -147,15 +152,14 @@ class JobRunner:
     @contextmanager
     def _measured(self, src: Source, limits: bounds.Limits) -> Iterator[Measured]:
         """A whole input measured beside its processing: only the headers' claims are checked
-        before it starts (gpu_job.media.measuring). A segment measures its share first: it reads
-        only that much, through ranged GETs."""
+        before it starts (gpu_job.media.measuring). A segment measures its share first (it reads
+        only that much, through ranged GETs), and all its bounds are checked before it starts."""
         if self.spec.segment_window is None:
             with Measured.alongside(src, limits) as measured:
                 yield measured
             return
         facts, timeline = segment.measure_window(src, self.spec.segment_window)
-        bounds.check(facts, timeline, limits)  # before any model is loaded: a refused input costs a probe
-        yield Measured.done(facts, timeline, round(timeline.span_s, 4))  # as measure rounds the whole input's
+        yield Measured.done(facts, timeline, limits, round(timeline.span_s, 4))  # as measure rounds the whole input's
 
     def _expected_frames(self, plan: pipeline.Plan, measured: Measured) -> int:
         return pipeline.expected_output_frames(plan, measured.facts.frames, measured.duration_s, self.spec.segment_window)
@@ -179,10 +183,11 @@ class JobRunner:
             raise
 
     def _overlap(self, src: Source, processing: float) -> None:
-        """How long the input took to arrive, and how much of that the processing overlapped."""
-        if isinstance(src, RangedInput) and src.completed_at is not None:
-            self.state.timings["download"] = round(src.complete_s, 3)
-            self.state.timings["download_overlap"] = round(max(0.0, src.completed_at - max(processing, src.started_at)), 3)
+        """How long the input took to arrive (to the last byte the job read: all of it, unless
+        the sweep stopped), and how much of that the processing overlapped."""
+        if isinstance(src, RangedInput) and src.last_fetch_at is not None:
+            self.state.timings["download"] = round(src.last_fetch_at - src.started_at, 3)
+            self.state.timings["download_overlap"] = round(max(0.0, src.last_fetch_at - max(processing, src.started_at)), 3)
 
     @contextmanager
     def _input(self) -> Iterator[Source]:
@@ -227,6 +232,10 @@ class JobRunner:
 
             upscaler = Upscaler.from_file(self._model_file(spec.upscale_model), device=torch.device(device),
                                          dtype=getattr(torch, dtype))
+        if spec.compile != "off":  # what came of it (compiled, or the plain network and why) joins the notes
+            for model in (interpolator, upscaler):
+                if model is not None:
+                    model.compile(spec.compile, self._compile_notes)
         return pipeline.Plan(target_fps=spec.target_fps, upscale=spec.upscale, interpolator=interpolator,
                              upscaler=upscaler, device=device, dtype=dtype, video_codec=spec.video_codec, crf=spec.crf,
                              container=spec.container, window=spec.segment_window)

@@ -24,6 +24,7 @@ class ControlConfig:
     device: str = "auto"
     video_codec: str = "auto"
     crf: int = 18
+    compile: str = "off"  # opt-in torch.compile of the models (JOB_COMPILE): the same frames, not hashed
     container: str = DEFAULT_CONTAINER  # mp4 or mkv: the result's container and its key's extension
     # Bounds on one job (not hashed into the job id), refused by the job as bad input.
     max_duration_s: float = DEFAULT_MAX_DURATION_S

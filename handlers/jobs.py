@@ -103,6 +103,7 @@ def build_spec(record: JobRecord, deps: Deps, deadline: float) -> JobSpec:
         device=cfg.device,
         video_codec=cfg.video_codec,
         crf=cfg.crf,
+        compile=cfg.compile,
         container=container_of(record),
         deadline=deadline,
         max_duration_s=cfg.max_duration_s,

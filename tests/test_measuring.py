@@ -191,9 +191,58 @@ def test_a_gap_that_the_bounds_refuse_is_refused_with_no_frame_made_across_it(tm
 
 def test_headers_that_claim_too_long_are_refused_before_anything_starts(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "long.mp4", fps=24, seconds=1.0)
-    with pytest.raises(BadInputError, match="more than the limit"):
-        with Measured.alongside(clip, bounds.Limits(max_duration_s=0.5, max_output_pixels=1 << 30)):
-            pytest.fail("the block must not run")
+    with Measured.alongside(clip, bounds.Limits(max_duration_s=0.5, max_output_pixels=1 << 30)) as measured:
+        with pytest.raises(BadInputError, match="span 1.000 s over 24 frames, more than the limit"):
+            measured.check_claims()
+        assert measured.facts.frames == 24  # measured first: the refusal and the facts are the timestamps'
+
+
+def _live_clip(path: Path, seconds: int, fps: int = 25) -> Path:
+    """A live recording: Matroska that declares no duration, so only its packets tell its length."""
+    rng = np.random.default_rng(5)
+    with av.open(str(path), "w", format="matroska", options={"live": "1"}) as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        for i in range(seconds * fps):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
+def test_a_recording_longer_than_the_limit_is_refused_once_the_measure_passes_it(tmp_path: Path) -> None:
+    """GIVEN a 6 s live recording (no declared duration) arriving slowly, and a limit of 1 s
+    WHEN it is transcoded (no retime: nothing waits on the measure's bound)
+    THEN the measure stops as soon as it is past the limit, and the job stops with it, having
+    encoded no more than the limit allows: the decoder waits on the measure's bound."""
+    clip = _live_clip(tmp_path / "live.mkv", seconds=6)
+    data = clip.read_bytes()
+    made: list[int] = []
+    limits = bounds.Limits(max_duration_s=1.0, max_output_pixels=1 << 30)
+    with RangedInput(_slow_reads(data, [], 0.01), len(data), tmp_path / "cache", block=4096, run=2, sweep=True,
+                     sweep_run=4) as source, Measured.alongside(source, limits) as measured:
+        measured.check_claims()  # nothing declared: nothing to refuse yet
+
+        def on_frame(done: int) -> None:
+            measured.check()
+            made.append(done)
+
+        with pytest.raises(BadInputError, match=r"span at least 1\.\d+ s over its first \d+ frames, more than the limit"):
+            pipeline.process(source, tmp_path / "out.mp4", pipeline.Plan(), measured.duration, on_frame=on_frame)
+    assert len(made) <= 26, len(made)  # the decoder never passes the measure's bound: 1 s at 25 fps (150 in all)
+
+
+@pytest.mark.slow
+def test_a_refused_jobs_manifest_gives_the_measured_input_not_the_headers_guess(tmp_path: Path) -> None:
+    clip = _clip_with_gap(tmp_path / "gap.mkv", before=100, gap_s=660, after=50)
+    proc = run_job(file_job_env(tmp_path, clip, JOB_TARGET_FPS="30"), timeout=120)
+    assert proc.returncode == 65, proc.stderr[-2000:]
+    manifest = json.loads((tmp_path / "bucket/output/clip.mp4.manifest.json").read_text())
+    assert "after frame 100" in manifest["error"]["message"]
+    facts = manifest["media"]["input"]
+    assert facts["frames"] == 150 and 663 < facts["duration_s"] < 667 and facts["width"] == 64, facts
 
 
 # -- the job, as the control plane starts it, on an input that arrives slowly ---------------------------

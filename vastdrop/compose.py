@@ -19,7 +19,8 @@ from vastdrop.storage.local import file_url_to_path
 def control_config(s: ControlSettings) -> ControlConfig:
     return ControlConfig(
         target_fps=s.target_fps, upscale=s.upscale, interpolation_model=s.interpolation_model,
-        upscale_model=s.upscale_model, device=s.device, video_codec=s.video_codec, crf=s.crf, container=s.container,
+        upscale_model=s.upscale_model, device=s.device, video_codec=s.video_codec, crf=s.crf, compile=s.compile,
+        container=s.container,
         max_duration_s=s.max_duration_s, max_output_pixels=s.max_output_pixels,
         single_put_max_bytes=s.single_put_max_bytes, result_part_bytes=s.result_part_bytes,
         max_result_bytes=s.max_result_bytes,

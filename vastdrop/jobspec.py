@@ -56,6 +56,9 @@ class JobSpec(BaseModel):
     video_codec: str = Field("auto", description="auto (NVENC if it opens, else libx264; a segment's: libx264, or libx265 above 8 bits, "
                              "on every host) or an encoder name")
     crf: int = Field(18, ge=0, le=51, description="encoder quality (lower is better)")
+    compile: Literal["off", "compile", "cuda-graphs"] = Field(
+        "off", description="opt-in: the models compiled by torch.compile for the video's frame size (compile), "
+        "with CUDA graphs (cuda-graphs); the same frames, compiled at the first batch; off: run as they are")
     container: Literal["mp4", "mkv"] = Field(
         DEFAULT_CONTAINER, description="the result's container: mp4, or mkv to keep what MP4 cannot hold "
         "(bitmap subtitles, TrueHD, attachments); the result key's extension follows")
@@ -139,6 +142,7 @@ class JobSpec(BaseModel):
             "JOB_DEVICE": self.device,
             "JOB_VIDEO_CODEC": self.video_codec,
             "JOB_CRF": str(self.crf),
+            "JOB_COMPILE": self.compile,
             "JOB_CONTAINER": self.container,
             "JOB_ATTEMPT": str(self.attempt),
             "JOB_MAX_DURATION_S": repr(self.max_duration_s),

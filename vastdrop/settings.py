@@ -86,6 +86,7 @@ class ControlSettings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = _job_field("device")
     video_codec: str = _job_field("video_codec")
     crf: int = _job_field("crf")
+    compile: Literal["off", "compile", "cuda-graphs"] = _job_field("compile")
     container: Literal["mp4", "mkv"] = _job_field("container")
     # What one job may ask of its host, refused as bad input before any heavy work; the job's own
     # bounds, handed on as its JOB_* variables (not hashed into the job id: limits, not parameters).

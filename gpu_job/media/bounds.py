@@ -73,7 +73,9 @@ def _check_pixels(facts: MediaFacts, limits: Limits) -> None:
 def _check_duration(timeline: Timeline, limits: Limits) -> None:
     limit = _limit(limits)
     if timeline.span_s > limits.max_duration_s:
-        message = f"the video's timestamps span {_span(timeline.span_s)} over {timeline.frames} frames, more than {limit}"
+        read = "" if timeline.complete else "at least "  # the measure stopped once it was sure
+        message = (f"the video's timestamps span {read}{_span(timeline.span_s)} over "
+                   f"{'its first ' if read else ''}{timeline.frames} frames, more than {limit}")
         if timeline.largest_gap_s > timeline.span_s / 2:
             message += f": {_gap(timeline)} makes up most of it"
         raise BadInputError(message)

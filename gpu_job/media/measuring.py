@@ -17,8 +17,10 @@ What the bounds refuse is still refused, and no output frame is made past what t
 - the published span stops short of the limit, and before any gap of more than
   bounds.MAX_GAP_FLOOR_S between frames (which may be refused, but only once the typical interval
   is known, at the end), until the measure has ended and bounds.check has judged the whole.
+The decoder waits on the same bound (Duration.reach): a decoded frame goes on only once the measure
+has read past it, so a plain transcode of a recording that runs past the limit stops there too.
 A failure of the measure (a bound, a corrupt stream, the input's bytes) reaches the pipeline as the
-job's error: through the retime's wait, or the check after each output frame (Measured.check).
+job's error: through those waits, or the check after each output frame (Measured.check).
 """
 
 from __future__ import annotations
@@ -83,6 +85,17 @@ class Duration:
         self.check()
         return self._exact  # type: ignore[return-value]
 
+    def reach(self, seconds: float) -> None:
+        """Wait until the measure has read this far into the input, or has ended: nothing is
+        processed past what it has judged (its floor stops short of the limit and of a suspect gap)."""
+        if self._exact is not None or seconds <= self._floor:  # the common case, without the lock
+            self.check()
+            return
+        with self._cond:
+            while self._exact is None and self._error is None and seconds > self._floor:
+                self._cond.wait()
+        self.check()
+
     def covers(self, k: int, count_for: Callable[[float], int]) -> bool:
         """Whether item k is before the count that this duration gives (`count_for` never falls as
         the duration grows): decided on the floor while it can be, else once the measure is further."""
@@ -99,20 +112,39 @@ class Duration:
 
 class Measured:
     """The input's facts and timeline: measured already (`done`), or being measured beside the
-    processing (`alongside`). `facts` are the best known now: the headers' until the measure ends."""
+    processing (`alongside`). `facts` are the best known now: the headers' until the measure has
+    read the whole (refused or not)."""
 
-    def __init__(self, facts: MediaFacts, duration: Duration) -> None:
-        self.facts, self.duration = facts, duration
+    def __init__(self, facts: MediaFacts, duration: Duration, limits: bounds.Limits, declared_s: float) -> None:
+        self.facts, self.duration, self.limits, self.declared_s = facts, duration, limits, declared_s
         self._timeline: Timeline | None = None
+        self._measured_first = False
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @classmethod
-    def done(cls, facts: MediaFacts, timeline: Timeline, duration_s: float | None = None) -> Measured:
+    def done(cls, facts: MediaFacts, timeline: Timeline, limits: bounds.Limits,
+             duration_s: float | None = None) -> Measured:
         """`duration_s`: the timeline's, when it is not the facts' (a segment's facts are its share)."""
-        measured = cls(facts, Duration(facts.duration_s if duration_s is None else duration_s))
+        measured = cls(facts, Duration(facts.duration_s if duration_s is None else duration_s), limits,
+                       timeline.declared_s)
         measured._timeline = timeline
+        measured._measured_first = True
         return measured
+
+    @classmethod
+    @contextmanager
+    def alongside(cls, source: Source, limits: bounds.Limits) -> Iterator[Measured]:
+        """The headers read now (and the first frame decoded); the measure in a thread until the
+        block ends. check_claims() says whether processing may start."""
+        facts, declared = probe.header(source)
+        measured = cls(facts, Duration(), limits, declared)
+        thread = threading.Thread(target=measured._measure, args=(source,), name="vastdrop-measure", daemon=True)
+        thread.start()
+        try:
+            yield measured
+        finally:
+            measured._stop.set()
+            thread.join(CLOSE_WAIT_S)
 
     @property
     def duration_s(self) -> float:
@@ -120,24 +152,17 @@ class Measured:
         exact = self.duration.exact
         return self.facts.duration_s if exact is None else exact
 
-    @classmethod
-    @contextmanager
-    def alongside(cls, source: Source, limits: bounds.Limits) -> Iterator[Measured]:
-        """The headers read and checked now; the measure in a thread until the block ends."""
-        facts, declared = probe.header(source)
-        measured = cls(facts, Duration())
-        if declared > limits.max_duration_s:  # refused: measured first, the refusal names the cause (a gap?)
-            measured._measure(source, limits)
-            measured.check()
-        bounds.check_claims(facts, declared, limits)
-        measured._thread = threading.Thread(target=measured._measure, args=(source, limits),
-                                            name="vastdrop-measure", daemon=True)
-        measured._thread.start()
-        try:
-            yield measured
-        finally:
-            measured._stop.set()
-            measured._thread.join(CLOSE_WAIT_S)
+    def check_claims(self) -> None:
+        """BadInputError unless the input may be processed now: measured, its bounds (done); else
+        the headers' claims. An input whose headers claim too long a duration waits for its measure,
+        so that the refusal names the cause (a gap in its timestamps, or a length really too long)."""
+        if self._measured_first:
+            assert self._timeline is not None
+            bounds.check(self.facts, self._timeline, self.limits)
+            return
+        if self.declared_s > self.limits.max_duration_s:
+            self.result()  # refused by its own bounds.check at the latest
+        bounds.check_claims(self.facts, self.declared_s, self.limits)
 
     def check(self) -> None:
         """Raise the measure's failure, if it failed (after each output frame: cheap)."""
@@ -149,15 +174,15 @@ class Measured:
         assert self._timeline is not None
         return self.facts, self._timeline
 
-    def _measure(self, source: Source, limits: bounds.Limits) -> None:
-        read_s = 0.0  # the span published so far
+    def _measure(self, source: Source) -> None:
+        limits, read_s = self.limits, 0.0  # the span published so far
 
         def on_span(span_s: float) -> bool:
             nonlocal read_s
-            if self._stop.is_set():
-                return False
-            if span_s > limits.max_duration_s or span_s - read_s > bounds.MAX_GAP_FLOOR_S:
-                return True  # too long, or past a gap that may be refused: the span stays here until the end says
+            if self._stop.is_set() or span_s > limits.max_duration_s:
+                return False  # stopped; or refused for sure (the span only grows): say so now
+            if span_s - read_s > bounds.MAX_GAP_FLOOR_S:
+                return True  # past a gap that may be refused: the span stays before it until the end says
             self.duration.grow(span_s)
             read_s = span_s
             return True
@@ -166,9 +191,9 @@ class Measured:
             facts, timeline = probe.measure(source, on_span)
             if self._stop.is_set():
                 return
+            self.facts, self._timeline = facts, timeline  # what it read, refused or not (the manifest's)
             bounds.check(facts, timeline, limits)
         except BaseException as exc:  # the job's error, raised where the pipeline looks
             self.duration.fail(exc)
             return
-        self.facts, self._timeline = facts, timeline
         self.duration.finish(facts.duration_s)

@@ -143,7 +143,7 @@ def _retimed_count(target_fps: float, duration: float | Duration) -> Count:
 def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
             on_frame: OnFrame | None = None) -> Report:
     """`duration_s`: the input's, as measured (seconds); or its Duration while a measure reads on
-    beside the processing: only the retimed output's last frames wait for it."""
+    beside the processing: a retimed output frame waits for it only past the span it has read."""
     report = Report()
     hw_decode = plan.hw_decode if plan.hw_decode is not None else plan.on_cuda
     decode_notes: list[str] = []
@@ -203,7 +203,8 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
                     for index, route in others.routes.items():
                         route.shift = later_segment_shift(segment, index)
             try:
-                decoded = _decode(container, vin, others, report, deint, segment)
+                measuring = duration_s if isinstance(duration_s, Duration) else None
+                decoded = _decode(container, vin, others, report, deint, segment, measuring)
                 if segment is not None and plan.target_fps is None:
                     # A retimed segment keeps the source frames around its span (interpolation's context).
                     decoded = _own_frames(decoded, segment)
@@ -388,12 +389,16 @@ def _device_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration: float 
 
 
 def _decode(container, vin, others: streams.OtherStreams, report: Report,
-            deint: interlace.Deinterlace | None, segment: Segment | None = None) -> Iterator[av.VideoFrame]:
+            deint: interlace.Deinterlace | None, segment: Segment | None = None,
+            measuring: Duration | None = None) -> Iterator[av.VideoFrame]:
     """Decoded (and deinterlaced) video frames in order; other streams' packets are handed to their
     paths on the way. Only demuxing and decoding errors mean a bad input; anything downstream is our
     own failure. A segment stops demuxing past its end, and keeps only its own share of the other
-    streams' packets."""
+    streams' packets. While the input is `measuring`, a frame goes on once the measure has read past
+    it (gpu_job.media.measuring)."""
     last_pts: int | None = None
+    first_pts: int | None = None
+    tb = Fraction(vin.time_base)
     deinterlacer = interlace.Deinterlacer(deint, Fraction(vin.time_base)) if deint else None
     stop = segment.past if segment is not None else None
     for packet, decoded in _demux_decode(container, [vin, *others.inputs], vin, report, stop):
@@ -407,6 +412,9 @@ def _decode(container, vin, others: streams.OtherStreams, report: Report,
                 report.notes.append(f"dropped a frame with a non-increasing timestamp ({pts})")
                 continue
             last_pts = pts
+            if measuring is not None:
+                first_pts = pts if first_pts is None else first_pts
+                measuring.reach(float((pts - first_pts) * tb))
             report.frames_in += 1
             frame.pts = pts
             if frame.time_base is None:  # drained from the decoder (a segment's end) rather than demuxed

@@ -77,6 +77,7 @@ class Timeline:
     largest_gap_s: float  # the longest interval between two consecutive frames
     gap_after_frame: int  # 1-based number of the frame before that gap
     gap_at_s: float  # that frame's time
+    complete: bool = True  # False: the measure stopped early (already over the duration limit)
 
 
 def probe(path: Path) -> MediaFacts:
@@ -130,7 +131,7 @@ def measure(path: Source, on_span: OnSpan | None = None) -> tuple[MediaFacts, Ti
         _first_frame(container, stream)
         container.seek(0)
         time_base = stream.time_base or Fraction(1, 90000)
-        frames, start, end = 0, None, None
+        frames, start, end, complete = 0, None, None, True
         stamps = array("q")  # 8 bytes a frame: 12 h at 60 fps is 21 MB
         try:
             for packet in container.demux(stream):
@@ -143,6 +144,7 @@ def measure(path: Source, on_span: OnSpan | None = None) -> tuple[MediaFacts, Ti
                 start = t0 if start is None else min(start, t0)
                 end = t1 if end is None else max(end, t1)
                 if on_span is not None and frames % SPAN_EVERY == 0 and not on_span(round(_span_s(start, end, time_base), 4)):
+                    complete = False
                     break
         except av.error.FFmpegError as exc:
             raise BadInputError(f"the video stream is corrupt: {exc.strerror or exc}") from exc
@@ -157,7 +159,7 @@ def measure(path: Source, on_span: OnSpan | None = None) -> tuple[MediaFacts, Ti
             audio=has_audio,
             codec=stream.codec_context.name,
         )
-        return facts, timeline_from(stamps, time_base, duration, declared_s(container, stream))
+        return facts, timeline_from(stamps, time_base, duration, declared_s(container, stream), complete)
 
 
 def declared_s(container: av.container.InputContainer, stream: av.VideoStream) -> float:
@@ -169,14 +171,15 @@ def declared_s(container: av.container.InputContainer, stream: av.VideoStream) -
     return max(claims)
 
 
-def timeline_from(stamps: array, time_base: Fraction, span_s: float, declared_s: float) -> Timeline:
+def timeline_from(stamps: array, time_base: Fraction, span_s: float, declared_s: float,
+                  complete: bool = True) -> Timeline:
     pts = np.sort(np.frombuffer(stamps, dtype=np.int64))  # presentation order (B-frames are stored out of it)
     gaps = np.diff(pts)
     if gaps.size == 0:
-        return Timeline(len(pts), span_s, declared_s, span_s, 0.0, len(pts), 0.0)
+        return Timeline(len(pts), span_s, declared_s, span_s, 0.0, len(pts), 0.0, complete)
     typical = np.partition(gaps, (gaps.size - 1) // 2)[(gaps.size - 1) // 2]
     at = int(np.argmax(gaps))
     tb = float(time_base)
     return Timeline(frames=len(pts), span_s=span_s, declared_s=declared_s, typical_interval_s=float(typical) * tb,
                     largest_gap_s=float(gaps[at]) * tb, gap_after_frame=at + 1,
-                    gap_at_s=float(pts[at] - pts[0]) * tb)
+                    gap_at_s=float(pts[at] - pts[0]) * tb, complete=complete)

@@ -264,6 +264,13 @@ class RifeInterpolator:
         )
         return cls(net, label, device, dtype, dropped)
 
+    def compile(self, mode: str, notes: list[str]) -> None:
+        """The opt-in compiled path (JOB_COMPILE): the flownet compiled for the video's frame size
+        (gpu_job.models.compiled); what came of it is appended to `notes`."""
+        from gpu_job.models.compiled import FixedShape
+
+        self.net = FixedShape(self.net, mode, notes)
+
     def _padding(self, height: int, width: int) -> tuple[int, int]:
         """(bottom, right) padding for a frame size, decided once per size."""
         pad = self._pad_cache.get((height, width))

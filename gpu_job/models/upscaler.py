@@ -50,6 +50,14 @@ class Upscaler:
         self.footprint = _footprint(self.descriptor.model, descriptor.architecture.id, self.scale, dtype)
         self._plans: dict[tuple[int, int, int], memory.MemoryPlan] = {}
         self._shrunk: int | None = None  # the tile after an out-of-memory, kept for the rest of the video
+        self.net: Callable[[torch.Tensor], torch.Tensor] = self.descriptor.model
+
+    def compile(self, mode: str, notes: list[str]) -> None:
+        """The opt-in compiled path (JOB_COMPILE): the network compiled for the video's frame (or tile)
+        size (gpu_job.models.compiled); what came of it is appended to `notes`."""
+        from gpu_job.models.compiled import FixedShape
+
+        self.net = FixedShape(self.descriptor.model, mode, notes)
 
     def plan(self, height: int, width: int, batch: int) -> memory.MemoryPlan:
         """The memory plan for frames of this size, made once (free memory measured then)."""
@@ -140,7 +148,7 @@ class Upscaler:
         pad_h, pad_w = self._padding(height, width)
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        y = self.descriptor.model(x).float().clamp_(0, 1)
+        y = self.net(x).float().clamp_(0, 1)
         return y[..., : height * self.scale, : width * self.scale]
 
 
