@@ -4,6 +4,8 @@
 (gpu_job.media.pipeline.process: demux, decode, device work, encode, mux) on generated clips with:
   - RIFE 4.25 and 4.26 doubling the frame rate, at 1080p and at 4K (flow at scale 0.5 above 1440p,
     as the runner does);
+  - the same with the opt-in compiled path (JOB_COMPILE=cuda-graphs) for one RIFE and one Compact
+    case, compiled during the warm-up, whose wall time is not counted;
   - x2 upscaling from 1080p and x4 from 540p (both 4K out), with SRVGGNetCompact
     (realesr-animevideov3's size: 64 features, 16 convs) and RRDBNet (RealESRGAN_x*plus's size:
     64 features, 23 blocks);
@@ -53,6 +55,7 @@ class Case:
     upscaler: str | None = None  # compact or rrdb
     scale: int = 1
     channels_last: bool = False  # the model's weights in NHWC: cuDNN then picks NHWC kernels (issue 11 item 3)
+    compile: str = "off"  # JOB_COMPILE's values: the opt-in compiled path (gpu_job.models.compiled)
 
 
 CASES = (
@@ -67,6 +70,9 @@ CASES = (
     # The same as two cases above, with the weights channels_last: the job adopts it where it measures faster.
     Case("rife-4.26 1080p x2 fps channels_last", "1080p", 96, rife="4.26", channels_last=True),
     Case("compact x2 1080p->4K channels_last", "1080p", 48, upscaler="compact", scale=2, channels_last=True),
+    # The same with JOB_COMPILE=cuda-graphs: compiled during the warm-up (same frame size), then replayed.
+    Case("rife-4.26 1080p x2 fps cuda-graphs", "1080p", 96, rife="4.26", compile="cuda-graphs"),
+    Case("compact x2 1080p->4K cuda-graphs", "1080p", 48, upscaler="compact", scale=2, compile="cuda-graphs"),
 )
 SIZES = {"540p": (960, 540), "1080p": (1920, 1080), "4K": (3840, 2160)}
 SMOKE_SIZES = {"540p": (64, 36), "1080p": (128, 72), "4K": (256, 144)}
@@ -121,7 +127,7 @@ class GpuSampler:
                 "samples": len(self.samples)}
 
 
-def _models(tmp: Path, device, dtype, smoke: bool) -> dict:
+def _models(tmp: Path, device, dtype, smoke: bool, notes: list[str]) -> dict:
     """Loaders for each model, through the job's own classes; files written once, loaded once."""
     import torch
 
@@ -136,21 +142,25 @@ def _models(tmp: Path, device, dtype, smoke: bool) -> dict:
     def load(case: Case, width: int, height: int):
         if case.rife:
             scale = RIFE_UHD_SCALE if max(width, height) > RIFE_FULL_SCALE_MAX_PX else 1.0
-            key = ("rife", case.rife, scale, case.channels_last)
+            key = ("rife", case.rife, scale, case.channels_last, case.compile)
             if key not in cache:
                 path = save_rife(tmp / f"rife-{case.rife}" / "flownet.pkl", case.rife)
                 cache[key] = RifeInterpolator.from_file(path, device=device, dtype=dtype, version=case.rife,
                                                         scale=scale)
                 if case.channels_last:
                     cache[key].net.to(memory_format=torch.channels_last)
+                if case.compile != "off":
+                    cache[key].compile(case.compile, notes)
             return cache[key]
-        key = (case.upscaler, case.scale, case.channels_last)
+        key = (case.upscaler, case.scale, case.channels_last, case.compile)
         if key not in cache:
             save = save_compact if case.upscaler == "compact" else save_rrdb
             path = save(tmp / f"{case.upscaler}-x{case.scale}.pth", scale=case.scale, **widths[case.upscaler])
             cache[key] = Upscaler.from_file(path, device=device, dtype=dtype)
             if case.channels_last:
                 cache[key].descriptor.model.to(memory_format=torch.channels_last)
+            if case.compile != "off":
+                cache[key].compile(case.compile, notes)
         return cache[key]
 
     return load
@@ -184,7 +194,8 @@ def run_case(case: Case, load, clips, device, dtype, args, tmp: Path) -> dict:
         "output_frames": report.frames_out, "wall_s": wall, "fps": report.frames_out / wall,
         "stage_s": dict(report.stage_s), "encoder": report.encoder,
         "model": report.interpolation if case.rife else report.upscale, "dtype": str(dtype).removeprefix("torch."),
-        "batch": args.batch, "channels_last": case.channels_last, "gpu_utilization": gpu.summary(),
+        "batch": args.batch, "channels_last": case.channels_last, "compile": case.compile,
+        "gpu_utilization": gpu.summary(),
         "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
     }
 
@@ -225,14 +236,20 @@ def main() -> None:
                                       fps=SOURCE_FPS, seconds=frames / SOURCE_FPS)
             return made[key]
 
-        load = _models(tmp, device, dtype, args.smoke)
+        notes: list[str] = []  # what the compiled cases' compiles came to
+        load = _models(tmp, device, dtype, args.smoke, notes)
         for case in CASES:
             if args.only and args.only not in case.name:
                 continue
             if time.perf_counter() - started > BUDGET_S:
                 results["cases"].append({"case": case.name, "skipped": f"past the {BUDGET_S} s budget"})
                 continue
+            if args.smoke and case.compile != "off":  # inductor on a CPU takes minutes for RIFE
+                results["cases"].append({"case": case.name, "skipped": "a compiled case: on a CUDA host only"})
+                continue
+            started_notes = len(notes)
             row = run_case(case, load, clips, device, dtype, args, tmp)
+            row["notes"] = notes[started_notes:]
             results["cases"].append(row)
             util = row["gpu_utilization"]
             print(f"{case.name:<24} {row['input']:>9} {row['output_frames']:4d} frames {row['wall_s']:7.2f} s "
