@@ -121,7 +121,9 @@ class Row:
 
     @property
     def running_s(self) -> float:
-        return self.setup_s + self.download_s + self.process_s + self.upload_s + self.teardown_s
+        # The job processes its input as it arrives (gpu_job.ranged_input): the slower of the two
+        # sets the pace, and the result goes up once both are done.
+        return self.setup_s + max(self.download_s, self.process_s) + self.upload_s + self.teardown_s
 
     @property
     def total_s(self) -> float:
@@ -486,7 +488,7 @@ def render(plan: Plan) -> str:
         lines.append("TIME is per job, launch to result (TOTAL adds them up; run starts up to max_instances at once; "
                      "a split job: one segment's time per wave of segments, and the join): "
                      + ("" if priced[0].offer.local else "loading = image pull and start, storage billed; running = ")
-                     + "setup, download, the stages (frames / fps), upload:")
+                     + "setup, then the download and the stages (frames / fps) side by side, then the upload:")
         by_source: dict[str, list[str]] = {}
         for r in priced:
             parts = [f"{s.task.describe()} {s.fps:.3g} fps{' (guess)' if s.guess else ''}" for s in r.stages]
