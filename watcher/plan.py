@@ -43,7 +43,7 @@ LOCAL_SETUP_S = 5.0  # the local child process: interpreter and torch import
 TEARDOWN_S = 3.0  # manifest written -> instance destroyed (the job destroys itself; bench target <= 3 s)
 # H.264 at CRF/CQ 18 spends roughly 0.1-0.2 bits per pixel of typical footage; planned at 0.15.
 RESULT_BITS_PER_PIXEL = 0.15
-PQ_TRANSFER = 16  # AVCOL_TRC_SMPTE2084, HDR10's transfer
+HDR10_SIDE_DATA = ("MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL")
 AUDIO_BYTES_PER_S = 24_000.0  # audio copied or re-encoded to AAC: up to about 192 kbit/s
 LOG_AND_MANIFEST_BYTES = 1e6  # the manifest and the job's log, uploaded after the result
 # Vast's inet_down/inet_up: the offer search reference (search_offers.yaml) says MB/s, its instance
@@ -64,7 +64,7 @@ class Media:
     audio: bool
     frames_estimated: bool = False  # the container did not say: duration x frame rate
     deep: bool = False  # deeper than 8 bits: the job encodes 10 bits (libx265 in software)
-    pq: bool = False  # PQ (HDR10): NVENC cannot be handed its metadata, so libx265 encodes it even there
+    hdr10: bool = False  # HDR10 metadata, which NVENC cannot be handed: libx265 encodes it even there
 
 
 @dataclass
@@ -124,9 +124,10 @@ class Row:
 
     @property
     def running_s(self) -> float:
-        # The job processes its input as it arrives (gpu_job.ranged_input): the slower of the two
-        # sets the pace, and the result goes up once both are done.
-        return self.setup_s + max(self.download_s, self.process_s) + self.upload_s + self.teardown_s
+        # A whole job processes its input as it arrives (gpu_job.ranged_input): the slower of the two
+        # sets the pace. A segment reads its span before it starts (gpu_job.media.segment.measure_window).
+        transfer = max(self.download_s, self.process_s) if self.segments == 1 else self.download_s + self.process_s
+        return self.setup_s + transfer + self.upload_s + self.teardown_s
 
     @property
     def total_s(self) -> float:
@@ -216,8 +217,8 @@ def probe(source: str, key: str, *, count_packets: bool) -> Media:
         if duration_s <= 0:
             duration_s = frames / float(rate)
         deep = bool(first.format.components) and first.format.components[0].bits > 8
-        return Media(width=first.width, height=first.height, fps=Fraction(rate), frames=frames,
-                     deep=deep, pq=deep and first.color_trc == PQ_TRANSFER,
+        hdr10 = any(sd.type.name in HDR10_SIDE_DATA for sd in first.side_data)  # as encode.choose_encoder reads it
+        return Media(width=first.width, height=first.height, fps=Fraction(rate), frames=frames, deep=deep, hdr10=hdr10,
                      duration_s=duration_s, audio=bool(container.streams.audio), frames_estimated=estimated)
 
 
@@ -244,7 +245,8 @@ def _synthesized_share(source_fps: Fraction, target_fps: float) -> float:
 
 def stages(media: Media, gpu: str, frames_out: int, *, target_fps: float | None, upscale: int,
            interpolation_learned: bool, upscale_learned: bool, upscale_model_factor: int | None,
-           nvenc: bool = True) -> list[Stage]:
+           nvenc: bool = True, hevc: bool = False) -> list[Stage]:
+    """hevc: the job encodes 10 bits with libx265 where it encodes in software (auto, deep source)."""
     out: list[Stage] = []
     if target_fps is not None:
         task = Task("interpolate", media.width, media.height, 2, interpolation_learned)
@@ -257,8 +259,8 @@ def stages(media: Media, gpu: str, frames_out: int, *, target_fps: float | None,
         task = Task("upscale", media.width, media.height, factor, upscale_learned)
         estimate = fps_for(gpu, task)
         out.append(Stage(task, frames_out, estimate.fps, estimate.source, estimate.guess))
-    task = Task("transcode", media.width * upscale, media.height * upscale, 1, nvenc=nvenc and not media.pq,
-                hevc=media.deep)
+    task = Task("transcode", media.width * upscale, media.height * upscale, 1,
+                nvenc=nvenc and not (hevc and media.hdr10), hevc=hevc)
     estimate = fps_for(gpu, task)
     out.append(Stage(task, frames_out, estimate.fps, estimate.source, estimate.guess))
     return out
@@ -315,7 +317,8 @@ def price(row: Row, offer: Offer, deps: Deps) -> None:
     model_factor = 4 if not local and cfg.upscale_model is None else None
     row.stages = stages(media, offer.gpu, share, target_fps=cfg.target_fps, upscale=cfg.upscale,
                         interpolation_learned=learned_interp, upscale_learned=learned_up,
-                        upscale_model_factor=model_factor, nvenc=n == 1 or "nvenc" in cfg.video_codec)
+                        upscale_model_factor=model_factor, nvenc=n == 1 or "nvenc" in cfg.video_codec,
+                        hevc=media.deep and cfg.video_codec in ("auto", "libx265"))
     out_pixels = media.width * media.height * cfg.upscale ** 2
     result_bytes = share * out_pixels * RESULT_BITS_PER_PIXEL / 8 \
         + (AUDIO_BYTES_PER_S * media.duration_s / n if media.audio else 0.0)

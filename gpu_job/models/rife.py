@@ -264,12 +264,12 @@ class RifeInterpolator:
         )
         return cls(net, label, device, dtype, dropped)
 
-    def compile(self, mode: str, notes: list[str]) -> None:
+    def compile(self, mode: str, notes: list[str], batch: int | None = None) -> None:
         """The opt-in compiled path (JOB_COMPILE): the flownet compiled for the video's frame size
         (gpu_job.models.compiled); what came of it is appended to `notes`."""
         from gpu_job.models.compiled import FixedShape
 
-        self.net = FixedShape(self.net, mode, notes)
+        self.net = FixedShape(self.net, mode, notes, batch)
 
     def _padding(self, height: int, width: int) -> tuple[int, int]:
         """(bottom, right) padding for a frame size, decided once per size."""

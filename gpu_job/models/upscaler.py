@@ -52,12 +52,12 @@ class Upscaler:
         self._shrunk: int | None = None  # the tile after an out-of-memory, kept for the rest of the video
         self.net: Callable[[torch.Tensor], torch.Tensor] = self.descriptor.model
 
-    def compile(self, mode: str, notes: list[str]) -> None:
+    def compile(self, mode: str, notes: list[str], batch: int | None = None) -> None:
         """The opt-in compiled path (JOB_COMPILE): the network compiled for the video's frame (or tile)
         size (gpu_job.models.compiled); what came of it is appended to `notes`."""
         from gpu_job.models.compiled import FixedShape
 
-        self.net = FixedShape(self.descriptor.model, mode, notes)
+        self.net = FixedShape(self.descriptor.model, mode, notes, batch)
 
     def plan(self, height: int, width: int, batch: int) -> memory.MemoryPlan:
         """The memory plan for frames of this size, made once (free memory measured then)."""
