@@ -89,11 +89,6 @@ class RangedInput:
         """A fresh, seekable file object for a container (PyAV reads any such)."""
         return RangedReader(self)
 
-    @property
-    def complete_s(self) -> float | None:
-        """Seconds from the start to the last byte, once every block is here (else None)."""
-        return None if self.completed_at is None else self.completed_at - self.started_at
-
     def close(self) -> None:
         with self._cond:
             self._closed = True

@@ -124,7 +124,7 @@ def test_a_sweep_fetches_everything_in_order_in_growing_runs_and_a_waiting_reade
         deadline = time.monotonic() + 10
         while source.completed_at is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert source.complete_s is not None and source.open().read() == data
+        assert source.completed_at is not None and source.open().read() == data
     assert source.fetched_bytes == len(data)
     tail_call = next(i for i, (start, _) in enumerate(calls) if start >= len(data) - block)
     assert tail_call <= 1, calls  # behind at most the one GET already under way

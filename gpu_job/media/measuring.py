@@ -7,13 +7,14 @@ decodes behind it. The measure only demuxes, so it runs ahead of the decoder.
 
 What the pipeline needs of the measure is the input's duration, and only at its end: the retimed
 output holds the frames k < count, and the count follows from the duration. So the measure
-publishes the span it has read so far, a lower bound (Duration.floor), and the retime waits only
+publishes the span it has read so far, a lower bound (Duration.grow), and the retime waits only
 when it would pass it (Duration.covers). The frames are the very frames a measure-first job makes.
 
 What the bounds refuse is still refused, and no output frame is made past what they allow:
 - the headers' claims (the output's pixels, the declared duration) are checked before anything
-  starts (bounds.check_claims), as is the first frame's decoding (probe.header). An input whose headers claim more than JOB_MAX_DURATION_S is measured first, as before, so that
-  the refusal names the cause: a gap in its timestamps, or a length really over the limit;
+  starts (bounds.check_claims), as is the first frame's decoding (probe.header). An input whose
+  headers claim more than JOB_MAX_DURATION_S is measured first, as before, so that the refusal
+  names the cause: a gap in its timestamps, or a length really over the limit;
 - the published span stops short of the limit, and before any gap of more than
   bounds.MAX_GAP_FLOOR_S between frames (which may be refused, but only once the typical interval
   is known, at the end), until the measure has ended and bounds.check has judged the whole.
@@ -47,10 +48,6 @@ class Duration:
         self._floor = 0.0 if seconds is None else seconds
         self._exact = seconds
         self._error: BaseException | None = None
-
-    @property
-    def floor(self) -> float:
-        return self._floor
 
     @property
     def exact(self) -> float | None:

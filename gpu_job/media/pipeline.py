@@ -399,7 +399,7 @@ def _decode(container, vin, others: streams.OtherStreams, report: Report,
     last_pts: int | None = None
     first_pts: int | None = None
     tb = Fraction(vin.time_base)
-    deinterlacer = interlace.Deinterlacer(deint, Fraction(vin.time_base)) if deint else None
+    deinterlacer = interlace.Deinterlacer(deint, tb) if deint else None
     stop = segment.past if segment is not None else None
     for packet, decoded in _demux_decode(container, [vin, *others.inputs], vin, report, stop):
         if packet is not None and packet.stream is not vin:
@@ -509,7 +509,8 @@ def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration: float
 
     if segment is None:
         return retime(frames, rate, count, run, batch, report.retime)
-    first, stop = segment.frame_range(rate, count if isinstance(count, int) else frames_for(count.wait(), rate))
+    assert isinstance(count, int), "a segment's share is measured before it is processed"
+    first, stop = segment.frame_range(rate, count)
     return retime(frames, rate, stop, run, batch, report.retime,
                   origin=segment.first_pts * segment.video_tb, first=first)
 
