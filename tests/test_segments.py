@@ -4,6 +4,7 @@ input as a player would see both: the same frames at the same times, the same so
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import av
@@ -135,6 +136,38 @@ def test_opus_and_flac_are_copied_into_segments_sample_for_sample(tmp_path, code
     assert whole.size >= 48000 * 5.9 and np.array_equal(split, whole)  # all 6 s of the mono tone
 
 
+@pytest.mark.parametrize("make", ["phone", "matroska"])
+def test_a_variable_frame_rate_keeps_its_times_across_the_joins(tmp_path, make):
+    """A phone's jittery clock with dropped frames, and Matroska's millisecond times (41 or 42 ms a
+    frame): an encoder's first packet waits for a span of pictures that differs at each segment's
+    start. Every picture of the joined file still shows at the one job's time, the sound too."""
+    from fractions import Fraction
+
+    from gpu_job.media import pipeline
+    from tests.support.geometry_clips import make_jittery
+
+    if make == "phone":
+        src = make_offset_audio(make_jittery(tmp_path / "v.mp4", seconds=8), tmp_path / "src.mp4",
+                                audio_lead_s=0.25, seconds=8.25)
+    else:
+        src = make_clip(tmp_path / "src.mkv", width=64, height=48, fps=24, seconds=8)
+    one = tmp_path / "one.mp4"
+    pipeline.process(src, one, pipeline.Plan(), 9.0)
+    cuts, parts = ["0", "2.3", "4.1", "6.05", None], []
+    for i in range(4):
+        parts.append(tmp_path / f"part{i}.mp4")
+        window = (Fraction(cuts[i]), Fraction(cuts[i + 1]) if cuts[i + 1] else None)
+        pipeline.process(src, parts[-1], pipeline.Plan(window=window), 9.0)
+    joined = _join(parts, tmp_path / "joined.mp4")
+    # ffmpeg's null output times frames on a 1/30 s grid, where two jittered frames can meet: it
+    # says so for the one job's file too.
+    same = re.compile(r" @ 0x[0-9a-f]+")
+    assert same.sub("", decode_warnings(joined)) == same.sub("", decode_warnings(one))
+    whole, split = _timeline(one), _timeline(joined)
+    assert len(whole["video"]) > 170 and split["video"] == whole["video"]
+    assert split["audio"] == whole["audio"]
+
+
 def test_a_gap_at_a_cut_is_refused_by_the_segment_after_it(tmp_path):
     """A gap between two segments lies in neither's own frames: the segment after it reads the frames
     before its start (its lead-in) and judges the gap as the whole input's measure does."""
@@ -205,8 +238,11 @@ def test_a_late_segment_reads_its_own_span_of_the_input_not_all_of_it(tmp_path):
 def test_retimed_segments_interpolate_across_the_joins(tmp_path):
     """RIFE (random weights in the real layout) to 60 fps: a segment's last frames are made with the
     next segment's first source frame, so the joined result has every frame the one job makes. Encoded
-    losslessly (CRF 0), so that the comparison sees the interpolation and not the encoder's choices."""
-    src = make_clip(tmp_path / "src.mp4", width=64, height=48, fps=24, seconds=2.0)
+    losslessly (CRF 0), so that the comparison sees the interpolation and not the encoder's choices.
+    The sound starts 0.2 s before the picture, which the picture's edit list says in segment 0's
+    header: the later segments' pictures keep their place after it."""
+    video = make_clip(tmp_path / "v.mp4", width=64, height=48, fps=24, seconds=2.0, audio=False)
+    src = make_offset_audio(video, tmp_path / "src.mp4", audio_lead_s=0.2, seconds=2.2)
     model = save_rife(tmp_path / "rife.pkl")
     env = {"JOB_TARGET_FPS": "60", "JOB_INTERPOLATION_MODEL": str(model), "JOB_CRF": "0"}
     one = _run(tmp_path, src, "one", **env)
@@ -215,7 +251,7 @@ def test_retimed_segments_interpolate_across_the_joins(tmp_path):
     assert decode_warnings(joined) == ""
     whole, split = _timeline(one), _timeline(joined)
     assert len(whole["video"]) == 120
-    assert split["video"] == whole["video"]
+    assert split["video"] == whole["video"] and split["audio"] == whole["audio"]
     frames_whole, frames_split = _pictures(one), _pictures(joined)
     assert min(_psnr(a, b) for a, b in zip(frames_whole, frames_split, strict=True)) > 50
 
@@ -539,8 +575,6 @@ def test_chapters_are_segment_zeros_and_the_joined_file_has_the_one_jobs(tmp_pat
 
 
 def _warnings(path: Path) -> str:
-    import re
-
     return re.sub(r"^\[in#0 @ 0x[0-9a-f]+\] ", "", decode_warnings(path), flags=re.M)
 
 

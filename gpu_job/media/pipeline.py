@@ -34,6 +34,8 @@ from gpu_job.media.measuring import Duration
 from gpu_job.media.probe import Source, open_input
 from gpu_job.media.retime import Count, RetimeStats, fps_fraction, frames_for, retime
 from gpu_job.media.segment import (
+    MAX_REORDER_PICTURES,
+    DecodeDelay,
     Segment,
     check_carried,
     later_segment_shift,
@@ -221,8 +223,11 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
                 lead = round(offsets.video_lead(vin) / time_base)  # another stream may start before the picture
                 # A segment's timestamps are the whole job's: from the first picture, not its own first frame.
                 origin = None if segment is None else 0 if plan.target_fps is not None else segment.first_pts
+                # Retimed, the output's first pictures are 0, 1, 2, ... in every segment.
+                delay = None if segment is None or segment.is_first else DecodeDelay(
+                    tuple(range(MAX_REORDER_PICTURES + 1)) if plan.target_fps is not None else segment.opening, lead)
                 _encode(pictures, output, vout, out_colour, time_base, lead, report, on_frame, origin,
-                        frame_ticks=1 if plan.target_fps is not None else None)
+                        frame_ticks=1 if plan.target_fps is not None else None, delay=delay)
             finally:
                 stages.close()
             others.flush()
@@ -263,18 +268,19 @@ class Picture:
 
 def _encode(pictures: Iterator[Picture], output: SerialMux, vout: av.VideoStream, colour: colours.Colour,
             time_base: Fraction, lead: int, report: Report, on_frame: OnFrame | None,
-            origin: int | None = None, frame_ticks: int | None = None) -> None:
+            origin: int | None = None, frame_ticks: int | None = None, delay: DecodeDelay | None = None) -> None:
     """Encode and mux in this (the calling) thread, so the deadline and progress callback run here.
     Timestamps count from `origin` (None: the first picture's). A segment's packets say how long
     each frame lasts (`frame_ticks` for a constant rate, else the frame's own duration): the muxer
-    would guess the last one of every fragment from the average frame rate."""
+    would guess the last one of every fragment from the average frame rate; a later segment's
+    packets are placed on segment 0's timeline (`delay`)."""
     durations: dict[int, int] | None = {} if origin is not None else None
 
     def timed(packets: list[av.Packet]) -> list[av.Packet]:
         if durations is not None:
             for packet in packets:
                 packet.duration = durations.pop(packet.pts, packet.duration)
-        return packets
+        return delay(packets) if delay is not None else packets
 
     for picture in pictures:
         origin = picture.pts if origin is None else origin
@@ -284,6 +290,8 @@ def _encode(pictures: Iterator[Picture], output: SerialMux, vout: av.VideoStream
             # A decoded frame remembers its coded type: left so, the encoder would copy the source's GOP.
             frame.pict_type = PictureType.NONE
             frame.pts, frame.time_base = picture.pts - origin + lead, time_base
+            if delay is not None:
+                delay.picture(frame.pts)
             if durations is not None and (frame_ticks or frame.duration):
                 durations[frame.pts] = frame_ticks or frame.duration
             output.mux(timed(vout.encode(frame)))

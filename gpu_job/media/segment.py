@@ -50,6 +50,9 @@ def muxer_options(window: tuple[Fraction, Fraction | None]) -> dict[str, str]:
     return FIRST_SEGMENT_MP4 if window[0] == 0 else LATER_SEGMENT_MP4
 # How far into the input the first packet of every audio track is looked for.
 FIRST_PACKETS_WITHIN_S = Fraction(FIRST_AUDIO_WITHIN_S)
+# No encoder holds back more pictures than this before its first packet (H.264's and HEVC's
+# max_num_reorder_frames are at most 16): DecodeDelay looks at as many pictures plus one.
+MAX_REORDER_PICTURES = 16
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Segment:
     first_pts: int  # the first picture's pts, in the video stream's time base
     video_tb: Fraction
     first_dts: dict[int, int]  # each copied stream's first dts in the input (by stream index)
+    opening: tuple[int, ...] = ()  # the input's first pictures' pts, ascending (DecodeDelay)
 
     @property
     def is_first(self) -> bool:
@@ -101,9 +105,10 @@ def open_segment(src: Source, container: av.container.InputContainer, vin: av.Vi
     very first packet), then seek a later segment to the keyframe before its start."""
     start, end = window
     with open_read(src) as scan:
-        first_pts, first_dts = _firsts(scan, scan.streams[vin.index], [scan.streams[s.index] for s in copied])
+        first_pts, first_dts, opening = _firsts(scan, scan.streams[vin.index],
+                                                [scan.streams[s.index] for s in copied])
     tb = Fraction(vin.time_base)
-    segment = Segment(start, end, first_pts, tb, first_dts)
+    segment = Segment(start, end, first_pts, tb, first_dts, opening)
     target = first_pts + math.floor((start - LEAD_IN_S) / tb)
     if target > first_pts:
         container.seek(target, stream=vin, backward=True, any_frame=False)
@@ -168,6 +173,50 @@ def _first_group_start(container: av.container.InputContainer, vin: av.VideoStre
     return least
 
 
+class DecodeDelay:
+    """Places a later segment's video packets so that the joined file shows each picture at the one
+    job's time: the fragments of every segment must share segment 0's media timeline.
+
+    The join keeps segment 0's header, whose edit list maps that timeline's zero (segment 0's first
+    decoding time: its first picture's time, `lead`, less its encoder's delay) to the picture's
+    place. The muxer starts a later segment's track (frag_discont) at its first packet's pts less
+    that segment's own delay (the first packet's pts - dts). So a later segment's packets move, both
+    times, by segment 0's delay less its own, less `lead`, which the muxer's start then undoes.
+
+    An encoder's first packet waits either a fixed time (as FFmpeg's NVENC stamps it) or for the span of its
+    first pictures (x264 and x265: the next one or two): on a variable-rate input, or one timed in
+    milliseconds, that span differs at every segment's start. So a later segment finds which of its
+    own opening spans its delay is, and takes the same span of the input's opening (`opening`, which
+    every segment reads) as segment 0's delay."""
+
+    def __init__(self, opening: tuple[int, ...], lead: int) -> None:
+        self.opening = opening  # the input's first pictures' pts, ascending, in the output's ticks
+        self.lead = lead  # segment 0's first picture's pts (after another stream that starts before it)
+        self.own: list[int] = []  # this segment's first pictures' pts, as given to the encoder
+        self.shift: int | None = None
+
+    def picture(self, pts: int) -> None:
+        if len(self.own) < len(self.opening):
+            self.own.append(pts)
+
+    def __call__(self, packets: list[av.Packet]) -> list[av.Packet]:
+        for packet in packets:
+            if packet.pts is None or packet.dts is None:
+                continue
+            if self.shift is None:
+                own = packet.pts - packet.dts
+                self.shift = self._segment_zeros(own) - own - self.lead
+            packet.pts += self.shift
+            packet.dts += self.shift
+        return packets
+
+    def _segment_zeros(self, delay: int) -> int:
+        for k, pts in enumerate(self.own):
+            if pts - self.own[0] == delay:
+                return self.opening[k] - self.opening[0]  # the span of segment 0's first k + 1 pictures
+        return delay  # a fixed wait: the same in every segment
+
+
 def later_segment_shift(segment: Segment, index: int) -> int:
     """The shift (ticks subtracted) for a copied stream's packets in a segment after the first. The
     first segment's muxer starts each track's media time at the track's first packet (its edit list
@@ -177,22 +226,33 @@ def later_segment_shift(segment: Segment, index: int) -> int:
 
 
 def _firsts(container: av.container.InputContainer, vin: av.VideoStream,
-            copied: list[av.stream.Stream]) -> tuple[int, dict[int, int]]:
+            copied: list[av.stream.Stream]) -> tuple[int, dict[int, int], tuple[int, ...]]:
+    """The first picture's pts, each copied stream's first dts, and the first pictures' pts
+    (Segment.opening)."""
     first_pts: int | None = None
     first_dts: dict[int, int] = {}
+    opening: list[int] = []  # the first video packets' pts, in decoding order
     wanted = {s.index for s in copied}
+
+    def span() -> tuple[int, ...]:
+        # Twice as many packets as pictures wanted hold the first pictures, whatever their order;
+        # leading pictures before the first one shown are the decoder's to drop.
+        return tuple(sorted(p for p in opening if p >= first_pts)[:MAX_REORDER_PICTURES + 1])
+
     try:
         for packet in container.demux(vin, *copied):
             if packet.dts is None:
                 continue
             if packet.stream is vin:
+                if packet.pts is not None and len(opening) < 2 * (MAX_REORDER_PICTURES + 1):
+                    opening.append(packet.pts)
                 for frame in packet.decode():
                     if first_pts is None and frame.pts is not None:
                         first_pts = frame.pts
             elif packet.stream.index not in first_dts:
                 first_dts[packet.stream.index] = packet.dts
-            if first_pts is not None and set(first_dts) >= wanted:
-                return first_pts, first_dts
+            if first_pts is not None and set(first_dts) >= wanted and len(opening) >= 2 * (MAX_REORDER_PICTURES + 1):
+                return first_pts, first_dts, span()
             if first_pts is not None and packet.stream is vin \
                     and (packet.dts - first_pts) * Fraction(vin.time_base) > FIRST_PACKETS_WITHIN_S:
                 break
@@ -200,6 +260,8 @@ def _firsts(container: av.container.InputContainer, vin: av.VideoStream,
         raise BadInputError(f"the video cannot be decoded: {exc}") from exc
     if first_pts is None:
         raise BadInputError("the video has no frames")
+    if set(first_dts) >= wanted:  # the input ended within its first pictures
+        return first_pts, first_dts, span()
     raise ConfigError(f"a copied stream has no packet in the first {FIRST_PACKETS_WITHIN_S} s: such an input "
                       "cannot be processed in segments (run it without --segment-s)")
 

@@ -54,6 +54,29 @@ def make_phone_clip(src: Path, dest: Path, rotation: int, hflip: bool = False) -
     return dest
 
 
+def make_jittery(dest: Path, seconds: float, fps: int = 30, seed: int = 7) -> Path:
+    """Video as a phone records it: a 1/90000 clock, each frame stamped when the sensor delivered
+    it (up to 4 ms early or late) and now and then a frame dropped under load, so no two groups of
+    pictures span alike. Moving content (a bar sweeping across), H.264 with B-frames."""
+    rng = np.random.default_rng(seed)
+    with av.open(str(dest), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "veryfast", "bf": "3"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 90000)
+        step, last = 90000 // fps, -1
+        for i in range(round(fps * seconds)):
+            if i and rng.random() < 0.06:
+                continue  # dropped
+            pts = max(last + 1, i * step + int(rng.integers(-360, 361)))
+            picture = np.zeros((48, 64, 3), np.uint8)
+            picture[:, (2 * i) % 64] = 255
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts, frame.time_base, last = pts, stream.time_base, pts
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return dest
+
+
 def make_interlaced(dest: Path, width: int = 720, height: int = 480, seconds: float = 0.4) -> Path:
     """NTSC-like 29.97i, top field first: 59.94 moving pictures woven two by two into frames, coded
     as interlaced H.264 (field order on the stream, every frame flagged)."""
