@@ -165,12 +165,12 @@ def test_a_segment_that_fails_for_good_fails_its_job_and_stops_the_others(seawee
 
 def test_inputs_too_short_or_not_splittable_run_as_one_job(seaweed, bucket, tmp_path):
     """Not longer than the segment length (4 s, segments of 3 s), or with audio that would be
-    re-encoded (PCM cannot be copied into segments): each runs as one job, decided once."""
-    pcm = make_clip(tmp_path / "pcm.mkv", width=64, height=48, fps=12, seconds=8, audio_codec="pcm_s16le")
+    re-encoded (MP4 cannot store mu-law PCM as it is): each runs as one job, decided once."""
+    pcm = make_clip(tmp_path / "pcm.mov", width=64, height=48, fps=12, seconds=8, audio_codec="pcm_mulaw")
     short = make_clip(tmp_path / "short.mp4", width=64, height=48, fps=12, seconds=4)
     with VastEmulator(command=stub(), loading_s=0.05, kill_grace_s=0.2) as emu:
         deps = dataclasses.replace(make_deps(seaweed, bucket, emu, tmp_path, segment_s=3.0), probe=probe_for_segments)
-        drop(seaweed, bucket, "input/pcm.mkv", pcm)
+        drop(seaweed, bucket, "input/pcm.mov", pcm)
         drop(seaweed, bucket, "input/short.mp4", short)
         assert driver.run_once(deps, TICK_S)
         records = deps.ledger.list()

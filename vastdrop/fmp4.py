@@ -13,11 +13,17 @@ from dataclasses import dataclass
 HEADER = struct.Struct(">I4s")
 INIT_BOXES = frozenset({b"ftyp", b"moov", b"free", b"skip", b"uuid"})  # what may come before the first moof
 MAX_INIT_BYTES = 1 << 20  # an init segment is a few KB (sample descriptions, an edit list)
-# Audio codecs whose copied packets join seamlessly in fragmented MP4, sample for sample, as
-# tests/test_segments.py checks. Not yet: MP3 and AC-3, whose joined file keeps the priming (256
-# samples for AC-3, 1105 for MP3) that the one job's edit list trims: the sound would lag that much.
-SEGMENT_AUDIO_CODECS = frozenset({"aac", "opus", "flac"})
-SEGMENT_AUDIO_NAMES = "AAC, Opus and FLAC"  # for the reasons a user reads
+# Audio codecs that the job copies into MP4 packet by packet (the muxer itself accepts them:
+# gpu_job.media.streams.copy_accepted), so that segments join into the one job's sound, sample for
+# sample, as tests/test_segments.py checks for each. Where the source trims an encoder's priming
+# with an edit list (MP3, MP2, AC-3, E-AC-3: part of their first packet), the joined file keeps that
+# part at its own time, before the first picture: FFmpeg applies a fragmented file's edit list to
+# AAC alone. Other audio is re-encoded, and each segment's encoder would start afresh at a join.
+SEGMENT_AUDIO_CODECS = frozenset({
+    "aac", "opus", "flac", "mp3", "mp2", "ac3", "eac3", "dts", "alac", "vorbis",
+    "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_s32be", "pcm_f32le", "pcm_f32be",
+})
+SEGMENT_AUDIO_NAMES = "AAC, MP3, AC-3, E-AC-3, DTS, Opus, FLAC, ALAC, Vorbis and PCM"  # for the reasons a user reads
 # How soon after the picture every copied stream must start: a segment looks this far for its first packet.
 FIRST_AUDIO_WITHIN_S = 10
 # How far a probe reads to find when each stream starts (those 10 s of any real file are far less).
@@ -49,8 +55,9 @@ def unsplittable(streams: list[StreamFacts], video: StreamFacts) -> str | None:
         if stream.kind != "audio":
             return f"its {stream.kind} stream {stream.index} is not split into segments yet"
         if stream.codec not in SEGMENT_AUDIO_CODECS:
-            return (f"its audio stream {stream.index} is {stream.codec}: only {SEGMENT_AUDIO_NAMES} are copied into "
-                    "segments so far (re-encoded audio would start afresh at each join)")
+            return (f"its audio stream {stream.index} is {stream.codec}, which MP4 does not store as it is: "
+                    f"only audio copied as it is ({SEGMENT_AUDIO_NAMES}) is split into segments "
+                    "(re-encoded audio would start afresh at each join)")
         if stream.start_s - video.start_s > FIRST_AUDIO_WITHIN_S:
             return f"its audio stream {stream.index} starts more than {FIRST_AUDIO_WITHIN_S:.0f} s after the picture"
     return None

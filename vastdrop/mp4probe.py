@@ -32,10 +32,12 @@ _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"udta", b"
 # Sample entry formats, as FFmpeg names their codecs (the reasons say the name a user knows).
 _AUDIO_NAMES = {b"ac-3": "ac3", b"ec-3": "eac3", b"Opus": "opus", b"fLaC": "flac", b"alac": "alac",
                 b"lpcm": "pcm", b"sowt": "pcm_s16le", b"twos": "pcm_s16be", b"in24": "pcm_s24", b"fl32": "pcm_f32",
-                b"samr": "amr_nb", b".mp3": "mp3", b"ulaw": "pcm_mulaw", b"alaw": "pcm_alaw"}
+                b"samr": "amr_nb", b".mp3": "mp3", b"ulaw": "pcm_mulaw", b"alaw": "pcm_alaw",
+                b"dtsc": "dts", b"dtsh": "dts", b"dtsl": "dts", b"dtse": "dts"}
 # mp4a's object types (ISO/IEC 14496-1's registry): AAC (MPEG-4, and MPEG-2's three profiles), MP3.
 _AAC_OBJECT_TYPES = {0x40, 0x66, 0x67, 0x68}
 _MP3_OBJECT_TYPES = {0x69, 0x6B}
+_OTHER_OBJECT_TYPES = {0xA5: "ac3", 0xA6: "eac3", 0xA9: "dts", 0xDD: "vorbis"}  # as FFmpeg's isom.c maps them
 # MPEG-4 audio object types in an mp4a of type 0x40 that FFmpeg reads as another codec (isom.c):
 # layers 1 to 3 (mp3on4; 29, PS, as the old mp3on4 draft did when given explicitly) and ALS.
 _MPEG4_AUDIO_NOT_AAC = {29: "mp3on4", 32: "mp3on4", 33: "mp3on4", 34: "mp3on4", 36: "mp4als"}
@@ -294,5 +296,7 @@ def _audio_codec(track: _Track) -> str:
             return "aac"
         if track.object_type in _MP3_OBJECT_TYPES:
             return "mp3"
+        if track.object_type in _OTHER_OBJECT_TYPES:
+            return _OTHER_OBJECT_TYPES[track.object_type]
         return f"mp4a (object type {track.object_type})"
     return _AUDIO_NAMES.get(track.sample_format, track.sample_format.decode("latin-1").strip() or "unknown")
