@@ -190,6 +190,58 @@ def test_a_variable_frame_rate_keeps_its_times_across_the_joins(tmp_path, make):
     assert split["audio"] == whole["audio"]
 
 
+def _cues(path: Path) -> list[tuple[int, int, str]]:
+    """The subtitles as a player shows them: each text sample's start and end (ms) and its text."""
+    shown = []
+    with av.open(str(path)) as container:
+        stream = container.streams.subtitles[0]
+        for packet in container.demux(stream):
+            text = bytes(packet)[2:].decode()  # mov_text: a 16-bit length, then the text (here, no style boxes)
+            if packet.dts is not None and text:
+                start = round(packet.pts * stream.time_base * 1000)
+                shown.append((start, start + round(packet.duration * stream.time_base * 1000), text))
+    return shown
+
+
+CUES = [(0.5, 1.5, "one"), (2.0, 3.4, "two, across the first join"),
+        (25.6, 26.4, "three, after 22 s of silence, across the second join"), (38.0, 39.0, "four")]
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_subtitles_are_carried_into_segments_cue_by_cue(tmp_path, suffix):
+    """A film's subtitles (SRT in Matroska, converted to mov_text; mov_text in MP4, copied): each cue
+    goes in the segment that holds its start, whole, so the joined file shows the one job's cues at
+    its times, a cue across a join and a segment without any included. From Matroska the soundtrack
+    lies seconds behind the picture in the file: every packet is still in its segment."""
+    from fractions import Fraction
+
+    from gpu_job.media import pipeline
+    from tests.support.clips import make_subtitled
+
+    src = make_subtitled(tmp_path / f"film{suffix}", seconds=40, cues=CUES)
+    one = tmp_path / "one.mp4"
+    pipeline.process(src, one, pipeline.Plan(), 41.0)
+    cuts, parts = ["0", "2.5", "26", None], []  # the fragments are at most 10 s: the silence spans three
+    for i in range(3):
+        parts.append(tmp_path / f"part{i}.mp4")
+        window = (Fraction(cuts[i]), Fraction(cuts[i + 1]) if cuts[i + 1] else None)
+        pipeline.process(src, parts[-1], pipeline.Plan(window=window), 41.0)
+    joined = _join(parts, tmp_path / "joined.mp4")
+
+    shown = _cues(one)
+    assert shown == [(round(a * 1000), round(b * 1000), text) for a, b, text in CUES]
+    assert _cues(joined) == shown
+    with av.open(str(joined)) as container:  # the empty samples too: no time goes back (a player's index)
+        times = [p.pts for p in container.demux(container.streams.subtitles[0]) if p.dts is not None]
+    assert times == sorted(times) and times[0] == 0
+    assert [_cues(part) for part in parts] == [shown[:2], shown[2:3], shown[3:]]
+    assert decode_warnings(joined) == decode_warnings(one) == ""
+    whole, split = _timeline(one), _timeline(joined)
+    assert split["video"] == whole["video"]
+    # Every audio packet, in place; the one job's edit list may trim the very last one (its padding).
+    assert split["audio"][:len(whole["audio"])] == whole["audio"] and len(split["audio"]) - len(whole["audio"]) <= 1
+
+
 def test_a_gap_at_a_cut_is_refused_by_the_segment_after_it(tmp_path):
     """A gap between two segments lies in neither's own frames: the segment after it reads the frames
     before its start (its lead-in) and judges the gap as the whole input's measure does."""

@@ -213,4 +213,4 @@ def test_tags_and_chapter_titles_that_are_not_utf8_are_kept_with_the_bad_bytes_r
     with av.open(str(tmp_path / "bucket" / "output" / "clip.mp4"), format="matroska") as out:  # an MKV at that name
         assert out.metadata["title"] == "A T\ufffdst Rip"
         assert out.chapters()[0]["metadata"]["title"] == "\ufffd" + CHAPTERS[0][2][1:]
-    assert probe_for_segments(str(src))[1] is not None  # a reason (its subtitles), not a crash
+    assert probe_for_segments(str(src))[1] is None  # read, not a crash: a rip that can be split

@@ -101,6 +101,8 @@ def probe(read_range: ReadRange, size: int) -> tuple[float, str | None]:
     facts = []
     for index, track in enumerate(header.tracks):
         start = track.first_s
+        if start is None and track.kind not in ("video", "audio"):
+            start = 0.0  # when a subtitle track starts does not matter (unsplittable)
         if start is None and scan == "bound":
             return 0.0, f"its {track.kind} stream {index} has no block in the first {MAX_SCAN_BYTES >> 20} MB"
         if start is None:  # past the window: it starts too late; at the end: it has no block (PyAV: at 0)
@@ -202,8 +204,8 @@ def _codec(track: _Track) -> str:
 # -- the first clusters -------------------------------------------------------------------------------
 
 def _first_blocks(read_range: ReadRange, pos: int, end: int, header: _Header) -> str:
-    """Sets each track's first block time, reading the clusters from `pos` on until: every track
-    has one ("done"), the clusters are FIRST_AUDIO_WITHIN_S past the picture's start ("late": a
+    """Sets each track's first block time, reading the clusters from `pos` on until: every video
+    and audio track has one ("done": when a sparse subtitle track starts does not matter), the clusters are FIRST_AUDIO_WITHIN_S past the picture's start ("late": a
     track still without one starts too late), the file ends ("end"), or MAX_SCAN_BYTES are read
     ("bound")."""
     by_number = {t.number: t for t in header.tracks}
@@ -225,7 +227,7 @@ def _first_blocks(read_range: ReadRange, pos: int, end: int, header: _Header) ->
         data = read_range(body, min(length if known else end - body, MAX_SCAN_BYTES - spent))
         spent += len(data)
         cluster_s, cluster_end = _blocks(data, by_number, header.scale_ns)
-        if all(t.first_s is not None for t in header.tracks):
+        if all(t.first_s is not None for t in header.tracks if t.kind in ("video", "audio")):
             return "done"
         if video.first_s is not None and cluster_s - video.first_s > FIRST_AUDIO_WITHIN_S:
             return "late"

@@ -36,6 +36,8 @@ from gpu_job.media.retime import Count, RetimeStats, fps_fraction, frames_for, r
 from gpu_job.media.segment import (
     MAX_REORDER_PICTURES,
     DecodeDelay,
+    Interleaving,
+    LaterSubtitles,
     Segment,
     check_carried,
     later_segment_shift,
@@ -197,16 +199,21 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
                                           write_chapters=plan.window is None or plan.window[0] == 0)
             others.tag_video(vout)
             report.audio, report.streams, report.notes = others.audio_mode, others.entries, report.notes + others.notes
-            segment = None
+            segment, subtitles = None, None
             if plan.window is not None:
                 check_carried(others.entries)
-                segment = open_segment(src, container, vin, plan.window, others.inputs)
+                texts = {s.index: Fraction(s.time_base) for s in others.inputs if s.type == "subtitle"}
+                segment = open_segment(src, container, vin, plan.window,
+                                       [s for s in others.inputs if s.index not in texts])
                 if not segment.is_first:
                     for index, route in others.routes.items():
-                        route.shift = later_segment_shift(segment, index)
+                        if index not in texts:  # cues keep the one job's times (LaterSubtitles)
+                            route.shift = later_segment_shift(segment, index)
+                    if texts:
+                        subtitles = LaterSubtitles(segment, {i: others.routes[i] for i in texts}, texts)
             try:
                 measuring = duration_s if isinstance(duration_s, Duration) else None
-                decoded = _decode(container, vin, others, report, deint, segment, measuring)
+                decoded = _decode(container, vin, others, report, deint, segment, measuring, subtitles)
                 if segment is not None and plan.target_fps is None:
                     # A retimed segment keeps the source frames around its span (interpolation's context).
                     decoded = _own_frames(decoded, segment)
@@ -231,6 +238,8 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
             finally:
                 stages.close()
             others.flush()
+    if subtitles is not None:
+        subtitles.place(dst)
     report.notes += streams.check_output(dst, report.streams)
     return report
 
@@ -398,21 +407,28 @@ def _device_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration: float 
 
 def _decode(container, vin, others: streams.OtherStreams, report: Report,
             deint: interlace.Deinterlace | None, segment: Segment | None = None,
-            measuring: Duration | None = None) -> Iterator[av.VideoFrame]:
+            measuring: Duration | None = None, subtitles: LaterSubtitles | None = None) -> Iterator[av.VideoFrame]:
     """Decoded (and deinterlaced) video frames in order; other streams' packets are handed to their
     paths on the way. Only demuxing and decoding errors mean a bad input; anything downstream is our
     own failure. A segment stops demuxing past its end, and keeps only its own share of the other
-    streams' packets. While the input is `measuring`, a frame goes on once the measure has read past
+    streams' packets (a later one's `subtitles` see the cues before its start). While the input is `measuring`, a frame goes on once the measure has read past
     it (gpu_job.media.measuring)."""
     last_pts: int | None = None
     first_pts: int | None = None
     tb = Fraction(vin.time_base)
     deinterlacer = interlace.Deinterlacer(deint, tb) if deint else None
     stop = segment.past if segment is not None else None
-    for packet, decoded in _demux_decode(container, [vin, *others.inputs], vin, report, stop):
+    interleaving = None if segment is None else Interleaving(
+        segment, {s.index for s in others.inputs if s.type == "audio"})
+    more = interleaving.more if interleaving is not None else None
+    for packet, decoded in _demux_decode(container, [vin, *others.inputs], vin, report, stop, more):
         if packet is not None and packet.stream is not vin:
+            if interleaving is not None:
+                interleaving.packet(packet)
             if segment is None or segment.holds_packet(packet):
                 others.packet(packet)
+            elif subtitles is not None:
+                subtitles.earlier(packet)
             continue
         for frame in decoded:
             pts = frame.pts if frame.pts is not None else (last_pts or 0) + 1
@@ -462,10 +478,11 @@ def _picture(frame: av.VideoFrame, width: int, height: int, reader: colours.Conv
         return TimedFrame(orientation.apply(timed.image), timed.pts, timed.time_base)
 
 
-def _demux_decode(container, wanted, vin, report: Report,
-                  stop: Callable[[av.Packet], bool] | None = None) -> Iterator[tuple[av.Packet | None, list]]:
+def _demux_decode(container, wanted, vin, report: Report, stop: Callable[[av.Packet], bool] | None = None,
+                  more: Callable[[av.Packet], bool] | None = None) -> Iterator[tuple[av.Packet | None, list]]:
     """(packet, the video frames it completed). Once `stop` says so (a segment read far enough), the
-    decoder is drained, (None, its last frames): its threads hold frames back, a segment's among them."""
+    decoder is drained, (None, its last frames): its threads hold frames back, a segment's among them.
+    The other streams' packets then go on, undecoded video skipped, while `more` says so."""
     packets = container.demux(*wanted)
     while True:
         try:
@@ -483,6 +500,17 @@ def _demux_decode(container, wanted, vin, report: Report,
             raise BadInputError(f"the video {where}: {exc}") from exc
         yield packet, decoded
         if stopping:
+            break
+    while more is not None:
+        try:
+            packet = next(packets, None)
+        except av.error.FFmpegError as exc:
+            raise BadInputError(f"the input is corrupt past the segment's end: {exc}") from exc
+        if packet is None:
+            return
+        if packet.stream is not vin:
+            yield packet, []
+        if not more(packet):
             return
 
 

@@ -18,18 +18,28 @@ import math
 from array import array
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import av
 
 from gpu_job.media.probe import Source, Timeline, declared_s, open_input, open_read, timeline_from
 from vastdrop.errors import BadInputError, ConfigError
-from vastdrop.fmp4 import FIRST_AUDIO_WITHIN_S, SEGMENT_AUDIO_CODECS, SEGMENT_AUDIO_NAMES
+from vastdrop.fmp4 import (
+    FIRST_AUDIO_WITHIN_S,
+    SEGMENT_AUDIO_CODECS,
+    SEGMENT_AUDIO_NAMES,
+    clamp_start,
+)
 from vastdrop.manifest import MediaFacts
 
 # Decoded before the segment's start: reaches back past the source frame before the first output frame.
 LEAD_IN_S = Fraction(1)
 # Demuxed past the end: the next source frame, and copied streams' packets interleaved behind the video.
 LOOKAHEAD_S = Fraction(2)
+# How far a file's streams may lie apart in it: FFmpeg's muxer lets one run up to max_interleave_delta
+# (10 s) ahead of a stream that is late, and a remux of such a file can add as much again (18 s in
+# tests/test_segments.py's Matroska film). Demuxing goes on up to this far past the end for copied audio.
+INTERLEAVE_S = Fraction(30)
 
 # The mp4 muxer's options for a media segment. delay_moov lets the init segment carry each track's
 # edit list (the encoder's B-frame delay, AAC's priming), as the whole job's file has them: the join
@@ -48,8 +58,12 @@ LATER_SEGMENT_MP4 = {**FIRST_SEGMENT_MP4, "movflags": _MOVFLAGS + "+frag_discont
 
 def muxer_options(window: tuple[Fraction, Fraction | None]) -> dict[str, str]:
     return FIRST_SEGMENT_MP4 if window[0] == 0 else LATER_SEGMENT_MP4
-# How far into the input the first packet of every audio track is looked for.
-FIRST_PACKETS_WITHIN_S = Fraction(FIRST_AUDIO_WITHIN_S)
+
+
+# How far into the input the first packet of every audio track is looked for: it starts at most
+# FIRST_AUDIO_WITHIN_S after the picture (vastdrop.fmp4.unsplittable), and may be stored up to
+# INTERLEAVE_S behind the picture in the file.
+FIRST_PACKETS_WITHIN_S = Fraction(FIRST_AUDIO_WITHIN_S) + INTERLEAVE_S
 # No encoder holds back more pictures than this before its first packet (H.264's and HEVC's
 # max_num_reorder_frames are at most 16): DecodeDelay looks at as many pictures plus one.
 MAX_REORDER_PICTURES = 16
@@ -173,6 +187,29 @@ def _first_group_start(container: av.container.InputContainer, vin: av.VideoStre
     return least
 
 
+class Interleaving:
+    """A segment's copied audio, in a file whose streams lie apart: packets of one time are not side
+    by side in the file, and a muxer lets one stream run seconds ahead of another. After the video has passed the segment's end (Segment.past), demuxing goes on
+    without decoding until every copied audio stream has reached the end too, or the video lies
+    INTERLEAVE_S past it (`more`)."""
+
+    def __init__(self, segment: Segment, audio: set[int]) -> None:
+        self.segment = segment
+        self.waiting = set(audio)  # the copied audio streams not yet read to the end
+
+    def packet(self, packet: av.Packet) -> None:
+        if packet.stream.index in self.waiting and packet.dts is not None and self.segment.end is not None \
+                and self.segment.seconds(packet.dts, packet.time_base) >= self.segment.end:
+            self.waiting.discard(packet.stream.index)
+
+    def more(self, packet: av.Packet) -> bool:
+        """Whether demuxing goes on after the video's end, this packet read (and routed)."""
+        if packet.stream.type == "video" and packet.dts is not None \
+                and self.segment.seconds(packet.dts, packet.time_base) > self.segment.end + INTERLEAVE_S:
+            return False
+        return bool(self.waiting)
+
+
 class DecodeDelay:
     """Places a later segment's video packets so that the joined file shows each picture at the one
     job's time: the fragments of every segment must share segment 0's media timeline.
@@ -215,6 +252,44 @@ class DecodeDelay:
             if pts - self.own[0] == delay:
                 return self.opening[k] - self.opening[0]  # the span of segment 0's first k + 1 pictures
         return delay  # a fixed wait: the same in every segment
+
+
+class LaterSubtitles:
+    """A later segment's subtitle tracks (MP4's mov_text), each cue in the segment that holds its
+    start, as in the one job's file: a cue that outlasts its segment keeps its whole duration there.
+
+    Each track of a later segment starts where the segment's own cues may: at the segment's start,
+    or later if a cue from before it is still showing (seen in the packets demuxed before the start).
+    FFmpeg's muxer fills such a track's fragments before its first cue with empty samples at time
+    0; `place` moves them to the track's start, in the finished file (fmp4.clamp_start). A cue from
+    before the start that the segment did not see (it lies before the segment's first demuxed
+    packet) is cut short there: at most what lies between a group of pictures' start and the
+    segment's."""
+
+    def __init__(self, segment: Segment, routes: dict[int, object], time_bases: dict[int, Fraction]) -> None:
+        self.segment = segment
+        self.routes = routes  # input stream index -> its route (output stream, shift)
+        self.time_bases = time_bases  # input stream index -> its time base (the route's ticks)
+        self.showing: dict[int, int] = {}  # input stream index -> the end of the last earlier cue, in result ticks
+
+    def earlier(self, packet: av.Packet) -> None:
+        """A packet that is not the segment's own: a cue from before its start may still show."""
+        route = self.routes.get(packet.stream.index)
+        if route is not None and packet.pts is not None \
+                and self.segment.seconds(packet.pts, packet.time_base) < self.segment.start:
+            end = packet.pts + (packet.duration or 0) - route.shift
+            self.showing[packet.stream.index] = max(end, self.showing.get(packet.stream.index, end))
+
+    def place(self, dst: Path) -> None:
+        with av.open(str(dst)) as result:
+            scales = {index: Fraction(result.streams[route.stream.index].time_base)
+                      for index, route in self.routes.items()}
+        with open(dst, "r+b") as file:
+            for index, route in self.routes.items():
+                tb = self.time_bases[index]
+                start = math.ceil((self.segment.start + self.segment.first_pts * self.segment.video_tb) / tb) - route.shift
+                since = max(start, self.showing.get(index, start))
+                clamp_start(file, route.stream.index + 1, math.ceil(since * tb / scales[index]))
 
 
 def later_segment_shift(segment: Segment, index: int) -> int:
@@ -269,10 +344,12 @@ def _firsts(container: av.container.InputContainer, vin: av.VideoStream,
 def check_carried(entries) -> None:
     """A segment's other streams must be copied packet by packet (so they join seamlessly) and its
     init segment must be the same as every other segment's: re-encoded audio (each encoder would
-    start afresh at a join) cannot be split. Chapters can: segment 0 writes them (in its header and
-    first fragment), the others none. The control plane does not split other inputs; a segment
-    asked anyway refuses rather than join badly."""
+    start afresh at a join) cannot be split. Text subtitles can, cue by cue (LaterSubtitles), and
+    chapters: segment 0 writes them (in its header and first fragment), the others none. The
+    control plane does not split other inputs; a segment asked anyway refuses rather than join badly."""
     for entry in entries:
+        if entry.kind == "subtitle" and (entry.action == "kept" or entry.to == "mov_text"):
+            continue  # cue by cue (LaterSubtitles)
         if entry.action == "kept" and (entry.kind != "audio" or entry.codec not in SEGMENT_AUDIO_CODECS):
             raise ConfigError(f"{entry.kind} stream {entry.index} ({entry.codec}) would be copied: only "
                               f"{SEGMENT_AUDIO_NAMES} audio is split into segments so far (run it without --segment-s)")

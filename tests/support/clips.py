@@ -13,7 +13,7 @@ from av.subtitles.subtitle import SubtitleSet
 from gpu_job.media.samples import _write_tone, make_clip
 from gpu_job.media.streams import DEFAULT_ASS_HEADER
 
-__all__ = ["make_audio_only", "make_clip", "make_rip", "make_timecoded", "make_truncated"]
+__all__ = ["make_audio_only", "make_clip", "make_rip", "make_subtitled", "make_timecoded", "make_truncated"]
 
 
 def make_truncated(src: Path, dest: Path, keep_fraction: float = 0.3) -> Path:
@@ -72,6 +72,24 @@ def make_rip(path: Path, *, seconds: float = 1.0, pgs: bool = False, font: bool 
         if pgs_stream is not None:
             _mux_at(out, pgs_stream, av.Packet(pgs_display_set(True)), 0.2, 0.5)
             _mux_at(out, pgs_stream, av.Packet(pgs_display_set(False)), 0.7, 0.0)
+    return path
+
+
+def make_subtitled(path: Path, seconds: float, cues: list[tuple[float, float, str]]) -> Path:
+    """A film's worth of subtitles as people have them: an SRT file muxed beside the picture and its
+    AAC soundtrack by ffmpeg (-c copy; MP4 gets mov_text). From Matroska, the soundtrack lies up to
+    10 s behind the picture in the file, as FFmpeg's muxer writes a stream that comes late."""
+    from tests.support.ffmpeg import ffmpeg
+
+    def stamp(s: float) -> str:
+        ms = round(s * 1000)
+        return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+    srt = path.with_suffix(".srt")
+    srt.write_text("".join(f"{i + 1}\n{stamp(a)} --> {stamp(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(cues)))
+    video = make_clip(path.with_name(path.stem + "-picture.mkv"), width=64, height=48, fps=24, seconds=seconds)
+    subtitles = ["-c:s", "mov_text"] if path.suffix in (".mp4", ".mov") else []
+    ffmpeg("-i", video, "-i", srt, "-map", "0", "-map", "1", "-c", "copy", *subtitles, path)
     return path
 
 
