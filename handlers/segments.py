@@ -69,7 +69,7 @@ def split(record: JobRecord, deps: Deps) -> tuple[bool, JobRecord | None]:
     """(split?, the record): the job split into segments (now `split`, its segments launched), or
     left to run as one job (recorded, so this is decided once)."""
     log = jobs.log_for(record)
-    why = why_not(record.params, deps.config)
+    why = why_not(record.params)
     if why is not None:
         log.info("not split into segments: %s", why)
         return False, deps.ledger.update(record.job_id, record.version, segments=0) or record
@@ -124,12 +124,10 @@ def belongs(child: JobRecord, deps: Deps) -> bool:
     return parent is not None and parent.state == S.SPLIT and parent.attempt == int(child.segment["parent_attempt"])
 
 
-def why_not(params: dict, cfg: ControlConfig) -> str | None:
+def why_not(params: dict) -> str | None:
     """Why a job with these parameters is never split, whatever its input, or None."""
     if jobs.container_in(params) != "mp4":
         return "segments are joined as fragmented MP4: the result's container must be mp4"
-    if params.get("target_fps") is not None and not cfg.interpolation_model:
-        return "minterpolate (no interpolation model) cannot start mid-stream"
     return None
 
 

@@ -299,10 +299,13 @@ def test_plan_prices_a_split_job_as_its_segments_at_once(bucket_dir: Path):
     assert {i["key"]: i["segments"]["count"] for i in data if "segments" in i} == {
         "input/deep dir/long ü.mp4": 2, "input/short.mp4": 1}
     # What run would not split is priced whole, with the reason.
+    matroska = dataclasses.replace(_deps(bucket_dir, compute, container="mkv", segment_s=1.0), probe=probe_for_segments)
+    row = {r.key: r for r in planner.estimate(matroska).rows}["input/deep dir/long ü.mp4"]
+    assert row.segments == 1 and "container must be mp4" in row.not_split
+    assert "not split into segments: segments are joined as fragmented MP4" in planner.render(planner.estimate(matroska))
+    # minterpolate (no model) splits as a model does.
     retimed = dataclasses.replace(_deps(bucket_dir, compute, target_fps=60.0, segment_s=1.0), probe=probe_for_segments)
-    row = {r.key: r for r in planner.estimate(retimed).rows}["input/deep dir/long ü.mp4"]
-    assert row.segments == 1 and "minterpolate" in row.not_split
-    assert "not split into segments: minterpolate" in planner.render(planner.estimate(retimed))
+    assert {r.key: r for r in planner.estimate(retimed).rows}["input/deep dir/long ü.mp4"].segments == 2
 
 def test_plan_without_a_matching_offer_says_why(bucket_dir: Path):
     deps = _deps(bucket_dir, FakeVast(error=CapacityError("no offer matches: RTX 5090, <= $0.1/h")))

@@ -330,6 +330,35 @@ def test_retimed_segments_interpolate_across_the_joins(tmp_path):
     assert min(_psnr(a, b) for a, b in zip(frames_whole, frames_split, strict=True)) > 50
 
 
+@pytest.mark.parametrize("fps, yuv", [(24, True), (4, False)])
+def test_minterpolate_segments_make_the_one_jobs_frames(tmp_path, fps, yuv):
+    """Without a model, libavfilter's minterpolate to 60 fps (in YUV, or from RGB through its working
+    space). It cannot start mid-stream as the one job's filter runs, but it places its frames on the
+    same grid whatever frame it starts from, and after a few frames of warm-up makes the same ones:
+    a segment starts it at least MINTERPOLATE_WARMUP_FRAMES before its own first frame (at 4 fps,
+    more than the usual second: with that second alone, 30 of the 240 frames differ). Losslessly
+    encoded: the joined frames are the one job's, bit for bit."""
+    from fractions import Fraction
+
+    from gpu_job.media import pipeline
+    from tests.support.geometry_clips import make_sweeping
+
+    src = make_sweeping(tmp_path / "src.mp4", fps=fps, seconds=4)
+    plan = {"target_fps": 60.0, "crf": 0, "yuv_passthrough": yuv}
+    one = tmp_path / "one.mp4"
+    pipeline.process(src, one, pipeline.Plan(**plan), 4.0)
+    cuts, parts = ["0", "1.3", "2.71", None], []
+    for i in range(3):
+        parts.append(tmp_path / f"part{i}.mp4")
+        window = (Fraction(cuts[i]), Fraction(cuts[i + 1]) if cuts[i + 1] else None)
+        report = pipeline.process(src, parts[-1], pipeline.Plan(window=window, **plan), 4.0)
+        assert report.interpolation == "ffmpeg-minterpolate"
+    joined = _join(parts, tmp_path / "joined.mp4")
+    assert decode_warnings(joined) == ""
+    assert _timeline(joined) == _timeline(one) and len(_timeline(one)["video"]) == 240
+    assert all(np.array_equal(a, b) for a, b in zip(_pictures(one), _pictures(joined), strict=True))
+
+
 def test_a_segment_of_an_input_that_cannot_be_split_is_refused_clearly(tmp_path):
     """Audio that MP4 cannot store as it is (here mu-law PCM, which would be re-encoded) is not split:
     refused, exit 65."""

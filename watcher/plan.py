@@ -404,7 +404,7 @@ def _split(row: Row, source: str, deps: Deps) -> None:
     from vastdrop.errors import VastdropError
 
     cfg = deps.config
-    why = segments.why_not(cfg.params(), cfg)
+    why = segments.why_not(cfg.params())
     if why is None and deps.probe is None:
         why = "no media probe to split by"
     elif why is None:

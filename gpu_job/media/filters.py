@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from fractions import Fraction
@@ -62,11 +63,18 @@ def graph_frames(frames: Iterator[av.VideoFrame], filter_name: str, args: str,
 
 
 def minterpolate_frames(frames: Iterator[av.VideoFrame], fps: Fraction, count: Count,
-                        timing: Timing = nullcontext) -> Iterator[tuple[int, av.VideoFrame]]:
-    """(k, frame) for exactly `count` output frames at k/fps (8-bit YUV in and out). minterpolate
-    stops at the last source frame's time, so the tail holds the last frame to cover the input's
-    duration, as the learned path does. A held frame is yielded again, not changed: set its pts
-    only when it is encoded."""
+                        timing: Timing = nullcontext, origin: Fraction | None = None,
+                        first: int = 0) -> Iterator[tuple[int, av.VideoFrame]]:
+    """(k, frame) for the output frames first <= k < `count` at k/fps (8-bit YUV in and out).
+    minterpolate stops at the last source frame's time, so the tail holds the last frame to cover
+    the input's duration, as the learned path does. A held frame is yielded again, not changed: set
+    its pts only when it is encoded.
+
+    k counts from the first picture: by default the filter's first output is k = 0. A segment
+    (issue 12) gives `origin`, the first picture's time on the input's clock, and feeds frames from
+    a little before its own first: the filter places its outputs on the same 1/fps grid whatever
+    frame it starts from (its first output is the first frame's time, rounded as av_rescale_q
+    does), and after a few frames of warm-up makes the very frames the one job makes."""
     args = f"fps={fps.numerator}/{fps.denominator}:{MINTERPOLATE_OPTIONS}"
     seen: list[av.VideoFrame] = []
 
@@ -75,14 +83,17 @@ def minterpolate_frames(frames: Iterator[av.VideoFrame], fps: Fraction, count: C
             seen[:] = [frame]
             yield frame
 
+    zero = None if origin is None else math.floor(origin * fps + Fraction(1, 2))
     holds = within(count, fps)
-    k, last = 0, None
-    for out in graph_frames(remembered(), "minterpolate", args, timing):
-        if not holds(k):
+    k, last = first, None  # k: the next frame to yield
+    for n, out in enumerate(graph_frames(remembered(), "minterpolate", args, timing)):
+        at = n if zero is None else round(out.pts * Fraction(out.time_base) * fps) - zero
+        if at < k or not holds(at):
             continue
-        last = out
-        yield k, out
-        k += 1
+        if at > k:  # a segment's reading starts early enough, and the filter fills every slot
+            raise RuntimeError(f"minterpolate gave output frame {at} where frame {k} was due")
+        last, k = out, at + 1
+        yield at, out
     if last is None and seen:  # a single source frame: minterpolate needs two to emit anything
         last = seen[0]
     while last is not None and holds(k):
@@ -108,8 +119,8 @@ def lanczos_frames(frames: Iterator[av.VideoFrame], factor: int, timing: Timing 
 # -- the same filters for RGB TimedFrames (the learned path's currency) -----------------------------
 
 
-def minterpolate(frames: Iterator[TimedFrame], fps: Fraction, count: Count,
-                 timing: Timing = nullcontext) -> Iterator[TimedFrame]:
+def minterpolate(frames: Iterator[TimedFrame], fps: Fraction, count: Count, timing: Timing = nullcontext,
+                 origin: Fraction | None = None, first: int = 0) -> Iterator[TimedFrame]:
     """RGB frames cross into minterpolate's 8-bit YUV through a named working space and back."""
     space = Converter(MINTERPOLATE_SPACE)
     depth: list[torch.dtype] = []
@@ -122,7 +133,7 @@ def minterpolate(frames: Iterator[TimedFrame], fps: Fraction, count: Count,
             yield crossed
 
     time_base = 1 / fps
-    for k, out in minterpolate_frames(yuv(), fps, count, timing):
+    for k, out in minterpolate_frames(yuv(), fps, count, timing, origin, first):
         with timing():
             image = _depth(space.to_rgb(out), depth[0])
         yield TimedFrame(image, k, time_base)

@@ -34,6 +34,7 @@ from gpu_job.media.measuring import Duration
 from gpu_job.media.probe import Source, open_input
 from gpu_job.media.retime import Count, RetimeStats, fps_fraction, frames_for, retime
 from gpu_job.media.segment import (
+    LEAD_IN_S,
     MAX_REORDER_PICTURES,
     DecodeDelay,
     Interleaving,
@@ -45,7 +46,7 @@ from gpu_job.media.segment import (
     open_segment,
 )
 from gpu_job.media.stages import Stages
-from vastdrop.errors import BadInputError, ConfigError
+from vastdrop.errors import BadInputError
 
 torch = lazy_import("torch")  # imported on first use: the YUV-only path never needs it
 
@@ -184,8 +185,6 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
             report.notes.append("minterpolate works in 8 bits: the frames it makes are 8-bit precise")
         keep_yuv = plan.yuv_passthrough and _yuv_throughout(plan, geo, vin, source_colour, choice, (out_w, out_h))
 
-        if plan.window is not None and plan.target_fps is not None and plan.interpolator is None:
-            raise ConfigError("segments need an interpolation model to retime: minterpolate cannot start mid-stream")
         stages = Stages(plan.threads)
         muxing = None if plan.window is None else muxer_options(plan.window)
         with streams.open_output(dst, plan.container, muxing) as container_out:
@@ -204,7 +203,8 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
                 check_carried(others.entries)
                 texts = {s.index: Fraction(s.time_base) for s in others.inputs if s.type == "subtitle"}
                 segment = open_segment(src, container, vin, plan.window,
-                                       [s for s in others.inputs if s.index not in texts])
+                                       [s for s in others.inputs if s.index not in texts],
+                                       lead_in=_lead_in(plan, vin))
                 if not segment.is_first:
                     for index, route in others.routes.items():
                         if index not in texts:  # cues keep the one job's times (LaterSubtitles)
@@ -219,7 +219,8 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
                     decoded = _own_frames(decoded, segment)
                 decoded = stages.thread(decoded, DECODED_QUEUE, "decode")
                 if keep_yuv:
-                    pictures = _yuv_stages(decoded, plan, duration_s, report, (width, height), choice.pix_fmt)
+                    pictures = _yuv_stages(decoded, plan, duration_s, report, (width, height), choice.pix_fmt,
+                                           segment)
                 else:
                     reader = colours.Converter(source_colour, plan.device)
                     writer = colours.Converter(out_colour, plan.device)
@@ -248,6 +249,9 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
 # in flight stay a few hundred MB at most.
 DECODED_QUEUE = 8
 ENCODE_QUEUE = 8
+# Source frames minterpolate takes to make the one job's frames when it starts mid-stream: measured,
+# it makes them from its 4th (its motion search and scene detection remember the frames before).
+MINTERPOLATE_WARMUP_FRAMES = 12
 
 
 class SerialMux:
@@ -337,14 +341,15 @@ def _yuv_throughout(plan: Plan, geo: geometry.Geometry, vin: av.VideoStream, sou
 
 
 def _yuv_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration: float | Duration, report: Report,
-                size: tuple[int, int], pix_fmt: str) -> Iterator[Picture]:
+                size: tuple[int, int], pix_fmt: str, segment: Segment | None = None) -> Iterator[Picture]:
     """The path without models: decoded frames, kept in YUV, through libavfilter (minterpolate,
     lanczos) when the plan asks for them."""
     frames = _same_shape(frames, size, pix_fmt, report)
     if plan.target_fps is not None:
         _say_minterpolate(report)
+        rate = fps_fraction(plan.target_fps)
         count = _retimed_count(plan.target_fps, duration)
-        retimed = filters.minterpolate_frames(frames, fps_fraction(plan.target_fps), count, report.model_timing)
+        retimed = filters.minterpolate_frames(frames, rate, *_share(segment, rate, count, report.model_timing))
     else:
         retimed = ((frame.pts, frame) for frame in frames)
     if plan.upscale == 1:
@@ -522,7 +527,7 @@ def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration: float
     count = _retimed_count(plan.target_fps, duration)
     if plan.interpolator is None:
         _say_minterpolate(report)
-        return filters.minterpolate(frames, rate, count, report.model_timing)
+        return filters.minterpolate(frames, rate, *_share(segment, rate, count, report.model_timing))
     model = plan.interpolator
     report.interpolation = model.name
     # torch is imported only once there is a model to run
@@ -549,6 +554,25 @@ def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration: float
     first, stop = segment.frame_range(rate, count)
     return retime(frames, rate, stop, run, batch, report.retime,
                   origin=segment.first_pts * segment.video_tb, first=first)
+
+
+def _share(segment: Segment | None, rate: Fraction, count: Count, timing) -> tuple:
+    """minterpolate's arguments after the frame rate: a segment's share of the output frames
+    (the stop, the timing, the first picture's time, the first frame), or the whole count."""
+    if segment is None:
+        return count, timing
+    assert isinstance(count, int), "a segment's share is measured before it is processed"
+    first, stop = segment.frame_range(rate, count)
+    return stop, timing, segment.first_pts * segment.video_tb, first
+
+
+def _lead_in(plan: Plan, vin: av.VideoStream) -> Fraction:
+    """How far before its start a segment decodes: interpolation's left-hand frame, and for
+    minterpolate (no model) the frames it warms up on before it makes the one job's frames."""
+    if plan.target_fps is None or plan.interpolator is not None:
+        return LEAD_IN_S
+    rate = Fraction(vin.average_rate or vin.guessed_rate or 25)
+    return max(LEAD_IN_S, MINTERPOLATE_WARMUP_FRAMES / rate)
 
 
 def _upscale_stage(frames: Iterator[TimedFrame], plan: Plan, report: Report) -> Iterator[TimedFrame]:

@@ -113,7 +113,8 @@ class Segment:
 
 
 def open_segment(src: Source, container: av.container.InputContainer, vin: av.VideoStream,
-                 window: tuple[Fraction, Fraction | None], copied: list[av.stream.Stream]) -> Segment:
+                 window: tuple[Fraction, Fraction | None], copied: list[av.stream.Stream],
+                 lead_in: Fraction = LEAD_IN_S) -> Segment:
     """Find the first picture (the timeline's zero) and the first packet of each copied stream (in a
     second look at the file, so the first segment starts reading where the whole job would: at the
     very first packet), then seek a later segment to the keyframe before its start."""
@@ -123,7 +124,7 @@ def open_segment(src: Source, container: av.container.InputContainer, vin: av.Vi
                                                 [scan.streams[s.index] for s in copied])
     tb = Fraction(vin.time_base)
     segment = Segment(start, end, first_pts, tb, first_dts, opening)
-    target = first_pts + math.floor((start - LEAD_IN_S) / tb)
+    target = first_pts + math.floor((start - lead_in) / tb)
     if target > first_pts:
         container.seek(target, stream=vin, backward=True, any_frame=False)
     return segment

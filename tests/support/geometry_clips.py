@@ -77,6 +77,24 @@ def make_jittery(dest: Path, seconds: float, fps: int = 30, seed: int = 7) -> Pa
     return dest
 
 
+def make_sweeping(dest: Path, fps: int, seconds: float) -> Path:
+    """A bar and a line sweeping across, in H.264 with a keyframe every second: motion that an
+    interpolator's motion search has to find, and groups short enough that a segment's reading
+    starts close to its start."""
+    with av.open(str(dest), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"g": str(fps), "crf": "10"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(round(fps * seconds)):
+            picture = np.zeros((48, 64, 3), np.uint8)
+            picture[:, (i * 5) % 64:(i * 5) % 64 + 6] = 255
+            picture[(i * 7) % 48, :] = 128
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return dest
+
+
 def make_interlaced(dest: Path, width: int = 720, height: int = 480, seconds: float = 0.4) -> Path:
     """NTSC-like 29.97i, top field first: 59.94 moving pictures woven two by two into frames, coded
     as interlaced H.264 (field order on the stream, every frame flagged)."""
