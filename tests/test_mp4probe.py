@@ -74,6 +74,7 @@ def _matroska_files(tmp: Path, rip: Path) -> dict[str, Path]:
         "mkv late audio": make_offset_audio(make_clip(tmp / "v.mkv", fps=24, seconds=14, audio=False),
                                             tmp / "late.mkv", audio_lead_s=-12.0, seconds=2.0),
         "mkv live": tmp / "live.mkv",
+        "mkv dvd subtitles": tmp / "vobsub.mkv",
     }
     no_chapters = ["-c", "copy", "-map_chapters", "-1"]
     ffmpeg("-i", rip, "-map", "0:v", "-map", "0:a:0", "-c", "copy", "-map_chapters", "0", files["mkv chapters"])
@@ -81,6 +82,9 @@ def _matroska_files(tmp: Path, rip: Path) -> dict[str, Path]:
     ffmpeg("-i", font, "-map", "0:v", "-map", "0:a:0", "-map", "0:t", *no_chapters, files["mkv font"])
     ffmpeg("-i", rip, "-map", "0:v", "-map", "0:a", *no_chapters, files["mkv two soundtracks"])
     ffmpeg("-i", mkv, "-c", "copy", "-live", "1", files["mkv live"])
+    bitmaps = make_rip(tmp / "pgs.mkv", seconds=2, pgs=True)  # its PGS cues become a DVD's
+    ffmpeg("-i", bitmaps, "-map", "0:v", "-map", "0:a:0", "-map", "0:s:1", "-c:v", "copy", "-c:a", "copy",
+           "-c:s", "dvdsub", "-map_chapters", "-1", files["mkv dvd subtitles"])
     return files
 
 
@@ -111,6 +115,8 @@ def test_it_agrees_with_pyav_on_what_to_split_and_why_and_how_long(files):
     assert "pcm_u8, which MP4 does not store as it is" in said["mkv pcm 8-bit"]
     # A rip: chapters, two soundtracks (AAC and AC-3), subtitles, a font (which MP4 leaves out, whole or not).
     assert said["mkv chapters"] is said["mkv rip"] is said["mkv subtitles"] is said["mkv font"] is None
+    # DVD subtitles MP4 keeps as they are, starting at their first cue: not split.
+    assert "subtitle stream 2 is dvd_subtitle" in said["mkv dvd subtitles"]
     assert "starts more than 10 s after the picture" in said["mkv late audio"]
 
 

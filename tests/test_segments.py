@@ -369,6 +369,23 @@ def test_a_segment_of_an_input_that_cannot_be_split_is_refused_clearly(tmp_path)
     assert "would be converted to aac" in manifest
 
 
+def test_a_segment_refuses_dvd_subtitles_which_mp4_would_keep_as_they_are(tmp_path):
+    """VobSub is kept in MP4 as it is, its track starting at its first cue: it would not join, so a
+    segment refuses it clearly (the probes do not split such an input)."""
+    from fractions import Fraction
+
+    from gpu_job.media import pipeline
+    from tests.support.clips import make_rip
+    from tests.support.ffmpeg import ffmpeg
+    from vastdrop.errors import ConfigError
+
+    src = tmp_path / "vobsub.mkv"
+    ffmpeg("-i", make_rip(tmp_path / "rip.mkv", seconds=2, pgs=True), "-map", "0:v", "-map", "0:s:1",
+           "-c:v", "copy", "-c:s", "dvdsub", src)
+    with pytest.raises(ConfigError, match="dvd_subtitle"):
+        pipeline.process(src, tmp_path / "part.mp4", pipeline.Plan(window=(Fraction(1), None)), 3.0)
+
+
 def test_the_init_segment_parser_refuses_what_is_not_one():
     ftyp = (16).to_bytes(4, "big") + b"ftypisom" + bytes(4)
     moov = (8).to_bytes(4, "big") + b"moov"
@@ -596,12 +613,20 @@ def test_a_segment_that_left_the_staging_before_the_join_is_redone_and_the_job_g
     assert deps.ledger.get(first).attempt == 1 + segments.MAX_SEGMENT_REDOS
 
 
-def test_an_mkv_input_splits_as_an_mp4_does(tmp_path):
+@pytest.mark.parametrize("made_by", ["pyav", "ffmpeg"])
+def test_an_mkv_input_splits_as_an_mp4_does(tmp_path, made_by):
     """Films often come as Matroska: its segments (seeking by its Cues) join into the one job's
     result, packet for packet. Matroska times packets in milliseconds (an AAC frame's 1024 samples
     are stamped 21 ms, 1008 samples), and the two results' demuxers trim the first frame by a few
-    samples apart: the sound is the one job's, shifted by less than a millisecond."""
+    samples apart: the sound is the one job's, shifted by less than a millisecond. As ffmpeg writes
+    it (B-frames, a keyframe every second), the first video packets have no decoding time: the
+    first picture is still the first keyframe's, not the next one's a second later."""
     src = make_clip(tmp_path / "film.mkv", width=64, height=48, fps=24, seconds=6)
+    if made_by == "ffmpeg":
+        from tests.support.ffmpeg import ffmpeg
+
+        src = tmp_path / "remade.mkv"
+        ffmpeg("-i", tmp_path / "film.mkv", "-c:a", "copy", "-c:v", "libx264", "-g", "24", src)
     one = _run(tmp_path, src, "one")
     joined = _join(_segments(tmp_path, src, ["0", "2.5", None]), tmp_path / "joined.mp4")
     assert decode_warnings(joined) == ""

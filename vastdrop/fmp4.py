@@ -25,6 +25,11 @@ SEGMENT_AUDIO_CODECS = frozenset({
     "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_s32be", "pcm_f32le", "pcm_f32be",
 })
 SEGMENT_AUDIO_NAMES = "AAC, MP3, AC-3, E-AC-3, DTS, Opus, FLAC, ALAC, Vorbis and PCM"  # for the reasons a user reads
+# Subtitles that segments carry: text, cue by cue into MP4's mov_text (gpu_job.media.segment.
+# LaterSubtitles), and the bitmap kinds that MP4 cannot hold, which the one job leaves out too. DVD
+# subtitles (VobSub) MP4 keeps as they are, and a track that starts at its first cue would not join.
+SEGMENT_TEXT_SUBTITLES = frozenset({"subrip", "ass", "ssa", "webvtt", "mov_text", "text"})
+SEGMENT_SUBTITLE_CODECS = SEGMENT_TEXT_SUBTITLES | {"hdmv_pgs_subtitle", "dvb_subtitle"}
 # How soon after the picture every copied stream must start: a segment looks this far for its first packet.
 FIRST_AUDIO_WITHIN_S = 10
 # How far a probe reads to find when each stream starts (those 10 s of any real file are far less).
@@ -41,7 +46,7 @@ class StreamFacts:
 
     index: int
     kind: str  # video | audio | subtitle | data
-    codec: str  # the codec's canonical name ("mp3", not its decoder's "mp3float")
+    codec: str  # an audio or subtitle codec's canonical name ("mp3", not its decoder's "mp3float")
     start_s: float = 0.0  # when it starts, on the container's clock
 
 
@@ -52,8 +57,12 @@ def unsplittable(streams: list[StreamFacts], video: StreamFacts) -> str | None:
     "chapters". Subtitles are none either: text is carried cue by cue (LaterSubtitles), and what an
     MP4 cannot hold (bitmap subtitles, attachments such as fonts) is left out as by the one job."""
     for stream in streams:
-        if stream is video or stream.kind in ("video", "chapters", "subtitle", "attachment"):
-            continue  # other pictures are dropped everywhere
+        if stream is video or stream.kind in ("video", "chapters", "attachment"):
+            continue  # other pictures are dropped everywhere, and so are attachments in MP4
+        if stream.kind == "subtitle" and stream.codec not in SEGMENT_SUBTITLE_CODECS:
+            return f"its subtitle stream {stream.index} is {stream.codec or 'of an unknown kind'}: not split into segments yet"
+        if stream.kind == "subtitle":
+            continue
         if stream.kind != "audio":
             return f"its {stream.kind} stream {stream.index} is not split into segments yet"
         if stream.codec not in SEGMENT_AUDIO_CODECS:

@@ -53,6 +53,9 @@ _AUDIO_CODECS = (("A_AAC", "aac"), ("A_OPUS", "opus"), ("A_FLAC", "flac"), ("A_V
                  ("A_MPEG/L3", "mp3"), ("A_MPEG/L2", "mp2"), ("A_MPEG/L1", "mp1"), ("A_EAC3", "eac3"),
                  ("A_AC3", "ac3"), ("A_DTS", "dts"), ("A_TRUEHD", "truehd"), ("A_ALAC", "alac"),
                  ("A_TTA1", "tta"), ("A_WAVPACK4", "wavpack"))
+_SUBTITLE_CODECS = {"S_TEXT/UTF8": "subrip", "S_TEXT/ASCII": "text", "S_TEXT/ASS": "ass", "S_TEXT/SSA": "ssa",
+                    "S_ASS": "ass", "S_SSA": "ssa", "S_TEXT/WEBVTT": "webvtt", "S_HDMV/PGS": "hdmv_pgs_subtitle",
+                    "S_VOBSUB": "dvd_subtitle", "S_DVBSUB": "dvb_subtitle"}
 UNKNOWN_SIZE = -1
 
 
@@ -107,7 +110,8 @@ def probe(read_range: ReadRange, size: int) -> tuple[float, str | None]:
             return 0.0, f"its {track.kind} stream {index} has no block in the first {MAX_SCAN_BYTES >> 20} MB"
         if start is None:  # past the window: it starts too late; at the end: it has no block (PyAV: at 0)
             start = math.inf if scan == "late" else 0.0
-        facts.append(StreamFacts(index, track.kind, _codec(track) if track.kind == "audio" else "", start))
+        codec = _codec(track) if track.kind == "audio" else _SUBTITLE_CODECS.get(track.codec_id, track.codec_id.lower())
+        facts.append(StreamFacts(index, track.kind, codec if track.kind in ("audio", "subtitle") else "", start))
     if header.attachments:
         facts.append(StreamFacts(len(facts), "attachment", ""))
     video_facts = facts[header.tracks.index(video)]

@@ -41,6 +41,9 @@ _OTHER_OBJECT_TYPES = {0xA5: "ac3", 0xA6: "eac3", 0xA9: "dts", 0xDD: "vorbis"}  
 # MPEG-4 audio object types in an mp4a of type 0x40 that FFmpeg reads as another codec (isom.c):
 # layers 1 to 3 (mp3on4; 29, PS, as the old mp3on4 draft did when given explicitly) and ALS.
 _MPEG4_AUDIO_NOT_AAC = {29: "mp3on4", 32: "mp3on4", 33: "mp3on4", 34: "mp3on4", 36: "mp4als"}
+# Subtitle sample entries, as FFmpeg names their codecs (isom.c's ff_codec_movsubtitle_tags).
+_SUBTITLE_NAMES = {b"tx3g": "mov_text", b"text": "mov_text", b"mp4s": "dvd_subtitle", b"wvtt": "webvtt",
+                   b"stpp": "ttml", b"c608": "eia_608", b"c708": "eia_708"}
 _KINDS = {b"vide": "video", b"soun": "audio", b"sbtl": "subtitle", b"text": "subtitle", b"subt": "subtitle",
           b"tmcd": "data", b"meta": "data"}
 
@@ -283,7 +286,8 @@ def _unsplittable(movie: _Movie, video: _Track) -> str | None:
     facts = []
     for index, track in enumerate(movie.tracks):
         kind = "chapters" if track.track_id in chapter_tracks else _KINDS.get(track.handler, "data")
-        facts.append(StreamFacts(index, kind, _audio_codec(track) if kind == "audio" else "",
+        codec = _audio_codec(track) if kind == "audio" else _SUBTITLE_NAMES.get(track.sample_format, "") if kind == "subtitle" else ""
+        facts.append(StreamFacts(index, kind, codec,
                                  _delay_s(track, movie.timescale)))
     return unsplittable(facts, facts[movie.tracks.index(video)])
 

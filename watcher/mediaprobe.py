@@ -50,7 +50,7 @@ def _unsplittable(container, video) -> str | None:
     starts is read from its first packets, demuxed (not decoded): PyAV's start_time says 0 for a
     Matroska soundtrack that starts 12 s in, because the demuxer did not read that far."""
     def facts(starts: dict[int, float]) -> list[StreamFacts]:
-        return [StreamFacts(stream.index, _kind(stream), _codec(stream) if stream.type == "audio" else "",
+        return [StreamFacts(stream.index, _kind(stream), _codec(stream) if stream.type in ("audio", "subtitle") else "",
                             starts.get(stream.index, 0.0)) for stream in container.streams]
 
     said = facts({})

@@ -204,9 +204,11 @@ class Interleaving:
             self.waiting.discard(packet.stream.index)
 
     def more(self, packet: av.Packet) -> bool:
-        """Whether demuxing goes on after the video's end, this packet read (and routed)."""
-        if packet.stream.type == "video" and packet.dts is not None \
-                and self.segment.seconds(packet.dts, packet.time_base) > self.segment.end + INTERLEAVE_S:
+        """Whether demuxing goes on after the video's end (Segment.past: a segment with an end), this
+        packet read (and routed)."""
+        when = packet.dts if packet.dts is not None else packet.pts
+        if self.segment.end is None or (packet.stream.type == "video" and when is not None and
+                                        self.segment.seconds(when, packet.time_base) > self.segment.end + INTERLEAVE_S):
             return False
         return bool(self.waiting)
 
@@ -317,20 +319,18 @@ def _firsts(container: av.container.InputContainer, vin: av.VideoStream,
 
     try:
         for packet in container.demux(vin, *copied):
-            if packet.dts is None:
-                continue
-            if packet.stream is vin:
-                if packet.pts is not None and len(opening) < 2 * (MAX_REORDER_PICTURES + 1):
+            if packet.stream is vin:  # Matroska leaves a reordered stream's first dts unset: every packet counts
+                if packet.pts is not None and packet.size and len(opening) < 2 * (MAX_REORDER_PICTURES + 1):
                     opening.append(packet.pts)
-                for frame in packet.decode():
-                    if first_pts is None and frame.pts is not None:
-                        first_pts = frame.pts
-            elif packet.stream.index not in first_dts:
+                if first_pts is None:  # decoded only until the first picture shows
+                    first_pts = next((f.pts for f in packet.decode() if f.pts is not None), None)
+            elif packet.dts is not None and packet.stream.index not in first_dts:
                 first_dts[packet.stream.index] = packet.dts
             if first_pts is not None and set(first_dts) >= wanted and len(opening) >= 2 * (MAX_REORDER_PICTURES + 1):
                 return first_pts, first_dts, span()
-            if first_pts is not None and packet.stream is vin \
-                    and (packet.dts - first_pts) * Fraction(vin.time_base) > FIRST_PACKETS_WITHIN_S:
+            when = packet.dts if packet.dts is not None else packet.pts
+            if first_pts is not None and packet.stream is vin and when is not None \
+                    and (when - first_pts) * Fraction(vin.time_base) > FIRST_PACKETS_WITHIN_S:
                 break
     except av.error.FFmpegError as exc:
         raise BadInputError(f"the video cannot be decoded: {exc}") from exc
@@ -349,7 +349,7 @@ def check_carried(entries) -> None:
     chapters: segment 0 writes them (in its header and first fragment), the others none. The
     control plane does not split other inputs; a segment asked anyway refuses rather than join badly."""
     for entry in entries:
-        if entry.kind == "subtitle" and (entry.action == "kept" or entry.to == "mov_text"):
+        if entry.kind == "subtitle" and (entry.codec if entry.action == "kept" else entry.to) == "mov_text":
             continue  # cue by cue (LaterSubtitles)
         if entry.action == "kept" and (entry.kind != "audio" or entry.codec not in SEGMENT_AUDIO_CODECS):
             raise ConfigError(f"{entry.kind} stream {entry.index} ({entry.codec}) would be copied: only "
