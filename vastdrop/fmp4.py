@@ -7,6 +7,7 @@ bytes."""
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -206,20 +207,30 @@ def _children(data: bytes, start: int, end: int, wanted: bytes):
 
 def _traf(data: bytes, start: int, end: int) -> _Traf:
     found = _Traf()
-    for body, _ in _children(data, start, end, b"tfhd"):
+    for body, box_end in _children(data, start, end, b"tfhd"):
         flags = int.from_bytes(data[body + 1:body + 4], "big")
         found.track_id = int.from_bytes(data[body + 4:body + 8], "big")
         at = body + 8 + (8 if flags & 0x01 else 0) + (4 if flags & 0x02 else 0)
-        found.default_duration = at if flags & 0x08 else None
-    for body, _ in _children(data, start, end, b"tfdt"):
-        found.tfdt = (body + 4, 8 if data[body] == 1 else 4)
-    for body, _ in _children(data, start, end, b"trun"):  # the samples go on from one trun to the next
+        found.default_duration = _within(at, 4, box_end) if flags & 0x08 else None
+    for body, box_end in _children(data, start, end, b"tfdt"):
+        width = 8 if data[body] == 1 else 4
+        found.tfdt = (_within(body + 4, width, box_end), width)
+    for body, box_end in _children(data, start, end, b"trun"):  # the samples go on from one trun to the next
         flags = int.from_bytes(data[body + 1:body + 4], "big")
         count = int.from_bytes(data[body + 4:body + 8], "big")
         entry = 4 * bin(flags & 0xF00).count("1")
         first = body + 8 + (4 if flags & 0x01 else 0) + (4 if flags & 0x04 else 0)
+        _within(first, count * entry, box_end)  # a count the box cannot hold is not believed
+        if not entry and count > box_end - start:
+            raise NotASegment(f"a trun of {count} samples without a field each")
         found.durations += [first + i * entry if flags & 0x100 else None for i in range(count)]
     return found
+
+
+def _within(at: int, length: int, end: int) -> int:
+    if at + length > end:
+        raise NotASegment("a field past the end of its box")
+    return at
 
 
 def _clamped(data: bytes, traf: _Traf, ticks: int) -> list[tuple[int, bytes]]:
@@ -230,16 +241,21 @@ def _clamped(data: bytes, traf: _Traf, ticks: int) -> list[tuple[int, bytes]]:
     if start >= ticks:
         return []
     durations = [_u32(data, where if where is not None else traf.default_duration) for where in traf.durations]
-    times = [start + sum(durations[:i]) for i in range(len(durations))]
+    times = [start, *itertools.accumulate(durations)][:-1]
     moved = [max(t, ticks) for t in times]
     ends = moved[1:] + [max(times[-1] + durations[-1], ticks)]
+    new = [e - t for t, e in zip(moved, ends, strict=True)]
     patches = [(at, moved[0].to_bytes(width, "big"))]
-    for where, old, new in zip(traf.durations, durations, (e - t for t, e in zip(moved, ends, strict=True)), strict=True):
-        if new == old:
-            continue
-        if where is None and (len(durations) > 1 or traf.default_duration is None):
+    if all(where is None for where in traf.durations) and traf.default_duration is not None:
+        if len(set(new)) > 1:  # one duration for all: they can only change alike
             raise NotASegment("the fragment's samples share one duration: one cannot change alone")
-        patches.append((where if where is not None else traf.default_duration, new.to_bytes(4, "big")))
+        return patches + [(traf.default_duration, new[0].to_bytes(4, "big"))]
+    for where, old, duration in zip(traf.durations, durations, new, strict=True):
+        if duration == old:
+            continue
+        if where is None:
+            raise NotASegment("a sample without a duration of its own in its fragment")
+        patches.append((where, duration.to_bytes(4, "big")))
     return patches
 
 

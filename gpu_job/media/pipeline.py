@@ -38,8 +38,8 @@ from gpu_job.media.segment import (
     MAX_REORDER_PICTURES,
     DecodeDelay,
     Interleaving,
-    LaterSubtitles,
     Segment,
+    SegmentSubtitles,
     check_carried,
     later_segment_shift,
     muxer_options,
@@ -207,10 +207,10 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
                                        lead_in=_lead_in(plan, vin))
                 if not segment.is_first:
                     for index, route in others.routes.items():
-                        if index not in texts:  # cues keep the one job's times (LaterSubtitles)
+                        if index not in texts:  # cues keep the one job's times (SegmentSubtitles)
                             route.shift = later_segment_shift(segment, index)
-                    if texts:
-                        subtitles = LaterSubtitles(segment, {i: others.routes[i] for i in texts}, texts)
+                if texts:
+                    subtitles = SegmentSubtitles(segment, {i: others.routes[i] for i in texts}, texts)
             try:
                 measuring = duration_s if isinstance(duration_s, Duration) else None
                 decoded = _decode(container, vin, others, report, deint, segment, measuring, subtitles)
@@ -412,11 +412,11 @@ def _device_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration: float 
 
 def _decode(container, vin, others: streams.OtherStreams, report: Report,
             deint: interlace.Deinterlace | None, segment: Segment | None = None,
-            measuring: Duration | None = None, subtitles: LaterSubtitles | None = None) -> Iterator[av.VideoFrame]:
+            measuring: Duration | None = None, subtitles: SegmentSubtitles | None = None) -> Iterator[av.VideoFrame]:
     """Decoded (and deinterlaced) video frames in order; other streams' packets are handed to their
     paths on the way. Only demuxing and decoding errors mean a bad input; anything downstream is our
     own failure. A segment stops demuxing past its end, and keeps only its own share of the other
-    streams' packets (a later one's `subtitles` see the cues before its start). While the input is `measuring`, a frame goes on once the measure has read past
+    streams' packets (its `subtitles` see the cues before and after it). While the input is `measuring`, a frame goes on once the measure has read past
     it (gpu_job.media.measuring)."""
     last_pts: int | None = None
     first_pts: int | None = None
@@ -424,16 +424,18 @@ def _decode(container, vin, others: streams.OtherStreams, report: Report,
     deinterlacer = interlace.Deinterlacer(deint, tb) if deint else None
     stop = segment.past if segment is not None else None
     interleaving = None if segment is None else Interleaving(
-        segment, {s.index for s in others.inputs if s.type == "audio"})
+        segment, {a.ain.index: a for a in others.audio if a.mode == "copy"})
     more = interleaving.more if interleaving is not None else None
     for packet, decoded in _demux_decode(container, [vin, *others.inputs], vin, report, stop, more):
+        if packet is not None:
+            others.passing(packet)
         if packet is not None and packet.stream is not vin:
             if interleaving is not None:
                 interleaving.packet(packet)
+            if subtitles is not None:
+                subtitles.seen(packet)
             if segment is None or segment.holds_packet(packet):
                 others.packet(packet)
-            elif subtitles is not None:
-                subtitles.earlier(packet)
             continue
         for frame in decoded:
             pts = frame.pts if frame.pts is not None else (last_pts or 0) + 1

@@ -28,6 +28,7 @@ from vastdrop.fmp4 import (
     FIRST_AUDIO_WITHIN_S,
     SEGMENT_AUDIO_CODECS,
     SEGMENT_AUDIO_NAMES,
+    NotASegment,
     clamp_start,
 )
 from vastdrop.manifest import MediaFacts
@@ -47,8 +48,10 @@ INTERLEAVE_S = Fraction(30)
 # file alone. Later segments add frag_discont (with avoid_negative_ts=disabled): their fragments keep
 # absolute timestamps (tfdt), so they follow the segment before.
 _MOVFLAGS = "+frag_keyframe+delay_moov+default_base_moof+skip_trailer"
-FIRST_SEGMENT_MP4 = {"movflags": _MOVFLAGS, "avoid_negative_ts": "disabled",
-                     "frag_duration": "10000000"}  # a fragment at least every 10 s: the muxer holds one in memory
+# Fragments start at video keyframes only (the encoder's groups: at most 250 frames, which the muxer
+# holds in memory): a fragment cut anywhere else (frag_duration) misplaced the audio after it by a
+# packet, when FFmpeg's empty subtitle sample, stamped at a cue's end ahead of the picture, set it off.
+FIRST_SEGMENT_MP4 = {"movflags": _MOVFLAGS, "avoid_negative_ts": "disabled"}
 # Segment 0 alone writes the tracks that come after the media in its header, each with its samples in
 # its first fragment: the chapters (OtherStreams' write_chapters) and the timecode (write_tmcd). The
 # muxer places the chapter track before the timecode track; later segments without either keep the
@@ -190,18 +193,24 @@ def _first_group_start(container: av.container.InputContainer, vin: av.VideoStre
 
 class Interleaving:
     """A segment's copied audio, in a file whose streams lie apart: packets of one time are not side
-    by side in the file, and a muxer lets one stream run seconds ahead of another. After the video has passed the segment's end (Segment.past), demuxing goes on
-    without decoding until every copied audio stream has reached the end too, or the video lies
-    INTERLEAVE_S past it (`more`)."""
+    by side in the file, and a muxer lets one stream run seconds ahead of another. After the video
+    has passed the segment's end (Segment.past), demuxing goes on without decoding until every
+    copied audio stream has reached the end too, or the video lies INTERLEAVE_S past it (`more`).
+    Each stream's first packet past the end says when the segment's last one ends (streams.Held)."""
 
-    def __init__(self, segment: Segment, audio: set[int]) -> None:
+    def __init__(self, segment: Segment, audio: dict[int, object]) -> None:
         self.segment = segment
-        self.waiting = set(audio)  # the copied audio streams not yet read to the end
+        self.routes = audio  # the copied audio streams (by index) and their routes
+        self.waiting = set(audio)  # those not yet read to the end
+        for route in audio.values():
+            route.hold = True
 
     def packet(self, packet: av.Packet) -> None:
-        if packet.stream.index in self.waiting and packet.dts is not None and self.segment.end is not None \
+        index = packet.stream.index
+        if index in self.waiting and packet.dts is not None and self.segment.end is not None \
                 and self.segment.seconds(packet.dts, packet.time_base) >= self.segment.end:
-            self.waiting.discard(packet.stream.index)
+            self.waiting.discard(index)
+            self.routes[index].until(packet.dts - self.routes[index].shift)
 
     def more(self, packet: av.Packet) -> bool:
         """Whether demuxing goes on after the video's end (Segment.past: a segment with an end), this
@@ -257,33 +266,41 @@ class DecodeDelay:
         return delay  # a fixed wait: the same in every segment
 
 
-class LaterSubtitles:
-    """A later segment's subtitle tracks (MP4's mov_text), each cue in the segment that holds its
-    start, as in the one job's file: a cue that outlasts its segment keeps its whole duration there.
+class SegmentSubtitles:
+    """A segment's subtitle tracks (MP4's mov_text), each cue in the segment that holds its start,
+    shown as in the one job's file: until the next cue begins, or for its own duration if that ends
+    first. A segment's last cue is held until the next one's start is seen, the next segment's too
+    (`seen`, streams.CueHold).
 
-    Each track of a later segment starts where the segment's own cues may: at the segment's start,
-    or later if a cue from before it is still showing (seen in the packets demuxed before the start).
-    FFmpeg's muxer fills such a track's fragments before its first cue with empty samples at time
-    0; `place` moves them to the track's start, in the finished file (fmp4.clamp_start). A cue from
-    before the start that the segment did not see (it lies before the segment's first demuxed
-    packet) is cut short there: at most what lies between a group of pictures' start and the
-    segment's."""
+    A later segment's tracks start where its own cues may: at the segment's start, or later if a cue
+    from before it is still showing (seen in the packets demuxed before the start). FFmpeg's muxer
+    fills such a track's fragments before its first cue with empty samples at time 0; `place`
+    moves them to the track's start, in the finished file (fmp4.clamp_start)."""
 
     def __init__(self, segment: Segment, routes: dict[int, object], time_bases: dict[int, Fraction]) -> None:
         self.segment = segment
-        self.routes = routes  # input stream index -> its route (output stream, shift)
+        self.routes = routes  # input stream index -> its route (output stream, shift, CueHold)
         self.time_bases = time_bases  # input stream index -> its time base (the route's ticks)
-        self.showing: dict[int, int] = {}  # input stream index -> the end of the last earlier cue, in result ticks
+        self.showing: dict[int, list[int]] = {}  # input stream index -> [start, end] of the last cue before the start
 
-    def earlier(self, packet: av.Packet) -> None:
-        """A packet that is not the segment's own: a cue from before its start may still show."""
+    def seen(self, packet: av.Packet) -> None:
+        """Every packet demuxed, the segment's own and the others."""
         route = self.routes.get(packet.stream.index)
-        if route is not None and packet.pts is not None \
-                and self.segment.seconds(packet.pts, packet.time_base) < self.segment.start:
-            end = packet.pts + (packet.duration or 0) - route.shift
-            self.showing[packet.stream.index] = max(end, self.showing.get(packet.stream.index, end))
+        if route is None or packet.pts is None:
+            return
+        at, t = packet.pts - route.shift, self.segment.seconds(packet.pts, packet.time_base)
+        last = self.showing.get(packet.stream.index)
+        if last is not None and at > last[0]:  # a later cue ends the one before
+            last[1] = min(last[1], at)
+        if t < self.segment.start and not self.segment.is_first:
+            self.showing[packet.stream.index] = [at, at + (packet.duration or 0)]
+        elif not self.segment.holds(t):  # the next segment's: it ends this one's last cue
+            route.until(at)
 
     def place(self, dst: Path) -> None:
+        """Start a later segment's tracks where its own cues may."""
+        if self.segment.is_first:
+            return
         with av.open(str(dst)) as result:
             scales = {index: Fraction(result.streams[route.stream.index].time_base)
                       for index, route in self.routes.items()}
@@ -291,8 +308,11 @@ class LaterSubtitles:
             for index, route in self.routes.items():
                 tb = self.time_bases[index]
                 start = math.ceil((self.segment.start + self.segment.first_pts * self.segment.video_tb) / tb) - route.shift
-                since = max(start, self.showing.get(index, start))
-                clamp_start(file, route.stream.index + 1, math.ceil(since * tb / scales[index]))
+                since = max([start] + self.showing.get(index, [start])[1:])
+                try:
+                    clamp_start(file, route.stream.index + 1, math.ceil(since * tb / scales[index]))
+                except NotASegment as exc:
+                    raise RuntimeError(f"the segment's subtitle track {route.stream.index} cannot be placed: {exc}") from exc
 
 
 def later_segment_shift(segment: Segment, index: int) -> int:

@@ -111,35 +111,97 @@ def _entry(stream: av.stream.Stream, action: str, **extra) -> StreamEntry:
                        filename=stream.metadata.get("filename"), disposition=_flags(stream) or None, **extra)
 
 
-def _mux_copied(output: av.container.OutputContainer, stream: av.stream.Stream, packet: av.Packet, shift: int) -> None:
-    if packet.dts is None:  # the demuxer's flush packet
-        return
+def _moved(packet: av.Packet, stream: av.stream.Stream, shift: int) -> av.Packet:
+    """A copied packet, for `stream`, moved by `shift` ticks."""
     packet.pts = None if packet.pts is None else packet.pts - shift
     packet.dts -= shift
     packet.stream = stream
-    output.mux(packet)
+    return packet
 
 
-class _Copy:
-    """Packets copied unchanged, moved by the video's start."""
+class Held:
+    """A route's last packet, held until the next one's time is known (`hold`), for what only that
+    time decides: how long a subtitle cue shows (CueHold) or a segment's audio packet lasts (AudioPath).
+    A segment's last packet is decided by the next segment's first, which it sees past its end (`until`)."""
+
+    def __init__(self, output: av.container.OutputContainer, hold: bool = False) -> None:
+        self.output = output
+        self.hold = hold
+        self.held: av.Packet | None = None
+
+    def put(self, packet: av.Packet) -> None:
+        if not self.hold:
+            self.output.mux(packet)
+            return
+        self.until(packet.pts if packet.pts is not None else packet.dts)
+        self.release()
+        self.held = packet
+
+    def until(self, at: int | None) -> None:
+        """The next packet is at `at` (the route's ticks, moved as its packets are)."""
+        if self.held is not None and at is not None and at > self.held.dts:
+            self.held.duration = self.lasting(self.held, at)
+
+    def lasting(self, held: av.Packet, at: int) -> int:
+        return at - held.dts
+
+    def release(self) -> None:
+        if self.held is not None:
+            self.output.mux(self.held)
+            self.held = None
+
+    def flush(self) -> None:
+        self.release()
+
+
+class CueHold(Held):
+    """Subtitles: a cue ends where the next begins if it would outlast it. MP4 shows one sample at a
+    time, and FFmpeg's muxer, handed overlapping cues, moves the next one to the first one's end (2 s
+    late for a cue that overlapped by 2 s) or, fragmenting, aborts the process. A cue is held only
+    until the reading passes its end (`passing`): a later cue that starts before is read by then,
+    and the muxer must have it before it closes the fragment of its time."""
+
+    def __init__(self, output: av.container.OutputContainer, hold: bool = False) -> None:
+        super().__init__(output, hold)
+        self.shift = 0
+        self.ends: Fraction | None = None  # when the held cue ends, on the input's clock (s)
+
+    def put(self, packet: av.Packet) -> None:
+        super().put(packet)
+        if self.held is not None:
+            self.ends = (packet.pts + (packet.duration or 0) + self.shift) * Fraction(packet.time_base)
+
+    def lasting(self, held: av.Packet, at: int) -> int:
+        return min(held.duration, at - held.pts) if held.duration else held.duration
+
+    def passing(self, seconds: Fraction) -> None:
+        """The reading is at `seconds` (the input's clock)."""
+        if self.held is not None and self.ends is not None and seconds >= self.ends:
+            self.release()
+
+
+class _Copy(CueHold):
+    """Packets copied unchanged, moved by the video's start (subtitles' held: CueHold)."""
 
     def __init__(self, output: av.container.OutputContainer, sin: av.stream.Stream, vin: av.VideoStream) -> None:
-        self.output, self.stream = output, output.add_stream_from_template(sin)
+        super().__init__(output, hold=sin.type == "subtitle")
+        self.stream = output.add_stream_from_template(sin)
         self.shift = start_shift(vin, sin.time_base)
 
     def packet(self, packet: av.Packet) -> None:
-        _mux_copied(self.output, self.stream, packet, self.shift)
-
-    def flush(self) -> None:
-        pass
+        if packet.dts is not None:  # not the demuxer's flush packet
+            self.put(_moved(packet, self.stream, self.shift))
 
 
-class AudioPath:
-    """Copies audio packets unchanged when the container accepts the codec; otherwise re-encodes to AAC."""
+class AudioPath(Held):
+    """Copies audio packets unchanged when the container accepts the codec; otherwise re-encodes to AAC.
+    In a segment (`hold`), each copied packet lasts until the next: a fragment's last sample keeps
+    the duration its packet says, which Matroska's do not say."""
 
     def __init__(self, output: av.container.OutputContainer, ain: av.AudioStream, vin: av.VideoStream,
                  container: str = "mp4") -> None:
-        self.output, self.ain = output, ain
+        super().__init__(output)
+        self.ain = ain
         self.mode = "copy" if copy_accepted(ain, container) else "aac"
         if self.mode == "copy":
             self.stream = output.add_stream_from_template(ain)
@@ -153,7 +215,8 @@ class AudioPath:
 
     def packet(self, packet: av.Packet) -> None:
         if self.mode == "copy":
-            _mux_copied(self.output, self.stream, packet, self.shift)
+            if packet.dts is not None:  # not the demuxer's flush packet
+                self.put(_moved(packet, self.stream, self.shift))
             return
         for frame in packet.decode():
             if frame.pts is not None:  # its place on the timeline, moved like every stream (offsets.py)
@@ -162,18 +225,20 @@ class AudioPath:
                 self.output.mux(self.stream.encode(resampled))
 
     def flush(self) -> None:
+        self.release()
         if self.mode == "aac":
             for resampled in self.resampler.resample(None):
                 self.output.mux(self.stream.encode(resampled))
             self.output.mux(self.stream.encode())
 
 
-class SubtitlePath:
+class SubtitlePath(CueHold):
     """Text subtitles decoded and re-encoded in the container's text codec, each cue at its own time."""
 
     def __init__(self, output: av.container.OutputContainer, sin: av.SubtitleStream, vin: av.VideoStream,
                  codec: str) -> None:
-        self.output, self.sin = output, sin
+        super().__init__(output, hold=True)
+        self.sin = sin
         decoder = sin.codec_context
         decoder.open()  # the decoder makes the ASS header the encoder needs
         self.stream = output.add_stream(codec)
@@ -201,10 +266,7 @@ class SubtitlePath:
         out.pts = out.dts = packet.pts - self.shift
         out.duration = packet.duration or _cue_duration(cues, self.sin.time_base)
         out.stream = self.stream
-        self.output.mux(out)
-
-    def flush(self) -> None:
-        pass
+        self.put(out)
 
 
 def _cue_duration(cues, time_base: Fraction) -> int:
@@ -250,6 +312,16 @@ class OtherStreams:
         route = self.routes.get(packet.stream.index)
         if route is not None:
             route.packet(packet)
+
+    def passing(self, packet: av.Packet) -> None:
+        """Every packet read, the video's too: held cues that have ended go to the muxer (CueHold)."""
+        when = packet.pts if packet.pts is not None else packet.dts
+        if when is None:
+            return
+        seconds = when * Fraction(packet.time_base)
+        for route in self.routes.values():
+            if isinstance(route, CueHold):
+                route.passing(seconds)
 
     def flush(self) -> None:
         for index, route in self.routes.items():

@@ -13,7 +13,8 @@ from av.subtitles.subtitle import SubtitleSet
 from gpu_job.media.samples import _write_tone, make_clip
 from gpu_job.media.streams import DEFAULT_ASS_HEADER
 
-__all__ = ["make_audio_only", "make_clip", "make_rip", "make_subtitled", "make_timecoded", "make_truncated"]
+__all__ = ["make_audio_only", "make_clip", "make_rip", "make_subtitled", "make_timecoded", "make_truncated",
+           "stored_apart_s"]
 
 
 def make_truncated(src: Path, dest: Path, keep_fraction: float = 0.3) -> Path:
@@ -76,9 +77,8 @@ def make_rip(path: Path, *, seconds: float = 1.0, pgs: bool = False, font: bool 
 
 
 def make_subtitled(path: Path, seconds: float, cues: list[tuple[float, float, str]]) -> Path:
-    """A film's worth of subtitles as people have them: an SRT file muxed beside the picture and its
-    AAC soundtrack by ffmpeg (-c copy; MP4 gets mov_text). From Matroska, the soundtrack lies up to
-    10 s behind the picture in the file, as FFmpeg's muxer writes a stream that comes late."""
+    """A film's worth of subtitles as people have them: an SRT file, a picture and a tone (AAC),
+    muxed together by ffmpeg, which interleaves them (MP4 gets mov_text)."""
     from tests.support.ffmpeg import ffmpeg
 
     def stamp(s: float) -> str:
@@ -87,10 +87,28 @@ def make_subtitled(path: Path, seconds: float, cues: list[tuple[float, float, st
 
     srt = path.with_suffix(".srt")
     srt.write_text("".join(f"{i + 1}\n{stamp(a)} --> {stamp(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(cues)))
-    video = make_clip(path.with_name(path.stem + "-picture.mkv"), width=64, height=48, fps=24, seconds=seconds)
+    video = make_clip(path.with_name(path.stem + "-picture.mkv"), width=64, height=48, fps=24, seconds=seconds,
+                      audio=False)
     subtitles = ["-c:s", "mov_text"] if path.suffix in (".mp4", ".mov") else []
-    ffmpeg("-i", video, "-i", srt, "-map", "0", "-map", "1", "-c", "copy", *subtitles, path)
+    ffmpeg("-i", video, "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}:sample_rate=48000", "-i", srt,
+           "-map", "0", "-map", "1", "-map", "2", "-c:v", "copy", "-c:a", "aac", *subtitles, path)
     return path
+
+
+def stored_apart_s(path: Path) -> float:
+    """How far behind the picture, at most, the file stores its first soundtrack (s): what a reader
+    demuxing in file order has read of the picture when it reaches the sound of a time."""
+    ahead, video_s = 0.0, 0.0
+    with av.open(str(path)) as container:
+        for packet in container.demux():
+            if packet.pts is None:
+                continue
+            t = float(packet.pts * packet.time_base)
+            if packet.stream.type == "video":
+                video_s = max(video_s, t)
+            elif packet.stream.type == "audio":
+                ahead = max(ahead, video_s - t)
+    return ahead
 
 
 def _audio_track(out, codec: str, tags: dict[str, str], disposition: int):
