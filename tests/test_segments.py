@@ -52,6 +52,23 @@ def _segments(tmp: Path, src: Path, cuts: list[str | None], **env: str) -> list[
     return out
 
 
+def _split_in_process(tmp: Path, src: Path, cuts: list[str | None], duration_s: float, **plan):
+    """The one job and each segment between `cuts`, run in this process (gpu_job.media.pipeline),
+    and the segments joined: (the one job's result, the joined result, the segments, their reports)."""
+    from fractions import Fraction
+
+    from gpu_job.media import pipeline
+
+    one = tmp / "one.mp4"
+    pipeline.process(src, one, pipeline.Plan(**plan), duration_s)
+    parts, reports = [], []
+    for i in range(len(cuts) - 1):
+        parts.append(tmp / f"part{i}.mp4")
+        window = (Fraction(cuts[i]), Fraction(cuts[i + 1]) if cuts[i + 1] else None)
+        reports.append(pipeline.process(src, parts[-1], pipeline.Plan(window=window, **plan), duration_s))
+    return one, _join(parts, tmp / "joined.mp4"), parts, reports
+
+
 def _timeline(path: Path) -> dict[str, list[int]]:
     """Every packet's pts per stream kind (in its stream's time base), in presentation order."""
     seen: dict[str, list[int]] = {"video": [], "audio": []}
@@ -130,24 +147,15 @@ def test_audio_copied_into_mp4_joins_into_the_one_jobs_sound(tmp_path, encoder, 
     the first packet (MP3, MP2, AC-3, E-AC-3), FFmpeg does not apply it to a fragmented file: the
     joined file keeps that part, before the first picture, at its own time (negative), so nothing
     after it moves. Nothing else differs."""
-    from fractions import Fraction
 
-    from gpu_job.media import pipeline
     from tests.support.ffmpeg import ffmpeg
 
     video = make_clip(tmp_path / "v.mp4", width=64, height=48, fps=24, seconds=6, audio=False)
     src = tmp_path / f"src{suffix}"
     ffmpeg("-i", video, "-f", "lavfi", "-i", "sine=frequency=440:duration=6:sample_rate=48000", "-map", "0:v",
            "-map", "1:a", "-c:v", "copy", "-strict", "-2", "-c:a", encoder, src)
-    one = tmp_path / "one.mp4"
-    pipeline.process(src, one, pipeline.Plan(), 6.0)
-    cuts, parts = ["0", "2.3", "4.1", None], []
-    for i in range(3):
-        parts.append(tmp_path / f"part{i}.mp4")
-        window = (Fraction(cuts[i]), Fraction(cuts[i + 1]) if cuts[i + 1] else None)
-        report = pipeline.process(src, parts[-1], pipeline.Plan(window=window), 6.0)
-        assert report.audio == "copy"
-    joined = _join(parts, tmp_path / "joined.mp4")
+    one, joined, _, reports = _split_in_process(tmp_path, src, ["0", "2.3", "4.1", None], 6.0)
+    assert [report.audio for report in reports] == ["copy"] * 3
     same = re.compile(r" @ 0x[0-9a-f]+")  # PCM's unnamed layout is guessed alike in both
     assert same.sub("", decode_warnings(joined)) == same.sub("", decode_warnings(one))
     assert _timeline(joined)["video"] == _timeline(one)["video"]
@@ -163,9 +171,7 @@ def test_a_variable_frame_rate_keeps_its_times_across_the_joins(tmp_path, make):
     """A phone's jittery clock with dropped frames, and Matroska's millisecond times (41 or 42 ms a
     frame): an encoder's first packet waits for a span of pictures that differs at each segment's
     start. Every picture of the joined file still shows at the one job's time, the sound too."""
-    from fractions import Fraction
 
-    from gpu_job.media import pipeline
     from tests.support.geometry_clips import make_jittery
 
     if make == "phone":
@@ -173,14 +179,7 @@ def test_a_variable_frame_rate_keeps_its_times_across_the_joins(tmp_path, make):
                                 audio_lead_s=0.25, seconds=8.25)
     else:
         src = make_clip(tmp_path / "src.mkv", width=64, height=48, fps=24, seconds=8)
-    one = tmp_path / "one.mp4"
-    pipeline.process(src, one, pipeline.Plan(), 9.0)
-    cuts, parts = ["0", "2.3", "4.1", "6.05", None], []
-    for i in range(4):
-        parts.append(tmp_path / f"part{i}.mp4")
-        window = (Fraction(cuts[i]), Fraction(cuts[i + 1]) if cuts[i + 1] else None)
-        pipeline.process(src, parts[-1], pipeline.Plan(window=window), 9.0)
-    joined = _join(parts, tmp_path / "joined.mp4")
+    one, joined, _, _ = _split_in_process(tmp_path, src, ["0", "2.3", "4.1", "6.05", None], 9.0)
     # ffmpeg's null output times frames on a 1/30 s grid, where two jittered frames can meet: it
     # says so for the one job's file too.
     same = re.compile(r" @ 0x[0-9a-f]+")
@@ -221,20 +220,12 @@ def test_subtitles_are_carried_into_segments_cue_by_cue(tmp_path, suffix):
     its times, a cue across a join and a segment without any included. A cue that a later one
     overlaps ends where it begins, within a segment or across a join (FFmpeg's muxer would move the
     later one, or abort)."""
-    from fractions import Fraction
 
-    from gpu_job.media import pipeline
     from tests.support.clips import make_subtitled
 
     src = make_subtitled(tmp_path / f"film{suffix}", seconds=40, cues=CUES)
-    one = tmp_path / "one.mp4"
-    pipeline.process(src, one, pipeline.Plan(), 41.0)
-    cuts, parts = ["0", "2.5", "26", None], []  # the fragments are at most 10 s: the silence spans two
-    for i in range(3):
-        parts.append(tmp_path / f"part{i}.mp4")
-        window = (Fraction(cuts[i]), Fraction(cuts[i + 1]) if cuts[i + 1] else None)
-        pipeline.process(src, parts[-1], pipeline.Plan(window=window), 41.0)
-    joined = _join(parts, tmp_path / "joined.mp4")
+    # The output's groups of pictures, and so its fragments, last about 10 s: the silence spans two.
+    one, joined, parts, _ = _split_in_process(tmp_path, src, ["0", "2.5", "26", None], 41.0)
 
     shown = _cues(one)
     assert shown == _shown(CUES)
@@ -255,9 +246,7 @@ def test_a_soundtrack_stored_seconds_behind_the_picture_reaches_every_segment(tm
     remuxed by ffmpeg with a subtitle track: each lets a stream run up to 10 s ahead). A segment
     reads on past its end, without decoding, until the sound has reached it too: every audio packet
     of the one job is in the joined file, in place, and so is every cue."""
-    from fractions import Fraction
 
-    from gpu_job.media import pipeline
     from tests.support.clips import stored_apart_s
     from tests.support.ffmpeg import ffmpeg
 
@@ -267,14 +256,7 @@ def test_a_soundtrack_stored_seconds_behind_the_picture_reaches_every_segment(tm
     ffmpeg("-i", make_clip(tmp_path / "clip.mkv", width=64, height=48, fps=24, seconds=40), "-i", srt,
            "-map", "0", "-map", "1", "-c", "copy", film)
     assert stored_apart_s(film) > 15
-    one = tmp_path / "one.mp4"
-    pipeline.process(film, one, pipeline.Plan(), 41.0)
-    cuts, parts = ["0", "2.5", "26", None], []
-    for i in range(3):
-        parts.append(tmp_path / f"part{i}.mp4")
-        window = (Fraction(cuts[i]), Fraction(cuts[i + 1]) if cuts[i + 1] else None)
-        pipeline.process(film, parts[-1], pipeline.Plan(window=window), 41.0)
-    joined = _join(parts, tmp_path / "joined.mp4")
+    one, joined, _, _ = _split_in_process(tmp_path, film, ["0", "2.5", "26", None], 41.0)
     whole, split = _timeline(one), _timeline(joined)
     assert split["video"] == whole["video"] and decode_warnings(joined) == ""
     assert split["audio"][:len(whole["audio"])] == whole["audio"] and len(split["audio"]) - len(whole["audio"]) <= 1
@@ -377,22 +359,13 @@ def test_minterpolate_segments_make_the_one_jobs_frames(tmp_path, fps, yuv):
     a segment starts it at least MINTERPOLATE_WARMUP_FRAMES before its own first frame (at 4 fps,
     more than the usual second: with that second alone, 30 of the 240 frames differ). Losslessly
     encoded: the joined frames are the one job's, bit for bit."""
-    from fractions import Fraction
 
-    from gpu_job.media import pipeline
     from tests.support.geometry_clips import make_sweeping
 
     src = make_sweeping(tmp_path / "src.mp4", fps=fps, seconds=4)
-    plan = {"target_fps": 60.0, "crf": 0, "yuv_passthrough": yuv}
-    one = tmp_path / "one.mp4"
-    pipeline.process(src, one, pipeline.Plan(**plan), 4.0)
-    cuts, parts = ["0", "1.3", "2.71", None], []
-    for i in range(3):
-        parts.append(tmp_path / f"part{i}.mp4")
-        window = (Fraction(cuts[i]), Fraction(cuts[i + 1]) if cuts[i + 1] else None)
-        report = pipeline.process(src, parts[-1], pipeline.Plan(window=window, **plan), 4.0)
-        assert report.interpolation == "ffmpeg-minterpolate"
-    joined = _join(parts, tmp_path / "joined.mp4")
+    one, joined, _, reports = _split_in_process(tmp_path, src, ["0", "1.3", "2.71", None], 4.0,
+                                                target_fps=60.0, crf=0, yuv_passthrough=yuv)
+    assert {report.interpolation for report in reports} == {"ffmpeg-minterpolate"}
     assert decode_warnings(joined) == ""
     assert _timeline(joined) == _timeline(one) and len(_timeline(one)["video"]) == 240
     assert all(np.array_equal(a, b) for a, b in zip(_pictures(one), _pictures(joined), strict=True))
