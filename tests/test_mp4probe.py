@@ -105,18 +105,18 @@ def test_it_agrees_with_pyav_on_what_to_split_and_why_and_how_long(files):
     # Copied into segments as AAC is: every codec MP4 stores as it is.
     assert said["opus"] is said["flac"] is said["pcm in mov"] is said["mp3"] is said["ac-3"] is None
     assert "pcm_mulaw, which MP4 does not store as it is" in said["mu-law in mov"]
-    assert said["chapters"] is None  # segment 0 writes the chapters
-    assert said["subtitles"] is None  # carried cue by cue
+    assert said["chapters"] is None and "subtitle stream 2 (mov_text)" in said["subtitles"]  # segment 0 writes the chapters
     assert "starts more than 10 s after the picture" in said["late audio"]
     # Matroska's alike: read from its header elements and first clusters.
     assert said["mkv aac"] is said["mkv no audio"] is said["mkv flac"] is said["webm vp9 opus"] is None
     assert said["mkv live"] is None
     assert said["mkv mp3"] is said["mkv pcm 24-bit"] is said["mkv two soundtracks"] is None  # AAC and AC-3
     assert "pcm_u8, which MP4 does not store as it is" in said["mkv pcm 8-bit"]
-    # A rip: chapters, two soundtracks (AAC and AC-3), subtitles, a font (which MP4 leaves out, whole or not).
-    assert said["mkv chapters"] is said["mkv rip"] is said["mkv subtitles"] is said["mkv font"] is None
+    # Chapters, two soundtracks (AAC and AC-3), a font (which MP4 leaves out, whole or not) split; subtitles not yet.
+    assert said["mkv chapters"] is said["mkv font"] is None
+    assert "subtitle stream 3 (subrip)" in said["mkv rip"] and "subtitle stream 2 (subrip)" in said["mkv subtitles"]
     # DVD subtitles MP4 keeps as they are, starting at their first cue: not split.
-    assert "subtitle stream 2 is dvd_subtitle" in said["mkv dvd subtitles"]
+    assert "subtitle stream 2 (dvd_subtitle)" in said["mkv dvd subtitles"]
     assert "starts more than 10 s after the picture" in said["mkv late audio"]
 
 

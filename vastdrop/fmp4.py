@@ -7,10 +7,8 @@ bytes."""
 
 from __future__ import annotations
 
-import itertools
 import struct
-from dataclasses import dataclass, field
-from typing import BinaryIO
+from dataclasses import dataclass
 
 HEADER = struct.Struct(">I4s")
 INIT_BOXES = frozenset({b"ftyp", b"moov", b"free", b"skip", b"uuid"})  # what may come before the first moof
@@ -26,11 +24,11 @@ SEGMENT_AUDIO_CODECS = frozenset({
     "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_s32be", "pcm_f32le", "pcm_f32be",
 })
 SEGMENT_AUDIO_NAMES = "AAC, MP3, AC-3, E-AC-3, DTS, Opus, FLAC, ALAC, Vorbis and PCM"  # for the reasons a user reads
-# Subtitles that segments carry: text, cue by cue into MP4's mov_text (gpu_job.media.segment.
-# LaterSubtitles), and the bitmap kinds that MP4 cannot hold, which the one job leaves out too. DVD
-# subtitles (VobSub) MP4 keeps as they are, and a track that starts at its first cue would not join.
-SEGMENT_TEXT_SUBTITLES = frozenset({"subrip", "ass", "ssa", "webvtt", "mov_text", "text"})
-SEGMENT_SUBTITLE_CODECS = SEGMENT_TEXT_SUBTITLES | {"hdmv_pgs_subtitle", "dvb_subtitle"}
+# Subtitles that do not keep an input whole: the bitmap kinds that MP4 cannot hold, which the one job
+# leaves out too. Text, which MP4 keeps as mov_text, is not split yet: FFmpeg's fragmenting muxer
+# fills a mov_text track's gaps with empty samples of its own, timed in ways a join does not survive.
+# DVD subtitles (VobSub) MP4 keeps as they are, in a track that starts at its first cue.
+SUBTITLES_MP4_LEAVES_OUT = frozenset({"hdmv_pgs_subtitle", "dvb_subtitle"})
 # How soon after the picture every copied stream must start: a segment looks this far for its first packet.
 FIRST_AUDIO_WITHIN_S = 10
 # How far a probe reads to find when each stream starts (those 10 s of any real file are far less).
@@ -55,13 +53,13 @@ def unsplittable(streams: list[StreamFacts], video: StreamFacts) -> str | None:
     """Why an input of these streams cannot be processed as segments, or None: the one rule (and
     reason) that every probe applies, said before launching what gpu_job.media.segment.check_carried
     would refuse. Chapters are no reason (segment 0 writes them); an MP4's chapter track is kind
-    "chapters". Subtitles are none either: text is carried cue by cue (LaterSubtitles), and what an
-    MP4 cannot hold (bitmap subtitles, attachments such as fonts) is left out as by the one job."""
+    "chapters". Nor is what an MP4 cannot hold (bitmap subtitles, attachments such as fonts): each
+    segment leaves it out, as the one job does."""
     for stream in streams:
         if stream is video or stream.kind in ("video", "chapters", "attachment"):
             continue  # other pictures are dropped everywhere, and so are attachments in MP4
-        if stream.kind == "subtitle" and stream.codec not in SEGMENT_SUBTITLE_CODECS:
-            return f"its subtitle stream {stream.index} is {stream.codec or 'of an unknown kind'}: not split into segments yet"
+        if stream.kind == "subtitle" and stream.codec not in SUBTITLES_MP4_LEAVES_OUT:
+            return f"its subtitle stream {stream.index} ({stream.codec or 'of an unknown kind'}) is not split into segments yet"
         if stream.kind == "subtitle":
             continue
         if stream.kind != "audio":
@@ -138,128 +136,3 @@ def _walk(data: bytes, start: int, end: int, found: list[bytes], depth: int) -> 
         elif kind == b"stsd":
             found.append(data[offset:offset + size])
         offset += size
-
-
-MAX_MOOF_BYTES = 64 << 20  # a fragment's index: a few KB per 10 s of 4K video
-
-
-def clamp_start(file: BinaryIO, track_id: int, ticks: int) -> int:
-    """Moves every sample of a track that a media segment places before `ticks` to `ticks`, in place
-    (`file` open for reading and writing): its fragments' decode times (tfdt) and the samples'
-    durations change, so that a sample at or after `ticks` keeps its time. Returns how many
-    fragments changed. The sizes stay, so nothing else in the file moves.
-
-    Why: FFmpeg's mp4 muxer starts a subtitle (mov_text) track with an empty sample at its running
-    duration whenever a fragment begins without one: in a later segment, before its first cue, that
-    is time 0, the film's start. The track must start where the segment's own cues may begin."""
-    changed, offset = 0, 0
-    while True:
-        file.seek(offset)
-        header = file.read(16)
-        if len(header) < HEADER.size:
-            return changed
-        size, kind = HEADER.unpack_from(header)
-        if size == 1 and len(header) == 16:
-            size = int.from_bytes(header[8:16], "big")
-        if size == 0:  # to the end of the file: the last box, and not a fragment's index
-            return changed
-        if size < HEADER.size:
-            raise NotASegment(f"box {kind!r} has size {size}")
-        if kind == b"moof":
-            if size > MAX_MOOF_BYTES:
-                raise NotASegment(f"a fragment's index of {size} bytes")
-            file.seek(offset)
-            moof = file.read(size)
-            patches = _clamp_patches(moof, track_id, ticks)
-            for at, data in patches:
-                file.seek(offset + at)
-                file.write(data)
-            changed += bool(patches)
-        offset += size
-
-
-def _clamp_patches(moof: bytes, track_id: int, ticks: int) -> list[tuple[int, bytes]]:
-    for traf, end in _children(moof, HEADER.size, len(moof), b"traf"):
-        fields = _traf(moof, traf, end)
-        if fields.track_id == track_id:
-            return _clamped(moof, fields, ticks)
-    return []
-
-
-@dataclass
-class _Traf:
-    track_id: int = -1
-    default_duration: int | None = None  # offset of tfhd's default_sample_duration
-    tfdt: tuple[int, int] | None = None  # (offset of the decode time, its width: 4 or 8)
-    durations: list[int | None] = field(default_factory=list)  # each sample's duration field offset (None: the default)
-
-
-def _children(data: bytes, start: int, end: int, wanted: bytes):
-    offset = start
-    while offset + HEADER.size <= end:
-        size, kind = HEADER.unpack_from(data, offset)
-        if size < HEADER.size or offset + size > end:
-            raise NotASegment(f"box {kind!r} overruns its parent")
-        if kind == wanted:
-            yield offset + HEADER.size, offset + size
-        offset += size
-
-
-def _traf(data: bytes, start: int, end: int) -> _Traf:
-    found = _Traf()
-    for body, box_end in _children(data, start, end, b"tfhd"):
-        flags = int.from_bytes(data[body + 1:body + 4], "big")
-        found.track_id = int.from_bytes(data[body + 4:body + 8], "big")
-        at = body + 8 + (8 if flags & 0x01 else 0) + (4 if flags & 0x02 else 0)
-        found.default_duration = _within(at, 4, box_end) if flags & 0x08 else None
-    for body, box_end in _children(data, start, end, b"tfdt"):
-        width = 8 if data[body] == 1 else 4
-        found.tfdt = (_within(body + 4, width, box_end), width)
-    for body, box_end in _children(data, start, end, b"trun"):  # the samples go on from one trun to the next
-        flags = int.from_bytes(data[body + 1:body + 4], "big")
-        count = int.from_bytes(data[body + 4:body + 8], "big")
-        entry = 4 * bin(flags & 0xF00).count("1")
-        first = body + 8 + (4 if flags & 0x01 else 0) + (4 if flags & 0x04 else 0)
-        _within(first, count * entry, box_end)  # a count the box cannot hold is not believed
-        if not entry and count > box_end - start:
-            raise NotASegment(f"a trun of {count} samples without a field each")
-        found.durations += [first + i * entry if flags & 0x100 else None for i in range(count)]
-    return found
-
-
-def _within(at: int, length: int, end: int) -> int:
-    if at + length > end:
-        raise NotASegment("a field past the end of its box")
-    return at
-
-
-def _clamped(data: bytes, traf: _Traf, ticks: int) -> list[tuple[int, bytes]]:
-    if traf.tfdt is None or not traf.durations:
-        raise NotASegment("a fragment without its decode time or its samples")
-    at, width = traf.tfdt
-    start = int.from_bytes(data[at:at + width], "big")
-    if start >= ticks:
-        return []
-    durations = [_u32(data, where if where is not None else traf.default_duration) for where in traf.durations]
-    times = [start, *itertools.accumulate(durations)][:-1]
-    moved = [max(t, ticks) for t in times]
-    ends = moved[1:] + [max(times[-1] + durations[-1], ticks)]
-    new = [e - t for t, e in zip(moved, ends, strict=True)]
-    patches = [(at, moved[0].to_bytes(width, "big"))]
-    if all(where is None for where in traf.durations) and traf.default_duration is not None:
-        if len(set(new)) > 1:  # one duration for all: they can only change alike
-            raise NotASegment("the fragment's samples share one duration: one cannot change alone")
-        return patches + [(traf.default_duration, new[0].to_bytes(4, "big"))]
-    for where, old, duration in zip(traf.durations, durations, new, strict=True):
-        if duration == old:
-            continue
-        if where is None:
-            raise NotASegment("a sample without a duration of its own in its fragment")
-        patches.append((where, duration.to_bytes(4, "big")))
-    return patches
-
-
-def _u32(data: bytes, at: int | None) -> int:
-    if at is None:
-        raise NotASegment("a sample without a duration in its fragment")
-    return int.from_bytes(data[at:at + 4], "big")

@@ -39,7 +39,6 @@ from gpu_job.media.segment import (
     DecodeDelay,
     Interleaving,
     Segment,
-    SegmentSubtitles,
     check_carried,
     later_segment_shift,
     muxer_options,
@@ -198,22 +197,16 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
                                           write_chapters=plan.window is None or plan.window[0] == 0)
             others.tag_video(vout)
             report.audio, report.streams, report.notes = others.audio_mode, others.entries, report.notes + others.notes
-            segment, subtitles = None, None
+            segment = None
             if plan.window is not None:
                 check_carried(others.entries)
-                texts = {s.index: Fraction(s.time_base) for s in others.inputs if s.type == "subtitle"}
-                segment = open_segment(src, container, vin, plan.window,
-                                       [s for s in others.inputs if s.index not in texts],
-                                       lead_in=_lead_in(plan, vin))
+                segment = open_segment(src, container, vin, plan.window, others.inputs, lead_in=_lead_in(plan, vin))
                 if not segment.is_first:
                     for index, route in others.routes.items():
-                        if index not in texts:  # cues keep the one job's times (SegmentSubtitles)
-                            route.shift = later_segment_shift(segment, index)
-                if texts:
-                    subtitles = SegmentSubtitles(segment, {i: others.routes[i] for i in texts}, texts)
+                        route.shift = later_segment_shift(segment, index)
             try:
                 measuring = duration_s if isinstance(duration_s, Duration) else None
-                decoded = _decode(container, vin, others, report, deint, segment, measuring, subtitles)
+                decoded = _decode(container, vin, others, report, deint, segment, measuring)
                 if segment is not None and plan.target_fps is None:
                     # A retimed segment keeps the source frames around its span (interpolation's context).
                     decoded = _own_frames(decoded, segment)
@@ -239,8 +232,6 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
             finally:
                 stages.close()
             others.flush()
-    if subtitles is not None:
-        subtitles.place(dst)
     report.notes += streams.check_output(dst, report.streams)
     return report
 
@@ -412,11 +403,11 @@ def _device_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration: float 
 
 def _decode(container, vin, others: streams.OtherStreams, report: Report,
             deint: interlace.Deinterlace | None, segment: Segment | None = None,
-            measuring: Duration | None = None, subtitles: SegmentSubtitles | None = None) -> Iterator[av.VideoFrame]:
+            measuring: Duration | None = None) -> Iterator[av.VideoFrame]:
     """Decoded (and deinterlaced) video frames in order; other streams' packets are handed to their
     paths on the way. Only demuxing and decoding errors mean a bad input; anything downstream is our
     own failure. A segment stops demuxing past its end, and keeps only its own share of the other
-    streams' packets (its `subtitles` see the cues before and after it). While the input is `measuring`, a frame goes on once the measure has read past
+    streams' packets. While the input is `measuring`, a frame goes on once the measure has read past
     it (gpu_job.media.measuring)."""
     last_pts: int | None = None
     first_pts: int | None = None
@@ -427,13 +418,9 @@ def _decode(container, vin, others: streams.OtherStreams, report: Report,
         segment, {a.ain.index: a for a in others.audio if a.mode == "copy"})
     more = interleaving.more if interleaving is not None else None
     for packet, decoded in _demux_decode(container, [vin, *others.inputs], vin, report, stop, more):
-        if packet is not None:
-            others.passing(packet)
         if packet is not None and packet.stream is not vin:
             if interleaving is not None:
                 interleaving.packet(packet)
-            if subtitles is not None:
-                subtitles.seen(packet)
             if segment is None or segment.holds_packet(packet):
                 others.packet(packet)
             continue

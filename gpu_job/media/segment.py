@@ -18,19 +18,12 @@ import math
 from array import array
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 
 import av
 
 from gpu_job.media.probe import Source, Timeline, declared_s, open_input, open_read, timeline_from
 from vastdrop.errors import BadInputError, ConfigError
-from vastdrop.fmp4 import (
-    FIRST_AUDIO_WITHIN_S,
-    SEGMENT_AUDIO_CODECS,
-    SEGMENT_AUDIO_NAMES,
-    NotASegment,
-    clamp_start,
-)
+from vastdrop.fmp4 import FIRST_AUDIO_WITHIN_S, SEGMENT_AUDIO_CODECS, SEGMENT_AUDIO_NAMES
 from vastdrop.manifest import MediaFacts
 
 # Decoded before the segment's start: reaches back past the source frame before the first output frame.
@@ -266,55 +259,6 @@ class DecodeDelay:
         return delay  # a fixed wait: the same in every segment
 
 
-class SegmentSubtitles:
-    """A segment's subtitle tracks (MP4's mov_text), each cue in the segment that holds its start,
-    shown as in the one job's file: until the next cue begins, or for its own duration if that ends
-    first. A segment's last cue is held until the next one's start is seen, the next segment's too
-    (`seen`, streams.CueHold).
-
-    A later segment's tracks start where its own cues may: at the segment's start, or later if a cue
-    from before it is still showing (seen in the packets demuxed before the start). FFmpeg's muxer
-    fills such a track's fragments before its first cue with empty samples at time 0; `place`
-    moves them to the track's start, in the finished file (fmp4.clamp_start)."""
-
-    def __init__(self, segment: Segment, routes: dict[int, object], time_bases: dict[int, Fraction]) -> None:
-        self.segment = segment
-        self.routes = routes  # input stream index -> its route (output stream, shift, CueHold)
-        self.time_bases = time_bases  # input stream index -> its time base (the route's ticks)
-        self.showing: dict[int, list[int]] = {}  # input stream index -> [start, end] of the last cue before the start
-
-    def seen(self, packet: av.Packet) -> None:
-        """Every packet demuxed, the segment's own and the others."""
-        route = self.routes.get(packet.stream.index)
-        if route is None or packet.pts is None:
-            return
-        at, t = packet.pts - route.shift, self.segment.seconds(packet.pts, packet.time_base)
-        last = self.showing.get(packet.stream.index)
-        if last is not None and at > last[0]:  # a later cue ends the one before
-            last[1] = min(last[1], at)
-        if t < self.segment.start and not self.segment.is_first:
-            self.showing[packet.stream.index] = [at, at + (packet.duration or 0)]
-        elif not self.segment.holds(t):  # the next segment's: it ends this one's last cue
-            route.until(at)
-
-    def place(self, dst: Path) -> None:
-        """Start a later segment's tracks where its own cues may."""
-        if self.segment.is_first:
-            return
-        with av.open(str(dst)) as result:
-            scales = {index: Fraction(result.streams[route.stream.index].time_base)
-                      for index, route in self.routes.items()}
-        with open(dst, "r+b") as file:
-            for index, route in self.routes.items():
-                tb = self.time_bases[index]
-                start = math.ceil((self.segment.start + self.segment.first_pts * self.segment.video_tb) / tb) - route.shift
-                since = max([start] + self.showing.get(index, [start])[1:])
-                try:
-                    clamp_start(file, route.stream.index + 1, math.ceil(since * tb / scales[index]))
-                except NotASegment as exc:
-                    raise RuntimeError(f"the segment's subtitle track {route.stream.index} cannot be placed: {exc}") from exc
-
-
 def later_segment_shift(segment: Segment, index: int) -> int:
     """The shift (ticks subtracted) for a copied stream's packets in a segment after the first. The
     first segment's muxer starts each track's media time at the track's first packet (its edit list
@@ -365,12 +309,10 @@ def _firsts(container: av.container.InputContainer, vin: av.VideoStream,
 def check_carried(entries) -> None:
     """A segment's other streams must be copied packet by packet (so they join seamlessly) and its
     init segment must be the same as every other segment's: re-encoded audio (each encoder would
-    start afresh at a join) cannot be split. Text subtitles can, cue by cue (LaterSubtitles), and
-    chapters: segment 0 writes them (in its header and first fragment), the others none. The
+    start afresh at a join) cannot be split, nor subtitles yet (vastdrop.fmp4.unsplittable says why).
+    Chapters can: segment 0 writes them (in its header and first fragment), the others none. The
     control plane does not split other inputs; a segment asked anyway refuses rather than join badly."""
     for entry in entries:
-        if entry.kind == "subtitle" and (entry.codec if entry.action == "kept" else entry.to) == "mov_text":
-            continue  # cue by cue (LaterSubtitles)
         if entry.action == "kept" and (entry.kind != "audio" or entry.codec not in SEGMENT_AUDIO_CODECS):
             raise ConfigError(f"{entry.kind} stream {entry.index} ({entry.codec}) would be copied: only "
                               f"{SEGMENT_AUDIO_NAMES} audio is split into segments so far (run it without --segment-s)")

@@ -24,6 +24,12 @@ logger = logging.getLogger(__name__)
 MUXERS = {"mp4": ("mp4", {"movflags": "+faststart"}), "mkv": ("matroska", {})}
 # The text codec each container stores subtitles in, when the source's own cannot be copied.
 TEXT_SUBTITLE_CODEC = {"mp4": "mov_text", "mkv": "subrip"}
+# What MP4's text track is timed in: microseconds, as ffmpeg's CLI writes it. FFmpeg's muxer writes an
+# empty sample at a cue's end once a packet of any stream comes whose timestamp, counted in that
+# stream's own ticks, is the larger: counted in milliseconds, the next video packet set it off at
+# once, and a cue that started before that end was moved to it (2 s late after a 5 s cue overlapped
+# by 2 s). In microseconds, only the next cue sets it off.
+TEXT_TICKS = Fraction(1, 1_000_000)
 TEXT_SUBTITLES = frozenset({"subrip", "ass", "ssa", "webvtt", "mov_text", "text"})
 # Named channel layouts for re-encoded audio, by channel count (AAC refuses unnamed layouts).
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
@@ -120,9 +126,9 @@ def _moved(packet: av.Packet, stream: av.stream.Stream, shift: int) -> av.Packet
 
 
 class Held:
-    """A route's last packet, held until the next one's time is known (`hold`), for what only that
-    time decides: how long a subtitle cue shows (CueHold) or a segment's audio packet lasts (AudioPath).
-    A segment's last packet is decided by the next segment's first, which it sees past its end (`until`)."""
+    """A route's last packet, held until the next one's time is known (`hold`), which says how long
+    it lasts (AudioPath, in a segment). A segment's last packet lasts until the next segment's first,
+    which it sees past its end (`until`)."""
 
     def __init__(self, output: av.container.OutputContainer, hold: bool = False) -> None:
         self.output = output
@@ -140,10 +146,7 @@ class Held:
     def until(self, at: int | None) -> None:
         """The next packet is at `at` (the route's ticks, moved as its packets are)."""
         if self.held is not None and at is not None and at > self.held.dts:
-            self.held.duration = self.lasting(self.held, at)
-
-    def lasting(self, held: av.Packet, at: int) -> int:
-        return at - held.dts
+            self.held.duration = at - self.held.dts
 
     def release(self) -> None:
         if self.held is not None:
@@ -154,43 +157,21 @@ class Held:
         self.release()
 
 
-class CueHold(Held):
-    """Subtitles: a cue ends where the next begins if it would outlast it. MP4 shows one sample at a
-    time, and FFmpeg's muxer, handed overlapping cues, moves the next one to the first one's end (2 s
-    late for a cue that overlapped by 2 s) or, fragmenting, aborts the process. A cue is held only
-    until the reading passes its end (`passing`): a later cue that starts before is read by then,
-    and the muxer must have it before it closes the fragment of its time."""
-
-    def __init__(self, output: av.container.OutputContainer, hold: bool = False) -> None:
-        super().__init__(output, hold)
-        self.shift = 0
-        self.ends: Fraction | None = None  # when the held cue ends, on the input's clock (s)
-
-    def put(self, packet: av.Packet) -> None:
-        super().put(packet)
-        if self.held is not None:
-            self.ends = (packet.pts + (packet.duration or 0) + self.shift) * Fraction(packet.time_base)
-
-    def lasting(self, held: av.Packet, at: int) -> int:
-        return min(held.duration, at - held.pts) if held.duration else held.duration
-
-    def passing(self, seconds: Fraction) -> None:
-        """The reading is at `seconds` (the input's clock)."""
-        if self.held is not None and self.ends is not None and seconds >= self.ends:
-            self.release()
-
-
-class _Copy(CueHold):
-    """Packets copied unchanged, moved by the video's start (subtitles' held: CueHold)."""
+class _Copy:
+    """Packets copied unchanged, moved by the video's start."""
 
     def __init__(self, output: av.container.OutputContainer, sin: av.stream.Stream, vin: av.VideoStream) -> None:
-        super().__init__(output, hold=sin.type == "subtitle")
-        self.stream = output.add_stream_from_template(sin)
+        self.output, self.stream = output, output.add_stream_from_template(sin)
+        if _codec(sin) == "mov_text":
+            self.stream.time_base = TEXT_TICKS
         self.shift = start_shift(vin, sin.time_base)
 
     def packet(self, packet: av.Packet) -> None:
         if packet.dts is not None:  # not the demuxer's flush packet
-            self.put(_moved(packet, self.stream, self.shift))
+            self.output.mux(_moved(packet, self.stream, self.shift))
+
+    def flush(self) -> None:
+        pass
 
 
 class AudioPath(Held):
@@ -232,17 +213,16 @@ class AudioPath(Held):
             self.output.mux(self.stream.encode())
 
 
-class SubtitlePath(CueHold):
+class SubtitlePath:
     """Text subtitles decoded and re-encoded in the container's text codec, each cue at its own time."""
 
     def __init__(self, output: av.container.OutputContainer, sin: av.SubtitleStream, vin: av.VideoStream,
                  codec: str) -> None:
-        super().__init__(output, hold=True)
-        self.sin = sin
+        self.output, self.sin = output, sin
         decoder = sin.codec_context
         decoder.open()  # the decoder makes the ASS header the encoder needs
         self.stream = output.add_stream(codec)
-        self.stream.time_base = sin.time_base
+        self.stream.time_base = TEXT_TICKS if codec == "mov_text" else sin.time_base
         self.stream.codec_context.time_base = sin.time_base
         self.stream.codec_context.subtitle_header = decoder.subtitle_header or DEFAULT_ASS_HEADER
         self.shift = start_shift(vin, sin.time_base)
@@ -266,7 +246,10 @@ class SubtitlePath(CueHold):
         out.pts = out.dts = packet.pts - self.shift
         out.duration = packet.duration or _cue_duration(cues, self.sin.time_base)
         out.stream = self.stream
-        self.put(out)
+        self.output.mux(out)
+
+    def flush(self) -> None:
+        pass
 
 
 def _cue_duration(cues, time_base: Fraction) -> int:
@@ -312,16 +295,6 @@ class OtherStreams:
         route = self.routes.get(packet.stream.index)
         if route is not None:
             route.packet(packet)
-
-    def passing(self, packet: av.Packet) -> None:
-        """Every packet read, the video's too: held cues that have ended go to the muxer (CueHold)."""
-        when = packet.pts if packet.pts is not None else packet.dts
-        if when is None:
-            return
-        seconds = when * Fraction(packet.time_base)
-        for route in self.routes.values():
-            if isinstance(route, CueHold):
-                route.passing(seconds)
 
     def flush(self) -> None:
         for index, route in self.routes.items():

@@ -77,8 +77,8 @@ def make_rip(path: Path, *, seconds: float = 1.0, pgs: bool = False, font: bool 
 
 
 def make_subtitled(path: Path, seconds: float, cues: list[tuple[float, float, str]]) -> Path:
-    """A film's worth of subtitles as people have them: an SRT file, a picture and a tone (AAC),
-    muxed together by ffmpeg, which interleaves them (MP4 gets mov_text)."""
+    """A film's worth of subtitles as people have them: an SRT file, a picture (a keyframe every
+    second) and a tone (AAC), muxed together by ffmpeg, which interleaves them (MP4 gets mov_text)."""
     from tests.support.ffmpeg import ffmpeg
 
     def stamp(s: float) -> str:
@@ -91,7 +91,7 @@ def make_subtitled(path: Path, seconds: float, cues: list[tuple[float, float, st
                       audio=False)
     subtitles = ["-c:s", "mov_text"] if path.suffix in (".mp4", ".mov") else []
     ffmpeg("-i", video, "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}:sample_rate=48000", "-i", srt,
-           "-map", "0", "-map", "1", "-map", "2", "-c:v", "copy", "-c:a", "aac", *subtitles, path)
+           "-map", "0", "-map", "1", "-map", "2", "-c:v", "libx264", "-g", "24", "-c:a", "aac", *subtitles, path)
     return path
 
 
