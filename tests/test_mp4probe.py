@@ -32,6 +32,9 @@ def _files(tmp: Path) -> dict[str, Path]:
         "hevc in mov": make_clip(tmp / "hevc.mov", width=64, height=48, fps=24, seconds=2, codec="libx265"),
         "pcm in mov": make_clip(tmp / "pcm.mov", width=64, height=48, fps=24, seconds=2, audio_codec="pcm_s16le"),
         "mu-law in mov": make_clip(tmp / "ulaw.mov", width=64, height=48, fps=24, seconds=2, audio_codec="pcm_mulaw"),
+        "24-bit pcm in mov": make_clip(tmp / "in24.mov", width=64, height=48, fps=24, seconds=2, audio_codec="pcm_s24be"),
+        "float pcm in mov": make_clip(tmp / "fl32.mov", width=64, height=48, fps=24, seconds=2, audio_codec="pcm_f32be"),
+        "pcm in mp4": make_clip(tmp / "ipcm.mp4", width=64, height=48, fps=24, seconds=2, audio_codec="pcm_s24le"),
         "mp3": make_clip(tmp / "mp3.mp4", width=64, height=48, fps=24, seconds=2, audio_codec="libmp3lame"),
         "opus": make_offset_audio(make_clip(tmp / "o.mp4", seconds=2, audio=False), tmp / "opus.mp4", 0.0, 2.0,
                                   codec="libopus"),
@@ -104,6 +107,7 @@ def test_it_agrees_with_pyav_on_what_to_split_and_why_and_how_long(files):
     assert said["aac"] is said["no audio"] is said["moov first"] is said["hevc in mov"] is None
     # Copied into segments as AAC is: every codec MP4 stores as it is.
     assert said["opus"] is said["flac"] is said["pcm in mov"] is said["mp3"] is said["ac-3"] is None
+    assert said["24-bit pcm in mov"] is said["float pcm in mov"] is said["pcm in mp4"] is None  # in24, fl32, ipcm
     assert "pcm_mulaw, which MP4 does not store as it is" in said["mu-law in mov"]
     assert said["chapters"] is None and "subtitle stream 2 (mov_text)" in said["subtitles"]  # segment 0 writes the chapters
     assert "starts more than 10 s after the picture" in said["late audio"]
@@ -331,3 +335,28 @@ def test_the_watchers_search_for_first_packets_is_bounded_whatever_the_packets_a
     with pytest.raises(BadInputError, match="64 MB"):
         mediaprobe._first_packets(container, video)
     assert len(demuxed) <= (64 << 20) // 1000 + 1
+
+
+def test_a_stream_ffmpeg_cannot_decode_is_a_reason_not_a_crash(tmp_path):
+    """PyAV gives a stream it has no decoder for (here TTML subtitles in an MP4) no codec context:
+    the watcher's probe says why such an input is not split instead of raising."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    path = tmp_path / "ttml.mp4"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=24, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        subtitles = out.add_mux_stream("ttml", time_base=Fraction(1, 1000))
+        for i in range(24):
+            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+        cue = av.Packet(b"<tt/>")
+        cue.stream, cue.time_base, cue.pts, cue.dts = subtitles, Fraction(1, 1000), 100, 100
+        out.mux(cue)
+    assert "subtitle stream 1 (unknown) is not split" in probe_for_segments(str(path))[1]
+    assert "subtitle stream 1 (ttml) is not split" in probe_source(str(path))[1]

@@ -23,7 +23,7 @@ SEGMENT_AUDIO_CODECS = frozenset({
     "aac", "opus", "flac", "mp3", "mp2", "ac3", "eac3", "dts", "alac", "vorbis",
     "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_s32be", "pcm_f32le", "pcm_f32be",
 })
-SEGMENT_AUDIO_NAMES = "AAC, MP3, AC-3, E-AC-3, DTS, Opus, FLAC, ALAC, Vorbis and PCM"  # for the reasons a user reads
+SEGMENT_AUDIO_NAMES = "AAC, MP3, MP2, AC-3, E-AC-3, DTS, Opus, FLAC, ALAC, Vorbis and PCM"  # for the reasons a user reads
 # Subtitles that do not keep an input whole: the bitmap kinds that MP4 cannot hold, which the one job
 # leaves out too. Text, which MP4 keeps as mov_text, is not split yet: FFmpeg's fragmenting muxer
 # fills a mov_text track's gaps with empty samples of its own, timed in ways a join does not survive.

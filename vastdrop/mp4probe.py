@@ -31,9 +31,12 @@ FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}  #
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"udta", b"tref", b"mvex"}
 # Sample entry formats, as FFmpeg names their codecs (the reasons say the name a user knows).
 _AUDIO_NAMES = {b"ac-3": "ac3", b"ec-3": "eac3", b"Opus": "opus", b"fLaC": "flac", b"alac": "alac",
-                b"lpcm": "pcm", b"sowt": "pcm_s16le", b"twos": "pcm_s16be", b"in24": "pcm_s24", b"fl32": "pcm_f32",
-                b"samr": "amr_nb", b".mp3": "mp3", b"ulaw": "pcm_mulaw", b"alaw": "pcm_alaw",
-                b"dtsc": "dts", b"dtsh": "dts", b"dtsl": "dts", b"dtse": "dts"}
+                b"sowt": "pcm_s16le", b"twos": "pcm_s16be", b"in24": "pcm_s24be", b"in32": "pcm_s32be",
+                b"fl32": "pcm_f32be", b"fl64": "pcm_f64be", b"samr": "amr_nb", b".mp3": "mp3",
+                b"ulaw": "pcm_mulaw", b"alaw": "pcm_alaw", b"dtsc": "dts", b"dtsh": "dts", b"dtsl": "dts", b"dtse": "dts",
+                # ISO's and QuickTime's generic PCM entries: their byte order and sample size are in
+                # other boxes, which decide nothing here (MP4 copies every such variant it reads as one).
+                b"ipcm": "pcm_s16le", b"fpcm": "pcm_f32le", b"lpcm": "pcm_s16le"}
 # mp4a's object types (ISO/IEC 14496-1's registry): AAC (MPEG-4, and MPEG-2's three profiles), MP3.
 _AAC_OBJECT_TYPES = {0x40, 0x66, 0x67, 0x68}
 _MP3_OBJECT_TYPES = {0x69, 0x6B}

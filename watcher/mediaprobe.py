@@ -70,7 +70,9 @@ def _kind(stream) -> str:
 
 
 def _codec(stream) -> str:
-    return stream.codec_context.codec.canonical_name  # the codec's, not its decoder's (mp3, not mp3float)
+    """The codec's name, not its decoder's (mp3, not mp3float); "unknown" for a stream FFmpeg has no
+    decoder for (Teletext, TTML), which PyAV then gives no context."""
+    return stream.codec_context.codec.canonical_name if stream.codec_context is not None else "unknown"
 
 
 def _first_packets(container, video) -> dict[int, float]:

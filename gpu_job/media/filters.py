@@ -83,7 +83,7 @@ def minterpolate_frames(frames: Iterator[av.VideoFrame], fps: Fraction, count: C
             seen[:] = [frame]
             yield frame
 
-    zero = None if origin is None else math.floor(origin * fps + Fraction(1, 2))
+    zero = None if origin is None else _nearest(origin * fps)
     holds = within(count, fps)
     k, last = first, None  # k: the next frame to yield
     for n, out in enumerate(graph_frames(remembered(), "minterpolate", args, timing)):
@@ -99,6 +99,11 @@ def minterpolate_frames(frames: Iterator[av.VideoFrame], fps: Fraction, count: C
     while last is not None and holds(k):
         yield k, last
         k += 1
+
+
+def _nearest(x: Fraction) -> int:
+    """x rounded as av_rescale_q rounds: to the nearest, halves away from zero."""
+    return int(math.copysign(math.floor(abs(x) + Fraction(1, 2)), x))
 
 
 def lanczos_frames(frames: Iterator[av.VideoFrame], factor: int, timing: Timing = nullcontext) -> Iterator[av.VideoFrame]:

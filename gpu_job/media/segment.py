@@ -284,7 +284,8 @@ def _firsts(container: av.container.InputContainer, vin: av.VideoStream,
     try:
         for packet in container.demux(vin, *copied):
             if packet.stream is vin:  # Matroska leaves a reordered stream's first dts unset: every packet counts
-                if packet.pts is not None and packet.size and len(opening) < 2 * (MAX_REORDER_PICTURES + 1):
+                if packet.pts is not None and packet.size and len(opening) < 2 * (MAX_REORDER_PICTURES + 1) \
+                        and (opening or packet.is_keyframe):  # from the first keyframe: a file may start mid-group
                     opening.append(packet.pts)
                 if first_pts is None:  # decoded only until the first picture shows
                     first_pts = next((f.pts for f in packet.decode() if f.pts is not None), None)

@@ -139,12 +139,12 @@ class Held:
         if not self.hold:
             self.output.mux(packet)
             return
-        self.until(packet.pts if packet.pts is not None else packet.dts)
+        self.until(packet.dts)
         self.release()
         self.held = packet
 
     def until(self, at: int | None) -> None:
-        """The next packet is at `at` (the route's ticks, moved as its packets are)."""
+        """The next packet's decoding time is `at` (the route's ticks, moved as its packets are)."""
         if self.held is not None and at is not None and at > self.held.dts:
             self.held.duration = at - self.held.dts
 
