@@ -110,8 +110,9 @@ def probe(read_range: ReadRange, size: int) -> tuple[float, str | None]:
             return 0.0, f"its {track.kind} stream {index} has no block in the first {MAX_SCAN_BYTES >> 20} MB"
         if start is None:  # past the window: it starts too late; at the end: it has no block (PyAV: at 0)
             start = math.inf if scan == "late" else 0.0
-        codec = _codec(track) if track.kind == "audio" else _SUBTITLE_CODECS.get(track.codec_id, track.codec_id.lower())
-        facts.append(StreamFacts(index, track.kind, codec if track.kind in ("audio", "subtitle") else "", start))
+        codec = _codec(track) if track.kind == "audio" else \
+            _SUBTITLE_CODECS.get(track.codec_id, track.codec_id.lower()) if track.kind == "subtitle" else ""
+        facts.append(StreamFacts(index, track.kind, codec, start))
     if header.attachments:
         facts.append(StreamFacts(len(facts), "attachment", ""))
     video_facts = facts[header.tracks.index(video)]
@@ -209,9 +210,9 @@ def _codec(track: _Track) -> str:
 
 def _first_blocks(read_range: ReadRange, pos: int, end: int, header: _Header) -> str:
     """Sets each track's first block time, reading the clusters from `pos` on until: every video
-    and audio track has one ("done": when a sparse subtitle track starts does not matter), the clusters are FIRST_AUDIO_WITHIN_S past the picture's start ("late": a
-    track still without one starts too late), the file ends ("end"), or MAX_SCAN_BYTES are read
-    ("bound")."""
+    and audio track has one ("done": when a sparse subtitle track starts does not matter), the
+    clusters are FIRST_AUDIO_WITHIN_S past the picture's start ("late": a track still without one
+    starts too late), the file ends ("end"), or MAX_SCAN_BYTES are read ("bound")."""
     by_number = {t.number: t for t in header.tracks}
     video = next(t for t in header.tracks if t.kind == "video")
     spent = 0

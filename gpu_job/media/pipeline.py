@@ -340,7 +340,8 @@ def _yuv_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration: float | D
         _say_minterpolate(report)
         rate = fps_fraction(plan.target_fps)
         count = _retimed_count(plan.target_fps, duration)
-        retimed = filters.minterpolate_frames(frames, rate, *_share(segment, rate, count, report.model_timing))
+        stop, where = _share(segment, rate, count)
+        retimed = filters.minterpolate_frames(frames, rate, stop, report.model_timing, **where)
     else:
         retimed = ((frame.pts, frame) for frame in frames)
     if plan.upscale == 1:
@@ -516,7 +517,8 @@ def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration: float
     count = _retimed_count(plan.target_fps, duration)
     if plan.interpolator is None:
         _say_minterpolate(report)
-        return filters.minterpolate(frames, rate, *_share(segment, rate, count, report.model_timing))
+        stop, where = _share(segment, rate, count)
+        return filters.minterpolate(frames, rate, stop, report.model_timing, **where)
     model = plan.interpolator
     report.interpolation = model.name
     # torch is imported only once there is a model to run
@@ -545,14 +547,14 @@ def _interpolate_stage(frames: Iterator[TimedFrame], plan: Plan, duration: float
                   origin=segment.first_pts * segment.video_tb, first=first)
 
 
-def _share(segment: Segment | None, rate: Fraction, count: Count, timing) -> tuple:
-    """minterpolate's arguments after the frame rate: a segment's share of the output frames
-    (the stop, the timing, the first picture's time, the first frame), or the whole count."""
+def _share(segment: Segment | None, rate: Fraction, count: Count) -> tuple[Count, dict]:
+    """The output frames minterpolate makes: (the count to stop at, where a segment's begin: the
+    first picture's time and its first frame), or the whole count."""
     if segment is None:
-        return count, timing
+        return count, {}
     assert isinstance(count, int), "a segment's share is measured before it is processed"
     first, stop = segment.frame_range(rate, count)
-    return stop, timing, segment.first_pts * segment.video_tb, first
+    return stop, {"origin": segment.first_pts * segment.video_tb, "first": first}
 
 
 def _lead_in(plan: Plan, vin: av.VideoStream) -> Fraction:

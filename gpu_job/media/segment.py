@@ -63,6 +63,9 @@ FIRST_PACKETS_WITHIN_S = Fraction(FIRST_AUDIO_WITHIN_S) + INTERLEAVE_S
 # No encoder holds back more pictures than this before its first packet (H.264's and HEVC's
 # max_num_reorder_frames are at most 16): DecodeDelay looks at as many pictures plus one.
 MAX_REORDER_PICTURES = 16
+# The first video packets a segment reads for them: twice as many hold the first pictures, whatever
+# their order.
+OPENING_PACKETS = 2 * (MAX_REORDER_PICTURES + 1)
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,7 @@ class Interleaving:
     by side in the file, and a muxer lets one stream run seconds ahead of another. After the video
     has passed the segment's end (Segment.past), demuxing goes on without decoding until every
     copied audio stream has reached the end too, or the video lies INTERLEAVE_S past it (`more`).
-    Each stream's first packet past the end says when the segment's last one ends (streams.Held)."""
+    Each stream's first packet past the end says when the segment's last one ends (AudioPath.until)."""
 
     def __init__(self, segment: Segment, audio: dict[int, object]) -> None:
         self.segment = segment
@@ -277,21 +280,20 @@ def _firsts(container: av.container.InputContainer, vin: av.VideoStream,
     wanted = {s.index for s in copied}
 
     def span() -> tuple[int, ...]:
-        # Twice as many packets as pictures wanted hold the first pictures, whatever their order;
-        # leading pictures before the first one shown are the decoder's to drop.
+        # Leading pictures before the first one shown are the decoder's to drop.
         return tuple(sorted(p for p in opening if p >= first_pts)[:MAX_REORDER_PICTURES + 1])
 
     try:
         for packet in container.demux(vin, *copied):
             if packet.stream is vin:  # Matroska leaves a reordered stream's first dts unset: every packet counts
-                if packet.pts is not None and packet.size and len(opening) < 2 * (MAX_REORDER_PICTURES + 1) \
+                if packet.pts is not None and packet.size and len(opening) < OPENING_PACKETS \
                         and (opening or packet.is_keyframe):  # from the first keyframe: a file may start mid-group
                     opening.append(packet.pts)
                 if first_pts is None:  # decoded only until the first picture shows
                     first_pts = next((f.pts for f in packet.decode() if f.pts is not None), None)
             elif packet.dts is not None and packet.stream.index not in first_dts:
                 first_dts[packet.stream.index] = packet.dts
-            if first_pts is not None and set(first_dts) >= wanted and len(opening) >= 2 * (MAX_REORDER_PICTURES + 1):
+            if first_pts is not None and set(first_dts) >= wanted and len(opening) >= OPENING_PACKETS:
                 return first_pts, first_dts, span()
             when = packet.dts if packet.dts is not None else packet.pts
             if first_pts is not None and packet.stream is vin and when is not None \

@@ -125,38 +125,6 @@ def _moved(packet: av.Packet, stream: av.stream.Stream, shift: int) -> av.Packet
     return packet
 
 
-class Held:
-    """A route's last packet, held until the next one's time is known (`hold`), which says how long
-    it lasts (AudioPath, in a segment). A segment's last packet lasts until the next segment's first,
-    which it sees past its end (`until`)."""
-
-    def __init__(self, output: av.container.OutputContainer, hold: bool = False) -> None:
-        self.output = output
-        self.hold = hold
-        self.held: av.Packet | None = None
-
-    def put(self, packet: av.Packet) -> None:
-        if not self.hold:
-            self.output.mux(packet)
-            return
-        self.until(packet.dts)
-        self.release()
-        self.held = packet
-
-    def until(self, at: int | None) -> None:
-        """The next packet's decoding time is `at` (the route's ticks, moved as its packets are)."""
-        if self.held is not None and at is not None and at > self.held.dts:
-            self.held.duration = at - self.held.dts
-
-    def release(self) -> None:
-        if self.held is not None:
-            self.output.mux(self.held)
-            self.held = None
-
-    def flush(self) -> None:
-        self.release()
-
-
 class _Copy:
     """Packets copied unchanged, moved by the video's start."""
 
@@ -174,15 +142,17 @@ class _Copy:
         pass
 
 
-class AudioPath(Held):
+class AudioPath:
     """Copies audio packets unchanged when the container accepts the codec; otherwise re-encodes to AAC.
-    In a segment (`hold`), each copied packet lasts until the next: a fragment's last sample keeps
-    the duration its packet says, which Matroska's do not say."""
+    In a segment (`hold`), each copied packet is held until the next one's time says how long it
+    lasts: a fragment's last sample keeps the duration its packet says, which Matroska's do not say.
+    A segment's last packet lasts until the next segment's first, seen past its end (`until`)."""
 
     def __init__(self, output: av.container.OutputContainer, ain: av.AudioStream, vin: av.VideoStream,
                  container: str = "mp4") -> None:
-        super().__init__(output)
-        self.ain = ain
+        self.output, self.ain = output, ain
+        self.hold = False
+        self.held: av.Packet | None = None
         self.mode = "copy" if copy_accepted(ain, container) else "aac"
         if self.mode == "copy":
             self.stream = output.add_stream_from_template(ain)
@@ -196,8 +166,15 @@ class AudioPath(Held):
 
     def packet(self, packet: av.Packet) -> None:
         if self.mode == "copy":
-            if packet.dts is not None:  # not the demuxer's flush packet
-                self.put(_moved(packet, self.stream, self.shift))
+            if packet.dts is None:  # the demuxer's flush packet
+                return
+            packet = _moved(packet, self.stream, self.shift)
+            if not self.hold:
+                self.output.mux(packet)
+                return
+            self.until(packet.dts)
+            self._release()
+            self.held = packet
             return
         for frame in packet.decode():
             if frame.pts is not None:  # its place on the timeline, moved like every stream (offsets.py)
@@ -205,8 +182,18 @@ class AudioPath(Held):
             for resampled in self.resampler.resample(frame):
                 self.output.mux(self.stream.encode(resampled))
 
+    def until(self, at: int) -> None:
+        """The next packet's decoding time is `at` (the route's ticks, moved as its packets are)."""
+        if self.held is not None and at > self.held.dts:
+            self.held.duration = at - self.held.dts
+
+    def _release(self) -> None:
+        if self.held is not None:
+            self.output.mux(self.held)
+            self.held = None
+
     def flush(self) -> None:
-        self.release()
+        self._release()
         if self.mode == "aac":
             for resampled in self.resampler.resample(None):
                 self.output.mux(self.stream.encode(resampled))
