@@ -72,6 +72,8 @@ def _matroska_files(tmp: Path, rip: Path) -> dict[str, Path]:
         "mkv chapters": tmp / "chaptered.mkv",
         "mkv rip": rip,
         "mkv subtitles": tmp / "subs.mkv",
+        "mkv ass": tmp / "ass.mkv",
+        "mkv webvtt": tmp / "webvtt.mkv",
         "mkv font": tmp / "fontonly.mkv",
         "mkv two soundtracks": tmp / "dub.mkv",
         "mkv late audio": make_offset_audio(make_clip(tmp / "v.mkv", fps=24, seconds=14, audio=False),
@@ -82,6 +84,8 @@ def _matroska_files(tmp: Path, rip: Path) -> dict[str, Path]:
     no_chapters = ["-c", "copy", "-map_chapters", "-1"]
     ffmpeg("-i", rip, "-map", "0:v", "-map", "0:a:0", "-c", "copy", "-map_chapters", "0", files["mkv chapters"])
     ffmpeg("-i", rip, "-map", "0:v", "-map", "0:a:0", "-map", "0:s", *no_chapters, files["mkv subtitles"])
+    for text in ("ass", "webvtt"):
+        ffmpeg("-i", rip, "-map", "0:v", "-map", "0:a:0", "-map", "0:s", *no_chapters, "-c:s", text, files[f"mkv {text}"])
     ffmpeg("-i", font, "-map", "0:v", "-map", "0:a:0", "-map", "0:t", *no_chapters, files["mkv font"])
     ffmpeg("-i", rip, "-map", "0:v", "-map", "0:a", *no_chapters, files["mkv two soundtracks"])
     ffmpeg("-i", mkv, "-c", "copy", "-live", "1", files["mkv live"])
@@ -109,16 +113,16 @@ def test_it_agrees_with_pyav_on_what_to_split_and_why_and_how_long(files):
     assert said["opus"] is said["flac"] is said["pcm in mov"] is said["mp3"] is said["ac-3"] is None
     assert said["24-bit pcm in mov"] is said["float pcm in mov"] is said["pcm in mp4"] is None  # in24, fl32, ipcm
     assert "pcm_mulaw, which MP4 does not store as it is" in said["mu-law in mov"]
-    assert said["chapters"] is None and "subtitle stream 2 (mov_text)" in said["subtitles"]  # segment 0 writes the chapters
+    assert said["chapters"] is said["subtitles"] is None  # segment 0 writes the chapters, each segment its cues
     assert "starts more than 10 s after the picture" in said["late audio"]
     # Matroska's alike: read from its header elements and first clusters.
     assert said["mkv aac"] is said["mkv no audio"] is said["mkv flac"] is said["webm vp9 opus"] is None
     assert said["mkv live"] is None
     assert said["mkv mp3"] is said["mkv pcm 24-bit"] is said["mkv two soundtracks"] is None  # AAC and AC-3
     assert "pcm_u8, which MP4 does not store as it is" in said["mkv pcm 8-bit"]
-    # Chapters, two soundtracks (AAC and AC-3), a font (which MP4 leaves out, whole or not) split; subtitles not yet.
-    assert said["mkv chapters"] is said["mkv font"] is None
-    assert "subtitle stream 3 (subrip)" in said["mkv rip"] and "subtitle stream 2 (subrip)" in said["mkv subtitles"]
+    # Chapters, two soundtracks (AAC and AC-3), a font (which MP4 leaves out, whole or not), text subtitles split.
+    assert said["mkv chapters"] is said["mkv font"] is said["mkv rip"] is None
+    assert said["mkv subtitles"] is said["mkv ass"] is said["mkv webvtt"] is None
     # DVD subtitles MP4 keeps as they are, starting at their first cue: not split.
     assert "subtitle stream 2 (dvd_subtitle)" in said["mkv dvd subtitles"]
     assert "starts more than 10 s after the picture" in said["mkv late audio"]

@@ -204,17 +204,57 @@ def test_a_soundtrack_stored_seconds_behind_the_picture_reaches_every_segment(tm
     assert split["audio"][:len(whole["audio"])] == whole["audio"] and len(split["audio"]) - len(whole["audio"]) <= 1
 
 
-def test_subtitles_keep_an_input_whole_for_now(tmp_path):
-    """Text subtitles are not split yet (vastdrop.fmp4.unsplittable): a segment asked anyway refuses."""
-    from fractions import Fraction
+# Cues as films have them, against joins at 3, 6, 9 and 11 s: across a join, overlapped by the next,
+# ending exactly at a join, starting exactly at one, across a join and a second, outlasting the picture.
+FILM_CUES = [(0.5, 2.0, "One"), (2.5, 3.5, "Across the first join"), (3.2, 3.8, "Overlapping it"),
+        (4.0, 9.0, "Across a join, until the next"), (9.0, 11.5, "From a join, across the next"),
+        (12.0, 12.5, "Late"), (13.5, 15.0, "Outlasting the picture")]
 
-    from gpu_job.media import pipeline
-    from tests.support.clips import make_rip
-    from vastdrop.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="stream 3 would be converted to mov_text"):
-        pipeline.process(make_rip(tmp_path / "rip.mkv", seconds=2), tmp_path / "part.mp4",
-                         pipeline.Plan(window=(Fraction(1), None)), 3.0)
+# How a film's text subtitles are stored: its container, the codec its last subtitle track is then
+# rewritten in (None: as ffmpeg muxed the SRT), and how many tracks it has.
+SUBTITLE_KINDS = {"srt in mkv": (".mkv", None, 1), "mov_text in mp4": (".mp4", None, 1),
+                  "srt and ass in mkv": (".mkv", "ass", 2), "webvtt in mkv": (".mkv", "webvtt", 1)}
+
+
+@pytest.mark.parametrize("kind", list(SUBTITLE_KINDS))
+def test_text_subtitles_join_into_the_one_jobs_cues(tmp_path, kind):
+    """Each segment writes its share of the text track itself (gpu_job.media.cuetrack): the joined
+    file shows every cue from and until the one job's times, with the same text, and a player reads
+    it without a warning."""
+    from tests.support.clips import make_subtitled, shown_cues
+    from tests.support.ffmpeg import ffmpeg
+
+    suffix, rewritten, tracks = SUBTITLE_KINDS[kind]
+    src = make_subtitled(tmp_path / f"film{suffix}", 14, FILM_CUES)
+    if rewritten:
+        ffmpeg("-i", src, "-map", "0", *(["-map", "0:s"] if tracks == 2 else []), "-c", "copy",
+               f"-c:s:{tracks - 1}", rewritten, tmp_path / "other.mkv")
+        src = tmp_path / "other.mkv"
+    one, joined, _, reports = _split_in_process(tmp_path, src, ["0", "3", "6", "9", "11", None], 14.0)
+    for track in range(tracks):
+        whole = shown_cues(one, track)
+        assert [text.decode() for _, _, text in whole] == [text for _, _, text in FILM_CUES]
+        assert shown_cues(joined, track) == whole
+    assert _timeline(joined) == _timeline(one) and decode_warnings(joined) == ""
+    remux = ffmpeg("-v", "warning", "-i", joined, "-map", "0", "-c", "copy", "-f", "null", "-", check=False)
+    assert remux.stderr.strip() == ""  # every track's times rise: no "non-monotonic DTS"
+    assert not any("segments meet" in note for report in reports for note in report.notes), [r.notes for r in reports]
+
+
+def test_a_cue_older_than_the_look_back_ends_at_the_join_and_says_so(tmp_path, monkeypatch):
+    """A later segment shows again a cue still showing at its start if that cue began within its look
+    back (CUE_LOOKBACK_S); one that began earlier ends at the join, and the segment before says so."""
+    from gpu_job.media import segment
+    from tests.support.clips import make_subtitled, shown_cues
+
+    monkeypatch.setattr(segment, "CUE_LOOKBACK_S", 2)
+    src = make_subtitled(tmp_path / "film.mkv", 8, [(0.5, 7.0, "A long sign"), (7.5, 7.9, "After")])
+    one, joined, _, reports = _split_in_process(tmp_path, src, ["0", "5", None], 8.0)
+    assert [cue[:2] for cue in shown_cues(one)] == [(500_000, 7_000_000), (7_500_000, 7_900_000)]
+    assert [cue[:2] for cue in shown_cues(joined)] == [(500_000, 5_000_000), (7_500_000, 7_900_000)]
+    assert any("ends at 5.000 s, where two segments meet" in note for note in reports[0].notes)
+    assert not any("segments meet" in note for note in reports[1].notes)
 
 
 def test_a_gap_at_a_cut_is_refused_by_the_segment_after_it(tmp_path):

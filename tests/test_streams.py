@@ -213,20 +213,7 @@ def test_tags_and_chapter_titles_that_are_not_utf8_are_kept_with_the_bad_bytes_r
     with av.open(str(tmp_path / "bucket" / "output" / "clip.mp4"), format="matroska") as out:  # an MKV at that name
         assert out.metadata["title"] == "A T\ufffdst Rip"
         assert out.chapters()[0]["metadata"]["title"] == "\ufffd" + CHAPTERS[0][2][1:]
-    assert probe_for_segments(str(src))[1] is not None  # a reason (its subtitles), not a crash
-
-
-def _shown_cues(path: Path) -> list[tuple[int, int, str]]:
-    """The subtitles as a player shows them: each text's start and end (ms) and the text."""
-    shown = []
-    with av.open(str(path)) as container:
-        stream = container.streams.subtitles[0]
-        for packet in container.demux(stream):
-            text = bytes(packet)[2:].decode()  # mov_text: a 16-bit length, then the text (here, no style boxes)
-            if packet.dts is not None and text:
-                start = round(packet.pts * stream.time_base * 1000)
-                shown.append((start, start + round(packet.duration * stream.time_base * 1000), text))
-    return shown
+    assert probe_for_segments(str(src))[1] is None  # read, not a crash: its SRT, AAC and chapters split
 
 
 @pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
@@ -235,10 +222,10 @@ def test_a_cue_that_a_later_one_overlaps_ends_where_it_begins(tmp_path, suffix):
     ends, moved it to that end: the second cue came 2 s late. Each cue now ends where the next
     begins (SRT from Matroska, converted; ffmpeg's mov_text in MP4, copied)."""
     from gpu_job.media import pipeline
-    from tests.support.clips import make_subtitled
+    from tests.support.clips import make_subtitled, shown_cues
 
     cues = [(1.0, 5.0, "a long one, overlapped by"), (3.0, 4.0, "a short one"), (6.0, 7.0, "the last")]
     src = make_subtitled(tmp_path / f"film{suffix}", seconds=8, cues=cues)
     pipeline.process(src, tmp_path / "one.mp4", pipeline.Plan(), 8.0)
-    assert _shown_cues(tmp_path / "one.mp4") == [(1000, 3000, cues[0][2]), (3000, 4000, cues[1][2]),
-                                                 (6000, 7000, cues[2][2])]
+    assert [(start / 1e6, end / 1e6, text.decode()) for start, end, text in shown_cues(tmp_path / "one.mp4")] == \
+        [(1.0, 3.0, cues[0][2]), (3.0, 4.0, cues[1][2]), (6.0, 7.0, cues[2][2])]

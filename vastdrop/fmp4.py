@@ -24,10 +24,12 @@ SEGMENT_AUDIO_CODECS = frozenset({
     "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_s32be", "pcm_f32le", "pcm_f32be",
 })
 SEGMENT_AUDIO_NAMES = "AAC, MP3, MP2, AC-3, E-AC-3, DTS, Opus, FLAC, ALAC, Vorbis and PCM"  # for the reasons a user reads
-# Subtitles that do not keep an input whole: the bitmap kinds that MP4 cannot hold, which the one job
-# leaves out too. Text, which MP4 keeps as mov_text, is not split yet: FFmpeg's fragmenting muxer
-# fills a mov_text track's gaps with empty samples of its own, timed in ways a join does not survive.
-# DVD subtitles (VobSub) MP4 keeps as they are, in a track that starts at its first cue.
+# Text subtitles: the result's MP4 carries them as mov_text, converted where the source has another
+# text codec (gpu_job.media.streams), and a segment writes its share of that track itself
+# (gpu_job.media.cuetrack), so they are split too.
+TEXT_SUBTITLES = frozenset({"subrip", "ass", "ssa", "webvtt", "mov_text", "text"})
+# Subtitles that MP4 cannot hold, which the one job leaves out too: bitmap kinds. DVD subtitles (VobSub)
+# MP4 keeps as they are, each cue a picture of its own, and they keep an input whole.
 SUBTITLES_MP4_LEAVES_OUT = frozenset({"hdmv_pgs_subtitle", "dvb_subtitle"})
 # How soon after the picture every copied stream must start: a segment looks this far for its first packet.
 FIRST_AUDIO_WITHIN_S = 10
@@ -53,12 +55,12 @@ def unsplittable(streams: list[StreamFacts], video: StreamFacts) -> str | None:
     """Why an input of these streams cannot be processed as segments, or None: the one rule (and
     reason) that every probe applies, said before launching what gpu_job.media.segment.check_carried
     would refuse. Chapters are no reason (segment 0 writes them); an MP4's chapter track is kind
-    "chapters". Nor is what an MP4 cannot hold (bitmap subtitles, attachments such as fonts): each
-    segment leaves it out, as the one job does."""
+    "chapters". Nor are text subtitles (each segment writes its cues), nor what an MP4 cannot hold
+    (bitmap subtitles, attachments such as fonts): each segment leaves it out, as the one job does."""
     for stream in streams:
         if stream is video or stream.kind in ("video", "chapters", "attachment"):
             continue  # other pictures are dropped everywhere, and so are attachments in MP4
-        if stream.kind == "subtitle" and stream.codec not in SUBTITLES_MP4_LEAVES_OUT:
+        if stream.kind == "subtitle" and stream.codec not in TEXT_SUBTITLES | SUBTITLES_MP4_LEAVES_OUT:
             return f"its subtitle stream {stream.index} ({stream.codec or 'of an unknown kind'}) is not split into segments yet"
         if stream.kind == "subtitle":
             continue

@@ -54,7 +54,9 @@ _AUDIO_CODECS = (("A_AAC", "aac"), ("A_OPUS", "opus"), ("A_FLAC", "flac"), ("A_V
                  ("A_AC3", "ac3"), ("A_DTS", "dts"), ("A_TRUEHD", "truehd"), ("A_ALAC", "alac"),
                  ("A_TTA1", "tta"), ("A_WAVPACK4", "wavpack"))
 _SUBTITLE_CODECS = {"S_TEXT/UTF8": "subrip", "S_TEXT/ASCII": "text", "S_TEXT/ASS": "ass", "S_TEXT/SSA": "ass",
-                    "S_ASS": "ass", "S_SSA": "ass", "S_TEXT/WEBVTT": "webvtt", "S_HDMV/PGS": "hdmv_pgs_subtitle",
+                    "S_ASS": "ass", "S_SSA": "ass", "S_TEXT/WEBVTT": "webvtt",
+                    **{f"D_WEBVTT/{kind}": "webvtt" for kind in ("SUBTITLES", "CAPTIONS", "DESCRIPTIONS", "METADATA")},
+                    "S_HDMV/PGS": "hdmv_pgs_subtitle",
                     "S_VOBSUB": "dvd_subtitle", "S_DVBSUB": "dvb_subtitle"}
 UNKNOWN_SIZE = -1
 

@@ -39,6 +39,7 @@ from gpu_job.media.segment import (
     DecodeDelay,
     Interleaving,
     Segment,
+    SegmentCues,
     check_carried,
     later_segment_shift,
     muxer_options,
@@ -197,13 +198,19 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
                                           write_chapters=plan.window is None or plan.window[0] == 0)
             others.tag_video(vout)
             report.audio, report.streams, report.notes = others.audio_mode, others.entries, report.notes + others.notes
-            segment = None
+            segment, cues = None, None
             if plan.window is not None:
                 check_carried(others.entries)
-                segment = open_segment(src, container, vin, plan.window, others.inputs, lead_in=_lead_in(plan, vin))
+                texts = others.text_routes
+                segment = open_segment(src, container, vin, plan.window,
+                                       [s for s in others.inputs if s.index not in texts], lead_in=_lead_in(plan, vin))
                 if not segment.is_first:
                     for index, route in others.routes.items():
-                        route.shift = later_segment_shift(segment, index)
+                        if index not in texts:  # cues keep the one job's times (SegmentCues)
+                            route.shift = later_segment_shift(segment, index)
+                if texts:
+                    cues = SegmentCues(segment, texts, container)
+                    cues.look_back(src, vin)
             try:
                 measuring = duration_s if isinstance(duration_s, Duration) else None
                 decoded = _decode(container, vin, others, report, deint, segment, measuring)
@@ -232,6 +239,8 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
             finally:
                 stages.close()
             others.flush()
+    if cues is not None:
+        report.notes += cues.place(dst, vout)
     report.notes += streams.check_output(dst, report.streams)
     return report
 
@@ -422,7 +431,8 @@ def _decode(container, vin, others: streams.OtherStreams, report: Report,
         if packet is not None and packet.stream is not vin:
             if interleaving is not None:
                 interleaving.packet(packet)
-            if segment is None or segment.holds_packet(packet):
+            # A segment's share of the other streams: its text tracks' cues choose their own (SegmentCues).
+            if segment is None or segment.holds_packet(packet) or packet.stream.type == "subtitle":
                 others.packet(packet)
             continue
         for frame in decoded:

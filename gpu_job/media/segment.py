@@ -18,12 +18,19 @@ import math
 from array import array
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import av
 
+from gpu_job.media.cuetrack import MICRO, CueChain, micro, write_tracks
 from gpu_job.media.probe import Source, Timeline, declared_s, open_input, open_read, timeline_from
 from vastdrop.errors import BadInputError, ConfigError
-from vastdrop.fmp4 import FIRST_AUDIO_WITHIN_S, SEGMENT_AUDIO_CODECS, SEGMENT_AUDIO_NAMES
+from vastdrop.fmp4 import (
+    FIRST_AUDIO_WITHIN_S,
+    SEGMENT_AUDIO_CODECS,
+    SEGMENT_AUDIO_NAMES,
+    NotASegment,
+)
 from vastdrop.manifest import MediaFacts
 
 # Decoded before the segment's start: reaches back past the source frame before the first output frame.
@@ -34,6 +41,9 @@ LOOKAHEAD_S = Fraction(2)
 # (10 s) ahead of a stream that is late, and a remux of such a file can add as much again (18 s in
 # tests/test_segments.py's Matroska film). Demuxing goes on up to this far past the end for copied audio.
 INTERLEAVE_S = Fraction(30)
+# How far before a later segment's start it looks for a cue still showing there, which it shows again
+# from its start (SegmentCues): as far as FFmpeg's Matroska demuxer backs up for a subtitle when it seeks.
+CUE_LOOKBACK_S = Fraction(30)
 
 # The mp4 muxer's options for a media segment. delay_moov lets the init segment carry each track's
 # edit list (the encoder's B-frame delay, AAC's priming), as the whole job's file has them: the join
@@ -262,6 +272,69 @@ class DecodeDelay:
         return delay  # a fixed wait: the same in every segment
 
 
+class SegmentCues:
+    """A segment's text subtitle tracks (gpu_job.media.cuetrack): each route's cues go to a CueChain
+    over the segment's span, on the one job's timeline, instead of to the muxer. A later segment
+    first looks back (CUE_LOOKBACK_S) for a cue still showing at its start; once the file is written,
+    `place` writes the chains into it."""
+
+    def __init__(self, segment: Segment, routes: dict[int, object], container: av.container.InputContainer) -> None:
+        self.segment, self.routes = segment, routes
+        self.chains: dict[int, CueChain] = {}
+        for index, route in routes.items():
+            tb = Fraction(container.streams[index].time_base)
+
+            def on_track(t: Fraction | None, tb: Fraction = tb, shift: int = route.shift) -> int | None:
+                # seconds from the first picture, on the route's own clock (its ticks less its shift)
+                return None if t is None else micro((segment.first_pts * segment.video_tb + t) / tb - shift, tb)
+
+            route.cues = self.chains[index] = CueChain(on_track(segment.start) if not segment.is_first else 0,
+                                                       on_track(segment.end), micro(CUE_LOOKBACK_S / tb, tb))
+
+    def look_back(self, src: Source, vin: av.VideoStream) -> None:
+        """The cues that start before a later segment (up to CUE_LOOKBACK_S): one may still show."""
+        if self.segment.is_first:
+            return
+        for chain in self.chains.values():
+            chain.before = True
+        try:
+            with open_read(src) as scan:
+                video = scan.streams[vin.index]
+                tb = Fraction(video.time_base)
+                target = self.segment.first_pts + math.floor((self.segment.start - CUE_LOOKBACK_S) / tb)
+                if target > self.segment.first_pts:
+                    scan.seek(target, stream=video, backward=True, any_frame=False)
+                for packet in scan.demux(video, *(scan.streams[i] for i in self.routes)):
+                    when = packet.dts if packet.dts is not None else packet.pts
+                    if packet.stream is not video:
+                        self.routes[packet.stream.index].packet(packet)
+                    elif when is not None and self.segment.seconds(when, tb) > self.segment.start + LOOKAHEAD_S:
+                        break
+        except av.error.FFmpegError as exc:
+            raise BadInputError(f"the input cannot be read before the segment: {exc}") from exc
+        finally:
+            for chain in self.chains.values():
+                chain.before = False
+
+    def place(self, dst: Path, vout: av.VideoStream) -> list[str]:
+        """Write each track's chain into the finished segment (track IDs: output index + 1), and say
+        which cues end early: those cut at the segment's end that the next segment cannot see."""
+        tracks, notes = {}, []
+        for index, chain in self.chains.items():
+            out = self.routes[index].stream
+            if Fraction(out.time_base) != MICRO:
+                raise RuntimeError(f"subtitle track {out.index} is timed in {out.time_base}, not microseconds")
+            tracks[out.index + 1] = chain.samples()
+            notes += [f"subtitle stream {index}: the cue shown from {start / 1e6:.3f} s until {end / 1e6:.3f} s "
+                      f"ends at {chain.stop / 1e6:.3f} s, where two segments meet: a cue that starts more than "
+                      f"{CUE_LOOKBACK_S} s before a join is not shown after it" for start, end in chain.cut]
+        try:
+            write_tracks(dst, tracks, vout.index + 1, int(1 / Fraction(vout.time_base)))
+        except NotASegment as exc:
+            raise RuntimeError(f"the segment's subtitle tracks cannot be written: {exc}") from exc
+        return notes
+
+
 def later_segment_shift(segment: Segment, index: int) -> int:
     """The shift (ticks subtracted) for a copied stream's packets in a segment after the first. The
     first segment's muxer starts each track's media time at the track's first packet (its edit list
@@ -312,10 +385,12 @@ def _firsts(container: av.container.InputContainer, vin: av.VideoStream,
 def check_carried(entries) -> None:
     """A segment's other streams must be copied packet by packet (so they join seamlessly) and its
     init segment must be the same as every other segment's: re-encoded audio (each encoder would
-    start afresh at a join) cannot be split, nor subtitles yet (vastdrop.fmp4.unsplittable says why).
-    Chapters can: segment 0 writes them (in its header and first fragment), the others none. The
+    start afresh at a join) cannot be split. Text subtitles can, as MP4's mov_text (SegmentCues), and
+    chapters: segment 0 writes them (in its header and first fragment), the others none. The
     control plane does not split other inputs; a segment asked anyway refuses rather than join badly."""
     for entry in entries:
+        if entry.kind == "subtitle" and (entry.codec if entry.action == "kept" else entry.to) == "mov_text":
+            continue  # cue by cue (SegmentCues)
         if entry.action == "kept" and (entry.kind != "audio" or entry.codec not in SEGMENT_AUDIO_CODECS):
             raise ConfigError(f"{entry.kind} stream {entry.index} ({entry.codec}) would be copied: only "
                               f"{SEGMENT_AUDIO_NAMES} audio is split into segments so far (run it without --segment-s)")

@@ -17,6 +17,8 @@ from pathlib import Path
 import av
 
 from gpu_job.media import offsets
+from gpu_job.media.cuetrack import micro
+from vastdrop.fmp4 import TEXT_SUBTITLES
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +32,6 @@ TEXT_SUBTITLE_CODEC = {"mp4": "mov_text", "mkv": "subrip"}
 # once, and a cue that started before that end was moved to it (2 s late after a 5 s cue overlapped
 # by 2 s). In microseconds, only the next cue sets it off.
 TEXT_TICKS = Fraction(1, 1_000_000)
-TEXT_SUBTITLES = frozenset({"subrip", "ass", "ssa", "webvtt", "mov_text", "text"})
 # Named channel layouts for re-encoded audio, by channel count (AAC refuses unnamed layouts).
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 # Tags that describe the source's encoding, not its content: the muxer writes its own.
@@ -126,17 +127,25 @@ def _moved(packet: av.Packet, stream: av.stream.Stream, shift: int) -> av.Packet
 
 
 class _Copy:
-    """Packets copied unchanged, moved by the video's start."""
+    """Packets copied unchanged, moved by the video's start. A segment's mov_text cues go to its
+    `cues` instead (gpu_job.media.cuetrack: the segment writes that track itself)."""
 
     def __init__(self, output: av.container.OutputContainer, sin: av.stream.Stream, vin: av.VideoStream) -> None:
         self.output, self.stream = output, output.add_stream_from_template(sin)
-        if _codec(sin) == "mov_text":
+        self.text = _codec(sin) == "mov_text"
+        if self.text:
             self.stream.time_base = TEXT_TICKS
         self.shift = start_shift(vin, sin.time_base)
+        self.cues = None
 
     def packet(self, packet: av.Packet) -> None:
-        if packet.dts is not None:  # not the demuxer's flush packet
+        if packet.dts is None:  # the demuxer's flush packet
+            return
+        if self.cues is None:
             self.output.mux(_moved(packet, self.stream, self.shift))
+        elif packet.pts is not None:
+            tb = Fraction(packet.time_base)
+            self.cues.add(micro(packet.pts - self.shift, tb), micro(packet.duration or 0, tb), bytes(packet))
 
     def flush(self) -> None:
         pass
@@ -201,7 +210,8 @@ class AudioPath:
 
 
 class SubtitlePath:
-    """Text subtitles decoded and re-encoded in the container's text codec, each cue at its own time."""
+    """Text subtitles decoded and re-encoded in the container's text codec, each cue at its own time
+    (a segment's go to its `cues`, as _Copy's)."""
 
     def __init__(self, output: av.container.OutputContainer, sin: av.SubtitleStream, vin: av.VideoStream,
                  codec: str) -> None:
@@ -214,6 +224,8 @@ class SubtitlePath:
         self.stream.codec_context.subtitle_header = decoder.subtitle_header or DEFAULT_ASS_HEADER
         self.shift = start_shift(vin, sin.time_base)
         self.skipped = 0
+        self.text = codec == "mov_text"
+        self.cues = None
 
     def packet(self, packet: av.Packet) -> None:
         if packet.dts is None or packet.pts is None:
@@ -232,6 +244,10 @@ class SubtitlePath:
         out.time_base = self.sin.time_base
         out.pts = out.dts = packet.pts - self.shift
         out.duration = packet.duration or _cue_duration(cues, self.sin.time_base)
+        if self.cues is not None:
+            tb = Fraction(self.sin.time_base)
+            self.cues.add(micro(out.pts, tb), micro(out.duration, tb), bytes(out))
+            return
         out.stream = self.stream
         self.output.mux(out)
 
@@ -277,6 +293,11 @@ class OtherStreams:
         if not self.audio:
             return None
         return "aac" if any(a.mode == "aac" for a in self.audio) else "copy"
+
+    @property
+    def text_routes(self) -> dict[int, object]:
+        """The routes (by input stream index) that write MP4's text track (mov_text), copied or converted."""
+        return {index: route for index, route in self.routes.items() if getattr(route, "text", False)}
 
     def packet(self, packet: av.Packet) -> None:
         route = self.routes.get(packet.stream.index)

@@ -13,7 +13,7 @@ from av.subtitles.subtitle import SubtitleSet
 from gpu_job.media.samples import _write_tone, make_clip
 from gpu_job.media.streams import DEFAULT_ASS_HEADER
 
-__all__ = ["make_audio_only", "make_clip", "make_rip", "make_subtitled", "make_timecoded", "make_truncated",
+__all__ = ["make_audio_only", "make_clip", "make_rip", "make_subtitled", "make_timecoded", "make_truncated", "shown_cues",
            "stored_apart_s"]
 
 
@@ -93,6 +93,29 @@ def make_subtitled(path: Path, seconds: float, cues: list[tuple[float, float, st
     ffmpeg("-i", video, "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}:sample_rate=48000", "-i", srt,
            "-map", "0", "-map", "1", "-map", "2", "-c:v", "libx264", "-g", "24", "-c:a", "aac", *subtitles, path)
     return path
+
+
+def shown_cues(path: Path, track: int = 0) -> list[tuple[int, int, bytes]]:
+    """A subtitle track (the first) as a player shows it: (from, until, text), in microseconds, each cue
+    from its sample's time for its sample's duration; empty samples show nothing, and one text shown
+    again at once (a cue across a join) is one cue."""
+    from gpu_job.media.cuetrack import micro
+
+    shown: list[tuple[int, int, bytes]] = []
+    with av.open(str(path)) as container:
+        stream = container.streams.subtitles[track]
+        tb = Fraction(stream.time_base)
+        for packet in container.demux(stream):
+            data = bytes(packet)
+            text = data[2:2 + int.from_bytes(data[:2], "big")]  # mov_text: the text's length, then the text
+            if packet.pts is None or not text:
+                continue
+            start, end = micro(packet.pts, tb), micro(packet.pts + packet.duration, tb)
+            if shown and shown[-1][1] == start and shown[-1][2] == text:
+                shown[-1] = (shown[-1][0], end, text)
+            else:
+                shown.append((start, end, text))
+    return shown
 
 
 def stored_apart_s(path: Path) -> float:
