@@ -112,14 +112,14 @@ def test_it_agrees_with_pyav_on_what_to_split_and_why_and_how_long(files):
     # Copied into segments as AAC is: every codec MP4 stores as it is.
     assert said["opus"] is said["flac"] is said["pcm in mov"] is said["mp3"] is said["ac-3"] is None
     assert said["24-bit pcm in mov"] is said["float pcm in mov"] is said["pcm in mp4"] is None  # in24, fl32, ipcm
-    assert "pcm_mulaw, which MP4 does not store as it is" in said["mu-law in mov"]
+    assert said["mu-law in mov"] is None  # re-encoded to FLAC, whose frames stand alone
     assert said["chapters"] is said["subtitles"] is None  # segment 0 writes the chapters, each segment its cues
     assert "starts more than 10 s after the picture" in said["late audio"]
     # Matroska's alike: read from its header elements and first clusters.
     assert said["mkv aac"] is said["mkv no audio"] is said["mkv flac"] is said["webm vp9 opus"] is None
     assert said["mkv live"] is None
     assert said["mkv mp3"] is said["mkv pcm 24-bit"] is said["mkv two soundtracks"] is None  # AAC and AC-3
-    assert "pcm_u8, which MP4 does not store as it is" in said["mkv pcm 8-bit"]
+    assert said["mkv pcm 8-bit"] is None
     # Chapters, two soundtracks (AAC and AC-3), a font (which MP4 leaves out, whole or not), text subtitles split.
     assert said["mkv chapters"] is said["mkv font"] is said["mkv rip"] is None
     assert said["mkv subtitles"] is said["mkv ass"] is said["mkv webvtt"] is None

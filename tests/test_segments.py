@@ -166,6 +166,52 @@ def test_audio_copied_into_mp4_joins_into_the_one_jobs_sound(tmp_path, encoder, 
     assert split.shape[1] == kept + whole.shape[1] and np.array_equal(split[:, kept:], whole)
 
 
+def _source_sound(path: Path) -> tuple[np.ndarray, list[int]]:
+    """A file's first soundtrack decoded, as 32-bit float whatever its format, and each decoded
+    frame's pts in samples (its sample rate's ticks)."""
+    from fractions import Fraction
+
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate
+        to_float = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=rate)
+        chunks, starts = [], []
+        for frame in container.decode(stream):
+            starts.append(round(frame.pts * Fraction(frame.time_base) * rate))
+            chunks += [f.to_ndarray() for f in to_float.resample(frame)]
+        chunks += [f.to_ndarray() for f in to_float.resample(None)]
+    return np.concatenate(chunks, axis=1), starts
+
+
+@pytest.mark.parametrize("encoder, suffix", [
+    ("pcm_mulaw", ".mov"), ("pcm_u8", ".mov"), ("truehd", ".mkv"), ("pcm_alaw", ".mkv"),
+])
+def test_audio_that_mp4_cannot_store_joins_as_flac_sample_for_sample(tmp_path, encoder, suffix):
+    """Audio that MP4 cannot store as it is (mu-law, 8-bit PCM, TrueHD) becomes FLAC in a split job:
+    its frames stand alone, so each segment encodes its own share of the decoded sound and the joined
+    track is the source's sound, every sample once, in order. Matroska's millisecond clock places a
+    later segment's first sample to the nearest sample of its time (0.5 ms at most), and nothing is
+    lost or repeated there."""
+    from tests.support.ffmpeg import ffmpeg
+
+    video = make_clip(tmp_path / "v.mp4", width=64, height=48, fps=24, seconds=6, audio=False)
+    src = tmp_path / f"src{suffix}"
+    ffmpeg("-i", video, "-f", "lavfi", "-i", "sine=frequency=440:duration=6:sample_rate=48000", "-map", "0:v",
+           "-map", "1:a", "-c:v", "copy", "-strict", "-2", "-c:a", encoder, src)
+    one, joined, _, reports = _split_in_process(tmp_path, src, ["0", "2.3", "4.1", None], 6.0)
+    assert [report.audio for report in reports] == ["flac"] * 3
+    assert any("re-encoded to FLAC (lossless" in note for note in reports[0].notes)
+    assert decode_warnings(joined) == "" and _timeline(joined)["video"] == _timeline(one)["video"]
+    source, _ = _source_sound(src)
+    sound, starts = _source_sound(joined)
+    assert sound.shape == source.shape and np.array_equal(sound, source), "the source's sound, sample for sample"
+    with av.open(str(joined)) as container:
+        sizes = [frame.samples for frame in container.decode(audio=0)]
+    jumps = [b - a - size for a, b, size in zip(starts, starts[1:], sizes, strict=False)]
+    assert sum(jump != 0 for jump in jumps) <= (2 if suffix == ".mkv" else 0)  # at most one per join
+    assert max(abs(jump) for jump in jumps) <= 24  # 0.5 ms at 48 kHz
+
+
 @pytest.mark.parametrize("make", ["phone", "matroska"])
 def test_a_variable_frame_rate_keeps_its_times_across_the_joins(tmp_path, make):
     """A phone's jittery clock with dropped frames, and Matroska's millisecond times (41 or 42 ms a
@@ -365,31 +411,19 @@ def test_minterpolate_segments_make_the_one_jobs_frames(tmp_path, fps, yuv):
     assert all(np.array_equal(a, b) for a, b in zip(_pictures(one), _pictures(joined), strict=True))
 
 
-def test_a_segment_of_an_input_that_cannot_be_split_is_refused_clearly(tmp_path):
-    """Audio that MP4 cannot store as it is (here mu-law PCM, which would be re-encoded) is not split:
-    refused, exit 65."""
-    src = make_clip(tmp_path / "pcm.mov", width=64, height=48, fps=24, seconds=1.0, audio_codec="pcm_mulaw")
-    proc = run_job(file_job_env(tmp_path, src, JOB_SEGMENT_START_S="0.5"))
-    assert proc.returncode == 65, proc.stderr[-2000:]
-    manifest = (tmp_path / "bucket" / "output" / "clip.mp4.manifest.json").read_text()
-    assert "would be converted to aac" in manifest
-
-
 def test_a_segment_refuses_dvd_subtitles_which_mp4_would_keep_as_they_are(tmp_path):
     """VobSub is kept in MP4 as it is, its track starting at its first cue: it would not join, so a
-    segment refuses it clearly (the probes do not split such an input)."""
-    from fractions import Fraction
-
-    from gpu_job.media import pipeline
+    segment job refuses it clearly, exit 65 (the probes do not split such an input)."""
     from tests.support.clips import make_rip
     from tests.support.ffmpeg import ffmpeg
-    from vastdrop.errors import ConfigError
 
     src = tmp_path / "vobsub.mkv"
     ffmpeg("-i", make_rip(tmp_path / "rip.mkv", seconds=2, pgs=True), "-map", "0:v", "-map", "0:s:1",
            "-c:v", "copy", "-c:s", "dvdsub", src)
-    with pytest.raises(ConfigError, match="dvd_subtitle"):
-        pipeline.process(src, tmp_path / "part.mp4", pipeline.Plan(window=(Fraction(1), None)), 3.0)
+    proc = run_job(file_job_env(tmp_path, src, JOB_SEGMENT_START_S="1"))
+    assert proc.returncode == 65, proc.stderr[-2000:]
+    manifest = (tmp_path / "bucket" / "output" / "clip.mp4.manifest.json").read_text()
+    assert "stream 1 (dvd_subtitle) would be copied" in manifest
 
 
 def test_the_init_segment_parser_refuses_what_is_not_one():

@@ -170,13 +170,18 @@ def test_a_segment_that_fails_for_good_fails_its_job_and_stops_the_others(seawee
 
 
 def test_inputs_too_short_or_not_splittable_run_as_one_job(seaweed, bucket, tmp_path):
-    """Not longer than the segment length (4 s, segments of 3 s), or with audio that would be
-    re-encoded (MP4 cannot store mu-law PCM as it is): each runs as one job, decided once."""
-    pcm = make_clip(tmp_path / "pcm.mov", width=64, height=48, fps=12, seconds=8, audio_codec="pcm_mulaw")
+    """Not longer than the segment length (4 s, segments of 3 s), or with DVD subtitles (which MP4
+    keeps as they are, a track that starts at its first cue): each runs as one job, decided once."""
+    from tests.support.clips import make_rip
+    from tests.support.ffmpeg import ffmpeg
+
+    vobsub = tmp_path / "vobsub.mkv"
+    ffmpeg("-i", make_rip(tmp_path / "rip.mkv", seconds=10, pgs=True), "-map", "0:v", "-map", "0:s:1",
+           "-c:v", "copy", "-c:s", "dvdsub", vobsub)
     short = make_clip(tmp_path / "short.mp4", width=64, height=48, fps=12, seconds=4)
     with VastEmulator(command=stub(), loading_s=0.05, kill_grace_s=0.2) as emu:
         deps = dataclasses.replace(make_deps(seaweed, bucket, emu, tmp_path, segment_s=3.0), probe=probe_for_segments)
-        drop(seaweed, bucket, "input/pcm.mov", pcm)
+        drop(seaweed, bucket, "input/vobsub.mkv", vobsub)
         drop(seaweed, bucket, "input/short.mp4", short)
         assert driver.run_once(deps, TICK_S)
         records = deps.ledger.list()

@@ -56,7 +56,7 @@ class Engine(_Model):
     torch: str | None = None
     av: str | None = None
     encoder: str | None = None
-    audio: str | None = None  # "copy" | "aac" | None (no audio)
+    audio: str | None = None  # "copy" | "aac" | "flac" | None (no audio)
     notes: list[str] = Field(default_factory=list)  # every fallback or adjustment, in words
 
 

@@ -44,6 +44,7 @@ from gpu_job.media.segment import (
     later_segment_shift,
     muxer_options,
     open_segment,
+    settle_flac,
 )
 from gpu_job.media.stages import Stages
 from vastdrop.errors import BadInputError
@@ -195,7 +196,8 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
             geometry.configure_stream(vout, geo, time_base)
             # Chapters go in the header (moov) and a first fragment: a split job's are segment 0's alone.
             others = streams.OtherStreams(container, output, vin, plan.container,
-                                          write_chapters=plan.window is None or plan.window[0] == 0)
+                                          write_chapters=plan.window is None or plan.window[0] == 0,
+                                          lossless_audio=plan.window is not None)
             others.tag_video(vout)
             report.audio, report.streams, report.notes = others.audio_mode, others.entries, report.notes + others.notes
             segment, cues = None, None
@@ -208,6 +210,9 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
                     for index, route in others.routes.items():
                         if index not in texts:  # cues keep the one job's times (SegmentCues)
                             route.shift = later_segment_shift(segment, index)
+                for audio in others.audio:
+                    if audio.mode != "copy":  # re-encoded: decoded from every packet read, its own frames kept
+                        audio.owns = segment.holds_frame
                 if texts:
                     cues = SegmentCues(segment, texts, container)
                     cues.look_back(src, vin)
@@ -241,6 +246,8 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
             others.flush()
     if cues is not None:
         report.notes += cues.place(dst, vout)
+    if segment is not None and report.audio == "flac":
+        settle_flac(dst)
     report.notes += streams.check_output(dst, report.streams)
     return report
 
@@ -424,15 +431,14 @@ def _decode(container, vin, others: streams.OtherStreams, report: Report,
     tb = Fraction(vin.time_base)
     deinterlacer = interlace.Deinterlacer(deint, tb) if deint else None
     stop = segment.past if segment is not None else None
-    interleaving = None if segment is None else Interleaving(
-        segment, {a.ain.index: a for a in others.audio if a.mode == "copy"})
+    interleaving = None if segment is None else Interleaving(segment, {a.ain.index: a for a in others.audio})
     more = interleaving.more if interleaving is not None else None
     for packet, decoded in _demux_decode(container, [vin, *others.inputs], vin, report, stop, more):
         if packet is not None and packet.stream is not vin:
             if interleaving is not None:
                 interleaving.packet(packet)
-            # A segment's share of the other streams: its text tracks' cues choose their own (SegmentCues).
-            if segment is None or segment.holds_packet(packet) or packet.stream.type == "subtitle":
+            # A segment's share of the other streams (some routes choose their own from every packet).
+            if segment is None or segment.holds_packet(packet) or others.chooses_own(packet):
                 others.packet(packet)
             continue
         for frame in decoded:

@@ -27,9 +27,11 @@ from gpu_job.media.probe import Source, Timeline, declared_s, open_input, open_r
 from vastdrop.errors import BadInputError, ConfigError
 from vastdrop.fmp4 import (
     FIRST_AUDIO_WITHIN_S,
+    MAX_INIT_BYTES,
     SEGMENT_AUDIO_CODECS,
-    SEGMENT_AUDIO_NAMES,
     NotASegment,
+    flac_totals_unknown,
+    init_length,
 )
 from vastdrop.manifest import MediaFacts
 
@@ -335,6 +337,20 @@ class SegmentCues:
         return notes
 
 
+def settle_flac(dst: Path) -> None:
+    """A finished segment's FLAC tracks say no totals (vastdrop.fmp4.flac_totals_unknown): the
+    encoder's count of its own share would differ from segment to segment."""
+    with open(dst, "r+b") as file:
+        head = bytearray(file.read(MAX_INIT_BYTES))
+        try:
+            init = head[:init_length(bytes(head))]
+        except NotASegment as exc:
+            raise RuntimeError(f"the segment's init cannot be read: {exc}") from exc
+        if flac_totals_unknown(init):
+            file.seek(0)
+            file.write(init)
+
+
 def later_segment_shift(segment: Segment, index: int) -> int:
     """The shift (ticks subtracted) for a copied stream's packets in a segment after the first. The
     first segment's muxer starts each track's media time at the track's first packet (its edit list
@@ -383,17 +399,17 @@ def _firsts(container: av.container.InputContainer, vin: av.VideoStream,
 
 
 def check_carried(entries) -> None:
-    """A segment's other streams must be copied packet by packet (so they join seamlessly) and its
-    init segment must be the same as every other segment's: re-encoded audio (each encoder would
-    start afresh at a join) cannot be split. Text subtitles can, as MP4's mov_text (SegmentCues), and
+    """A segment's other streams must join seamlessly and its init segment must be the same as every
+    other segment's. Audio is copied packet by packet, or re-encoded to FLAC, whose frames stand
+    alone (an AAC encoder would start afresh at a join). Text subtitles are MP4's mov_text (SegmentCues), and
     chapters: segment 0 writes them (in its header and first fragment), the others none. The
     control plane does not split other inputs; a segment asked anyway refuses rather than join badly."""
     for entry in entries:
         if entry.kind == "subtitle" and (entry.codec if entry.action == "kept" else entry.to) == "mov_text":
             continue  # cue by cue (SegmentCues)
         if entry.action == "kept" and (entry.kind != "audio" or entry.codec not in SEGMENT_AUDIO_CODECS):
-            raise ConfigError(f"{entry.kind} stream {entry.index} ({entry.codec}) would be copied: only "
-                              f"{SEGMENT_AUDIO_NAMES} audio is split into segments so far (run it without --segment-s)")
-        if entry.action == "converted" and entry.to not in ("timecode", "chapters"):
+            raise ConfigError(f"{entry.kind} stream {entry.index} ({entry.codec}) would be copied: such a stream "
+                              "is not split into segments (run it without --segment-s)")
+        if entry.action == "converted" and entry.to not in ("timecode", "chapters", "flac"):
             raise ConfigError(f"stream {entry.index} would be converted to {entry.to}: such an input "
                               "cannot be processed in segments (run it without --segment-s)")

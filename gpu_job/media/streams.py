@@ -18,7 +18,7 @@ import av
 
 from gpu_job.media import offsets
 from gpu_job.media.cuetrack import micro
-from vastdrop.fmp4 import TEXT_SUBTITLES
+from vastdrop.fmp4 import SEGMENT_AUDIO_CODECS, TEXT_SUBTITLES
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,9 @@ TEXT_SUBTITLE_CODEC = {"mp4": "mov_text", "mkv": "subrip"}
 # once, and a cue that started before that end was moved to it (2 s late after a 5 s cue overlapped
 # by 2 s). In microseconds, only the next cue sets it off.
 TEXT_TICKS = Fraction(1, 1_000_000)
+# How far a re-encoded frame's own time may lie from the end of the one before and still follow it:
+# beyond, a real gap or overlap, kept. Matroska rounds times to the millisecond.
+SAMPLE_CLOCK_SLACK_S = Fraction(1, 1000)
 # Named channel layouts for re-encoded audio, by channel count (AAC refuses unnamed layouts).
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 # Tags that describe the source's encoding, not its content: the muxer writes its own.
@@ -152,25 +155,34 @@ class _Copy:
 
 
 class AudioPath:
-    """Copies audio packets unchanged when the container accepts the codec; otherwise re-encodes to AAC.
+    """Copies audio packets unchanged when the container accepts the codec; otherwise re-encodes it:
+    to AAC, or to FLAC (`lossless`: a split job's, whose segments must join without a seam).
     In a segment (`hold`), each copied packet is held until the next one's time says how long it
     lasts: a fragment's last sample keeps the duration its packet says, which Matroska's do not say.
-    A segment's last packet lasts until the next segment's first, seen past its end (`until`)."""
+    A segment's last packet lasts until the next segment's first, seen past its end (`until`).
+    A segment's re-encoded audio is decoded from every packet read and keeps the frames it `owns`."""
 
     def __init__(self, output: av.container.OutputContainer, ain: av.AudioStream, vin: av.VideoStream,
-                 container: str = "mp4") -> None:
+                 container: str = "mp4", lossless: bool = False) -> None:
         self.output, self.ain = output, ain
         self.hold = False
         self.held: av.Packet | None = None
-        self.mode = "copy" if copy_accepted(ain, container) else "aac"
+        self.owns = None  # a segment's: whether a decoded frame is its own
+        self.next_sample: int | None = None  # where the next re-encoded frame goes (_on_sample_clock)
+        # A split job copies only what is tested to join sample for sample (vastdrop.fmp4).
+        copied = copy_accepted(ain, container) and (not lossless or _codec(ain) in SEGMENT_AUDIO_CODECS)
+        self.mode = "copy" if copied else "flac" if lossless else "aac"
         if self.mode == "copy":
             self.stream = output.add_stream_from_template(ain)
         else:
-            self.stream = output.add_stream("aac", rate=ain.codec_context.sample_rate or 48000)
+            self.stream = output.add_stream(self.mode, rate=ain.codec_context.sample_rate or 48000)
             # By channel count: a source layout may be unnamed ("2 channels"), which AAC refuses.
             channels = len(ain.codec_context.layout.channels) if ain.codec_context.layout else 2
             self.stream.layout = _DEFAULT_LAYOUTS.get(channels, "stereo")
-            self.resampler = av.AudioResampler(format="fltp", layout=self.stream.layout, rate=self.stream.rate)
+            # FLAC keeps 16-bit sources in 16 bits, anything deeper (24-bit, float) in 32.
+            deep = ain.codec_context.format is not None and ain.codec_context.format.bytes > 2
+            sample_format = "fltp" if self.mode == "aac" else "s32" if deep else "s16"
+            self.resampler = av.AudioResampler(format=sample_format, layout=self.stream.layout, rate=self.stream.rate)
         self.shift = start_shift(vin, ain.time_base)
 
     def packet(self, packet: av.Packet) -> None:
@@ -186,10 +198,24 @@ class AudioPath:
             self.held = packet
             return
         for frame in packet.decode():
-            if frame.pts is not None:  # its place on the timeline, moved like every stream (offsets.py)
-                frame.pts -= self.shift
+            if self.owns is not None and not self.owns(frame):
+                continue
+            if frame.pts is not None:
+                self._on_sample_clock(frame)
             for resampled in self.resampler.resample(frame):
                 self.output.mux(self.stream.encode(resampled))
+
+    def _on_sample_clock(self, frame: av.AudioFrame) -> None:
+        """The frame's place on the timeline (moved like every stream: offsets.py), counted in samples:
+        it follows the frame before unless its own time lies further than SAMPLE_CLOCK_SLACK_S from
+        there (a real gap or overlap). A container's clock may round it (Matroska's milliseconds: 24
+        samples at 48 kHz), and the encoder's packets would carry that rounding."""
+        rate = self.stream.rate
+        at = round((frame.pts - self.shift) * Fraction(frame.time_base) * rate)
+        if self.next_sample is None or abs(at - self.next_sample) > SAMPLE_CLOCK_SLACK_S * rate:
+            self.next_sample = at
+        frame.pts, frame.time_base = self.next_sample, Fraction(1, rate)
+        self.next_sample += frame.samples
 
     def until(self, at: int) -> None:
         """The next packet's decoding time is `at` (the route's ticks, moved as its packets are)."""
@@ -203,7 +229,7 @@ class AudioPath:
 
     def flush(self) -> None:
         self._release()
-        if self.mode == "aac":
+        if self.mode != "copy":
             for resampled in self.resampler.resample(None):
                 self.output.mux(self.stream.encode(resampled))
             self.output.mux(self.stream.encode())
@@ -265,10 +291,12 @@ class OtherStreams:
     each is copied, converted or dropped, and routed packet by packet while the video is demuxed."""
 
     def __init__(self, container: av.container.InputContainer, output: av.container.OutputContainer,
-                 vin: av.VideoStream, fmt: str, *, write_chapters: bool = True) -> None:
+                 vin: av.VideoStream, fmt: str, *, write_chapters: bool = True, lossless_audio: bool = False) -> None:
         """write_chapters False: the chapters are planned (self.chapters) but not written, as for a
-        later segment of a split job (the join keeps segment 0's header, which has them)."""
+        later segment of a split job (the join keeps segment 0's header, which has them).
+        lossless_audio: audio that cannot be copied becomes FLAC, not AAC (a split job's)."""
         self.container, self.output, self.vin, self.fmt = container, output, vin, fmt
+        self.lossless_audio = lossless_audio
         self.entries: list[StreamEntry] = []
         self.notes: list[str] = []
         self.routes: dict[int, object] = {}
@@ -289,15 +317,21 @@ class OtherStreams:
 
     @property
     def audio_mode(self) -> str | None:
-        """The manifest's engine.audio: copy, aac (at least one track re-encoded), or None (no audio)."""
+        """The manifest's engine.audio: copy, aac or flac (at least one track re-encoded so), or None (no audio)."""
         if not self.audio:
             return None
-        return "aac" if any(a.mode == "aac" for a in self.audio) else "copy"
+        return next((a.mode for a in self.audio if a.mode != "copy"), "copy")
 
     @property
     def text_routes(self) -> dict[int, object]:
         """The routes (by input stream index) that write MP4's text track (mov_text), copied or converted."""
         return {index: route for index, route in self.routes.items() if getattr(route, "text", False)}
+
+    def chooses_own(self, packet: av.Packet) -> bool:
+        """Whether this packet's route takes every packet read and keeps a segment's share itself:
+        re-encoded audio (its decoder needs the packets before) and text cues (SegmentCues)."""
+        route = self.routes.get(packet.stream.index)
+        return getattr(route, "owns", None) is not None or getattr(route, "cues", None) is not None
 
     def packet(self, packet: av.Packet) -> None:
         route = self.routes.get(packet.stream.index)
@@ -338,12 +372,13 @@ class OtherStreams:
             self._drop(stream, f"{what} is not carried: only the first video stream is processed")
             return
         if kind == "audio":
-            path = AudioPath(self.output, stream, self.vin, self.fmt)
+            path = AudioPath(self.output, stream, self.vin, self.fmt, lossless=self.lossless_audio)
             self.audio.append(path)
-            if path.mode == "aac":
-                self._add(stream, "converted", path, to="aac", reason=f"{codec} cannot be stored in {self.fmt.upper()}")
+            if path.mode != "copy":
+                self._add(stream, "converted", path, to=path.mode, reason=f"{codec} cannot be stored in {self.fmt.upper()}")
+                why = " (lossless: a split job's segments would join AAC with a seam)" if path.mode == "flac" else ""
                 self.notes.append(f"audio codec {codec} cannot be copied into {self.fmt.upper()}: "
-                                  f"stream {stream.index} re-encoded to AAC")
+                                  f"stream {stream.index} re-encoded to {path.mode.upper()}{why}")
             else:
                 self._add(stream, "kept", path)
             return
