@@ -136,6 +136,18 @@ def _first_sound(path: Path) -> int:
         return next(container.decode(audio=0)).pts
 
 
+def _tone_split_in_three(tmp: Path, encoder: str, suffix: str):
+    """A 6 s clip whose sound is ffmpeg's 440 Hz tone in `encoder`, and _split_in_process's results
+    for it in three segments."""
+    from tests.support.ffmpeg import ffmpeg
+
+    video = make_clip(tmp / "v.mp4", width=64, height=48, fps=24, seconds=6, audio=False)
+    src = tmp / f"src{suffix}"
+    ffmpeg("-i", video, "-f", "lavfi", "-i", "sine=frequency=440:duration=6:sample_rate=48000", "-map", "0:v",
+           "-map", "1:a", "-c:v", "copy", "-strict", "-2", "-c:a", encoder, src)
+    return src, _split_in_process(tmp, src, ["0", "2.3", "4.1", None], 6.0)
+
+
 @pytest.mark.parametrize("encoder, suffix", [
     ("libopus", ".mp4"), ("flac", ".mp4"), ("ac3", ".mp4"), ("libmp3lame", ".mp4"), ("alac", ".mp4"),
     ("eac3", ".mkv"), ("mp2", ".mkv"), ("dca", ".mkv"), ("libvorbis", ".mkv"), ("pcm_s24le", ".mkv"),
@@ -148,13 +160,7 @@ def test_audio_copied_into_mp4_joins_into_the_one_jobs_sound(tmp_path, encoder, 
     joined file keeps that part, before the first picture, at its own time (negative), so nothing
     after it moves. Nothing else differs."""
 
-    from tests.support.ffmpeg import ffmpeg
-
-    video = make_clip(tmp_path / "v.mp4", width=64, height=48, fps=24, seconds=6, audio=False)
-    src = tmp_path / f"src{suffix}"
-    ffmpeg("-i", video, "-f", "lavfi", "-i", "sine=frequency=440:duration=6:sample_rate=48000", "-map", "0:v",
-           "-map", "1:a", "-c:v", "copy", "-strict", "-2", "-c:a", encoder, src)
-    one, joined, _, reports = _split_in_process(tmp_path, src, ["0", "2.3", "4.1", None], 6.0)
+    src, (one, joined, _, reports) = _tone_split_in_three(tmp_path, encoder, suffix)
     assert [report.audio for report in reports] == ["copy"] * 3
     same = re.compile(r" @ 0x[0-9a-f]+")  # PCM's unnamed layout is guessed alike in both
     assert same.sub("", decode_warnings(joined)) == same.sub("", decode_warnings(one))
@@ -192,13 +198,7 @@ def test_audio_that_mp4_cannot_store_joins_as_flac_sample_for_sample(tmp_path, e
     track is the source's sound, every sample once, in order. Matroska's millisecond clock places a
     later segment's first sample to the nearest sample of its time (0.5 ms at most), and nothing is
     lost or repeated there."""
-    from tests.support.ffmpeg import ffmpeg
-
-    video = make_clip(tmp_path / "v.mp4", width=64, height=48, fps=24, seconds=6, audio=False)
-    src = tmp_path / f"src{suffix}"
-    ffmpeg("-i", video, "-f", "lavfi", "-i", "sine=frequency=440:duration=6:sample_rate=48000", "-map", "0:v",
-           "-map", "1:a", "-c:v", "copy", "-strict", "-2", "-c:a", encoder, src)
-    one, joined, _, reports = _split_in_process(tmp_path, src, ["0", "2.3", "4.1", None], 6.0)
+    src, (one, joined, _, reports) = _tone_split_in_three(tmp_path, encoder, suffix)
     assert [report.audio for report in reports] == ["flac"] * 3
     assert any("re-encoded to FLAC (lossless" in note for note in reports[0].notes)
     assert decode_warnings(joined) == "" and _timeline(joined)["video"] == _timeline(one)["video"]
