@@ -413,17 +413,19 @@ def test_minterpolate_segments_make_the_one_jobs_frames(tmp_path, fps, yuv):
 
 def test_a_segment_refuses_dvd_subtitles_which_mp4_would_keep_as_they_are(tmp_path):
     """VobSub is kept in MP4 as it is, its track starting at its first cue: it would not join, so a
-    segment job refuses it clearly, exit 65 (the probes do not split such an input)."""
+    segment refuses it clearly (the probes do not split such an input)."""
+    from fractions import Fraction
+
+    from gpu_job.media import pipeline
     from tests.support.clips import make_rip
     from tests.support.ffmpeg import ffmpeg
+    from vastdrop.errors import ConfigError
 
     src = tmp_path / "vobsub.mkv"
     ffmpeg("-i", make_rip(tmp_path / "rip.mkv", seconds=2, pgs=True), "-map", "0:v", "-map", "0:s:1",
            "-c:v", "copy", "-c:s", "dvdsub", src)
-    proc = run_job(file_job_env(tmp_path, src, JOB_SEGMENT_START_S="1"))
-    assert proc.returncode == 65, proc.stderr[-2000:]
-    manifest = (tmp_path / "bucket" / "output" / "clip.mp4.manifest.json").read_text()
-    assert "stream 1 (dvd_subtitle) would be copied" in manifest
+    with pytest.raises(ConfigError, match=r"stream 1 \(dvd_subtitle\) would be copied"):
+        pipeline.process(src, tmp_path / "part.mp4", pipeline.Plan(window=(Fraction(1), None)), 3.0)
 
 
 def test_the_init_segment_parser_refuses_what_is_not_one():
