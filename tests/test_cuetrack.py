@@ -26,6 +26,7 @@ def test_a_cue_shows_until_its_end_or_the_next_cue_and_the_chain_covers_the_span
 def test_the_look_back_takes_only_cues_before_the_span_and_a_cue_across_it_shows_from_its_start():
     chain = CueChain(10 * S, None, reach=30 * S)
     chain.before = True
+    chain.add(-25 * S, 60 * S, b"older than the reach: the segment before cut it, and said so")
     chain.add(4 * S, 3 * S, b"over")
     chain.add(8 * S, 4 * S, b"showing at the start")
     chain.add(11 * S, S, b"the segment's own: not the look back's")

@@ -288,14 +288,31 @@ def test_text_subtitles_join_into_the_one_jobs_cues(tmp_path, kind):
     assert not any("segments meet" in note for report in reports for note in report.notes), [r.notes for r in reports]
 
 
-def test_a_cue_older_than_the_look_back_ends_at_the_join_and_says_so(tmp_path, monkeypatch):
+def test_cues_stored_seconds_behind_the_picture_reach_their_segments(tmp_path):
+    """A Matroska file may store its cues well behind the picture (here 18 s: a script that muxes
+    them last), and Matroska's demuxer reads in the file's order. A segment reads on 30 s past its
+    end, and its look back past its start: every cue reaches its segment."""
+    from tests.support.clips import make_subtitled, shown_cues, store_subtitles_last, stored_apart_s
+
+    cues = [(2, 3, "a"), (5, 6, "b"), (9, 11, "across 10"), (14, 15, "c"), (18, 19, "d"), (24, 25, "e")]
+    src = store_subtitles_last(make_subtitled(tmp_path / "film.mkv", 30, cues), tmp_path / "late.mkv")
+    assert stored_apart_s(src, "subtitle") > 15
+    one, joined, _, reports = _split_in_process(tmp_path, src, ["0", "5", "20", None], 30.0)
+    assert [text.decode() for _, _, text in shown_cues(one)] == [text for _, _, text in cues]
+    assert shown_cues(joined) == shown_cues(one)
+    assert not any("behind the picture" in note for report in reports for note in report.notes)
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_a_cue_older_than_the_look_back_ends_at_the_join_and_says_so(tmp_path, monkeypatch, suffix):
     """A later segment shows again a cue still showing at its start if that cue began within its look
-    back (CUE_LOOKBACK_S); one that began earlier ends at the join, and the segment before says so."""
+    back (CUE_LOOKBACK_S); one that began earlier ends at the join, and the segment before says so,
+    whatever the demuxer hands over (MP4's starts a seek at the cue showing then, however old)."""
     from gpu_job.media import segment
     from tests.support.clips import make_subtitled, shown_cues
 
     monkeypatch.setattr(segment, "CUE_LOOKBACK_S", 2)
-    src = make_subtitled(tmp_path / "film.mkv", 8, [(0.5, 7.0, "A long sign"), (7.5, 7.9, "After")])
+    src = make_subtitled(tmp_path / f"film{suffix}", 8, [(0.5, 7.0, "A long sign"), (7.5, 7.9, "After")])
     one, joined, _, reports = _split_in_process(tmp_path, src, ["0", "5", None], 8.0)
     assert [cue[:2] for cue in shown_cues(one)] == [(500_000, 7_000_000), (7_500_000, 7_900_000)]
     assert [cue[:2] for cue in shown_cues(joined)] == [(500_000, 5_000_000), (7_500_000, 7_900_000)]

@@ -58,6 +58,8 @@ class CueChain:
         self.cut: list[tuple[int, int]] = []  # (start, end) of cues cut at stop that the next segment cannot see
 
     def add(self, start: int, duration: int, payload: bytes) -> None:
+        if self.before and start < self.begin - self.reach:
+            return  # older than the look back reaches, whatever the demuxer gave (cut at the join, and said)
         if (start < self.begin) == self.before and (self.stop is None or start < self.stop):
             self.cues.append((start, max(duration, 0), payload))
 
@@ -220,9 +222,9 @@ def _new_traf(track: int, samples: list[Sample], data_offset: int) -> bytes:
 def _write_fragment(src: BinaryIO, dst: BinaryIO, moof: bytes, mdat: tuple[int, int, int],
                     replaced: set[int], samples: dict[int, list[Sample]]) -> None:
     """One fragment: the moof without the replaced tracks' trafs and with `samples`' own, and the
-    media data with their payloads after the others' (left as they were: the muxer's empty samples
-    stay, unreferenced, two bytes each). `mdat`: where its data starts, its header's length, the
-    data's length."""
+    media data with their payloads before the others' (left as they were: the muxer's empty samples
+    stay, unreferenced, two bytes each): the cues' offsets stay small whatever the fragment's size.
+    `mdat`: where its data starts, its header's length, the data's length."""
     data_at, old_header, data_size = mdat
     children = _children(moof, HEADER.size)
     kept = [(kind, child) for kind, child in children if kind != b"traf" or _track_id(child) not in replaced]
@@ -237,14 +239,17 @@ def _write_fragment(src: BinaryIO, dst: BinaryIO, moof: bytes, mdat: tuple[int, 
             at += sum(len(s.payload) for s in samples[track])
         return _box(b"moof", *parts)
 
-    size = len(build(0, 0))  # the sizes do not depend on the offsets
-    delta = size - len(moof) + mdat_header - old_header
-    dst.write(build(delta, size + mdat_header + data_size))
+    try:
+        size = len(build(0, 0))  # the sizes do not depend on the offsets
+        delta = size - len(moof) + mdat_header - old_header + len(payload)
+        dst.write(build(delta, size + mdat_header))
+    except struct.error as exc:  # an offset past 2 GiB: no muxer writes a fragment that large
+        raise NotASegment(f"a fragment's data offset does not fit: {exc}") from exc
     total = mdat_header + data_size + len(payload)
     dst.write(HEADER.pack(total, b"mdat") if mdat_header == 8 else HEADER.pack(1, b"mdat") + struct.pack(">Q", total))
+    dst.write(payload)
     src.seek(data_at)
     _copy(src, dst, data_size)
-    dst.write(payload)
 
 
 def _copy(src: BinaryIO, dst: BinaryIO, size: int) -> None:

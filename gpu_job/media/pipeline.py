@@ -218,7 +218,7 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
                     cues.look_back(src, vin)
             try:
                 measuring = duration_s if isinstance(duration_s, Duration) else None
-                decoded = _decode(container, vin, others, report, deint, segment, measuring)
+                decoded = _decode(container, vin, others, report, deint, segment, measuring, cues)
                 if segment is not None and plan.target_fps is None:
                     # A retimed segment keeps the source frames around its span (interpolation's context).
                     decoded = _own_frames(decoded, segment)
@@ -420,7 +420,7 @@ def _device_stages(frames: Iterator[av.VideoFrame], plan: Plan, duration: float 
 
 def _decode(container, vin, others: streams.OtherStreams, report: Report,
             deint: interlace.Deinterlace | None, segment: Segment | None = None,
-            measuring: Duration | None = None) -> Iterator[av.VideoFrame]:
+            measuring: Duration | None = None, cues: SegmentCues | None = None) -> Iterator[av.VideoFrame]:
     """Decoded (and deinterlaced) video frames in order; other streams' packets are handed to their
     paths on the way. Only demuxing and decoding errors mean a bad input; anything downstream is our
     own failure. A segment stops demuxing past its end, and keeps only its own share of the other
@@ -431,9 +431,10 @@ def _decode(container, vin, others: streams.OtherStreams, report: Report,
     tb = Fraction(vin.time_base)
     deinterlacer = interlace.Deinterlacer(deint, tb) if deint else None
     stop = segment.past if segment is not None else None
-    interleaving = None if segment is None else Interleaving(segment, {a.ain.index: a for a in others.audio})
+    interleaving = None if segment is None else Interleaving(segment, {a.ain.index: a for a in others.audio}, cues)
     more = interleaving.more if interleaving is not None else None
-    for packet, decoded in _demux_decode(container, [vin, *others.inputs], vin, report, stop, more):
+    watch = cues.seen if cues is not None else None
+    for packet, decoded in _demux_decode(container, [vin, *others.inputs], vin, report, stop, more, watch):
         if packet is not None and packet.stream is not vin:
             if interleaving is not None:
                 interleaving.packet(packet)
@@ -490,10 +491,12 @@ def _picture(frame: av.VideoFrame, width: int, height: int, reader: colours.Conv
 
 
 def _demux_decode(container, wanted, vin, report: Report, stop: Callable[[av.Packet], bool] | None = None,
-                  more: Callable[[av.Packet], bool] | None = None) -> Iterator[tuple[av.Packet | None, list]]:
+                  more: Callable[[av.Packet], bool] | None = None,
+                  watch: Callable[[av.Packet], None] | None = None) -> Iterator[tuple[av.Packet | None, list]]:
     """(packet, the video frames it completed). Once `stop` says so (a segment read far enough), the
     decoder is drained, (None, its last frames): its threads hold frames back, a segment's among them.
-    The other streams' packets then go on, undecoded video skipped, while `more` says so."""
+    The other streams' packets then go on, undecoded video skipped, while `more` says so. `watch`
+    sees every packet read, in the file's order."""
     packets = container.demux(*wanted)
     while True:
         try:
@@ -501,6 +504,8 @@ def _demux_decode(container, wanted, vin, report: Report, stop: Callable[[av.Pac
                 packet = next(packets, None)
                 if packet is None:
                     return
+                if watch is not None:
+                    watch(packet)
                 stopping = stop is not None and stop(packet)
                 if stopping:
                     packet, decoded = None, vin.codec_context.decode(None)
@@ -519,6 +524,8 @@ def _demux_decode(container, wanted, vin, report: Report, stop: Callable[[av.Pac
             raise BadInputError(f"the input is corrupt past the segment's end: {exc}") from exc
         if packet is None:
             return
+        if watch is not None:
+            watch(packet)
         if packet.stream is not vin:
             yield packet, []
         if not more(packet):

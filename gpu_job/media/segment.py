@@ -46,6 +46,10 @@ INTERLEAVE_S = Fraction(30)
 # How far before a later segment's start it looks for a cue still showing there, which it shows again
 # from its start (SegmentCues): as far as FFmpeg's Matroska demuxer backs up for a subtitle when it seeks.
 CUE_LOOKBACK_S = Fraction(30)
+# Demuxers that hand packets over in time order, wherever the file stores them (FFmpeg's for MP4 and
+# MOV): a cue comes with the picture of its time. Others (Matroska's) read in the file's order, where
+# a muxer may store cues far behind the picture: 18 s in a test, a script that muxes them last.
+TIME_ORDERED_DEMUXERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2"})
 
 # The mp4 muxer's options for a media segment. delay_moov lets the init segment carry each track's
 # edit list (the encoder's B-frame delay, AAC's priming), as the whole job's file has them: the join
@@ -206,10 +210,11 @@ class Interleaving:
     copied audio stream has reached the end too, or the video lies INTERLEAVE_S past it (`more`).
     Each stream's first packet past the end says when the segment's last one ends (AudioPath.until)."""
 
-    def __init__(self, segment: Segment, audio: dict[int, object]) -> None:
+    def __init__(self, segment: Segment, audio: dict[int, object], cues: SegmentCues | None = None) -> None:
         self.segment = segment
-        self.routes = audio  # the copied audio streams (by index) and their routes
+        self.routes = audio  # the audio streams (by index) and their routes
         self.waiting = set(audio)  # those not yet read to the end
+        self.cues = cues  # text tracks: read until no cue that starts before the end can still come
         for route in audio.values():
             route.hold = True
 
@@ -227,7 +232,7 @@ class Interleaving:
         if self.segment.end is None or (packet.stream.type == "video" and when is not None and
                                         self.segment.seconds(when, packet.time_base) > self.segment.end + INTERLEAVE_S):
             return False
-        return bool(self.waiting)
+        return bool(self.waiting) or (self.cues is not None and not self.cues.read_past(self.segment.end))
 
 
 class DecodeDelay:
@@ -282,7 +287,12 @@ class SegmentCues:
 
     def __init__(self, segment: Segment, routes: dict[int, object], container: av.container.InputContainer) -> None:
         self.segment, self.routes = segment, routes
+        # How far past a time the video is read for every cue that starts before it.
+        self.reach = LOOKAHEAD_S if container.format.name in TIME_ORDERED_DEMUXERS else INTERLEAVE_S
         self.chains: dict[int, CueChain] = {}
+        self.since: Fraction | None = None  # the first video time this reading pass read
+        self.video_s: Fraction | None = None  # the last
+        self.behind = Fraction(0)  # how far behind the picture the file stores a cue, at most, as read
         for index, route in routes.items():
             tb = Fraction(container.streams[index].time_base)
 
@@ -292,6 +302,26 @@ class SegmentCues:
 
             route.cues = self.chains[index] = CueChain(on_track(segment.start) if not segment.is_first else 0,
                                                        on_track(segment.end), micro(CUE_LOOKBACK_S / tb, tb))
+
+    def seen(self, packet: av.Packet) -> None:
+        """Every packet a reading pass reads, in the demuxer's order: the video's say how far it has
+        read, and a cue's how far behind the picture it comes (one that starts before the pass began
+        is the demuxer's start, not the file's order): beyond the reach, the notes say so."""
+        when = packet.dts if packet.dts is not None else packet.pts
+        if when is None:
+            return
+        t = self.segment.seconds(when, packet.time_base)
+        if packet.stream.type == "video":
+            self.since = t if self.since is None else self.since
+            self.video_s = t if self.video_s is None else max(self.video_s, t)
+        elif packet.stream.index in self.routes and self.video_s is not None and t >= self.since:
+            self.behind = max(self.behind, self.video_s - t)
+
+    def read_past(self, t: Fraction) -> bool:
+        return self.video_s is not None and self.video_s > t + self.reach
+
+    def new_pass(self) -> None:
+        self.since = self.video_s = None
 
     def look_back(self, src: Source, vin: av.VideoStream) -> None:
         """The cues that start before a later segment (up to CUE_LOOKBACK_S): one may still show."""
@@ -307,16 +337,20 @@ class SegmentCues:
                 if target > self.segment.first_pts:
                     scan.seek(target, stream=video, backward=True, any_frame=False)
                 for packet in scan.demux(video, *(scan.streams[i] for i in self.routes)):
-                    when = packet.dts if packet.dts is not None else packet.pts
+                    self.seen(packet)
                     if packet.stream is not video:
                         self.routes[packet.stream.index].packet(packet)
-                    elif when is not None and self.segment.seconds(when, tb) > self.segment.start + LOOKAHEAD_S:
+                    elif self.read_past(self.segment.start):
                         break
         except av.error.FFmpegError as exc:
             raise BadInputError(f"the input cannot be read before the segment: {exc}") from exc
         finally:
             for chain in self.chains.values():
                 chain.before = False
+            for route in self.routes.values():
+                if hasattr(route, "skipped"):
+                    route.skipped = 0  # unreadable cues before the segment are the one before's to count
+            self.new_pass()
 
     def place(self, dst: Path, vout: av.VideoStream) -> list[str]:
         """Write each track's chain into the finished segment (track IDs: output index + 1), and say
@@ -330,6 +364,9 @@ class SegmentCues:
             notes += [f"subtitle stream {index}: the cue shown from {start / 1e6:.3f} s until {end / 1e6:.3f} s "
                       f"ends at {chain.stop / 1e6:.3f} s, where two segments meet: a cue that starts more than "
                       f"{CUE_LOOKBACK_S} s before a join is not shown after it" for start, end in chain.cut]
+        if self.behind > self.reach - LOOKAHEAD_S:
+            notes.append(f"the input stores subtitles up to {float(self.behind):.1f} s behind the picture: a cue "
+                         f"stored more than {self.reach - LOOKAHEAD_S} s behind a join may be missing")
         try:
             write_tracks(dst, tracks, vout.index + 1, int(1 / Fraction(vout.time_base)))
         except NotASegment as exc:

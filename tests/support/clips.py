@@ -14,7 +14,7 @@ from gpu_job.media.samples import _write_tone, make_clip
 from gpu_job.media.streams import DEFAULT_ASS_HEADER
 
 __all__ = ["make_audio_only", "make_clip", "make_rip", "make_subtitled", "make_timecoded", "make_truncated", "shown_cues",
-           "stored_apart_s"]
+           "store_subtitles_last", "stored_apart_s"]
 
 
 def make_truncated(src: Path, dest: Path, keep_fraction: float = 0.3) -> Path:
@@ -118,9 +118,9 @@ def shown_cues(path: Path, track: int = 0) -> list[tuple[int, int, bytes]]:
     return shown
 
 
-def stored_apart_s(path: Path) -> float:
-    """How far behind the picture, at most, the file stores its first soundtrack (s): what a reader
-    demuxing in file order has read of the picture when it reaches the sound of a time."""
+def stored_apart_s(path: Path, kind: str = "audio") -> float:
+    """How far behind the picture, at most, the file stores its sound (or another `kind`) (s): what a
+    reader demuxing in file order has read of the picture when it reaches the sound of a time."""
     ahead, video_s = 0.0, 0.0
     with av.open(str(path)) as container:
         for packet in container.demux():
@@ -129,9 +129,28 @@ def stored_apart_s(path: Path) -> float:
             t = float(packet.pts * packet.time_base)
             if packet.stream.type == "video":
                 video_s = max(video_s, t)
-            elif packet.stream.type == "audio":
+            elif packet.stream.type == kind:
                 ahead = max(ahead, video_s - t)
     return ahead
+
+
+def store_subtitles_last(src: Path, dest: Path) -> Path:
+    """The file remuxed by PyAV with every subtitle packet handed to the muxer after all the others,
+    as a script that writes its cues last does: Matroska then stores them seconds behind the picture."""
+    with av.open(str(src)) as source, av.open(str(dest), "w", format="matroska") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in source.streams}
+        held = []
+        for packet in source.demux():
+            if packet.dts is None:
+                continue
+            packet.stream = streams[packet.stream.index]
+            if packet.stream.type == "subtitle":
+                held.append(packet)
+            else:
+                out.mux(packet)
+        for packet in held:
+            out.mux(packet)
+    return dest
 
 
 def _audio_track(out, codec: str, tags: dict[str, str], disposition: int):
