@@ -675,11 +675,11 @@ def test_a_segment_that_left_the_staging_before_the_join_is_redone_and_the_job_g
 @pytest.mark.parametrize("made_by", ["pyav", "ffmpeg"])
 def test_an_mkv_input_splits_as_an_mp4_does(tmp_path, made_by):
     """Films often come as Matroska: its segments (seeking by its Cues) join into the one job's
-    result, packet for packet. Matroska times packets in milliseconds (an AAC frame's 1024 samples
-    are stamped 21 ms, 1008 samples), and the two results' demuxers trim the first frame by a few
-    samples apart: the sound is the one job's, shifted by less than a millisecond. As ffmpeg writes
-    it (B-frames, a keyframe every second), the first video packets have no decoding time: the
-    first picture is still the first keyframe's, not the next one's a second later."""
+    result, packet for packet, and the sound is the one job's, sample for sample. Matroska times
+    packets in milliseconds (AAC's 1024 samples of priming are stamped 21 ms, 1008 samples): every
+    copied track counts from its first sample (streams.track_start). As ffmpeg writes it (B-frames,
+    a keyframe every second), the first video packets have no decoding time: the first picture is
+    still the first keyframe's, not the next one's a second later."""
     src = make_clip(tmp_path / "film.mkv", width=64, height=48, fps=24, seconds=6)
     if made_by == "ffmpeg":
         from tests.support.ffmpeg import ffmpeg
@@ -691,9 +691,25 @@ def test_an_mkv_input_splits_as_an_mp4_does(tmp_path, made_by):
     assert decode_warnings(joined) == ""
     assert _timeline(joined) == _timeline(one)
     whole, split = _samples(one), _samples(joined)
-    shift = split.shape[1] - whole.shape[1]
-    assert 0 <= shift < 48  # 48 samples: a millisecond at 48 kHz
-    assert np.array_equal(split[:, shift:], whole)
+    assert split.shape == whole.shape and np.array_equal(split, whole)
+
+
+def test_a_matroska_rips_joined_file_decodes_every_stream_as_the_one_jobs_does(tmp_path):
+    """A rip (AAC and AC-3 soundtracks, SRT, chapters, titles) split and joined: ffmpeg decoding
+    every stream of it says what it says of the one job's file, and nothing more (it said the AAC
+    track's first two frames had one time: the edit list hid 1008 of its first packet's 1024
+    samples, as Matroska's milliseconds stamped them)."""
+    from tests.support.clips import make_rip
+    from tests.support.ffmpeg import ffmpeg
+
+    one, joined, _, _ = _split_in_process(tmp_path, make_rip(tmp_path / "rip.mkv", seconds=3), ["0", "0.5", "2", None], 3.0)
+
+    def warnings(path: Path) -> str:
+        said = ffmpeg("-v", "warning", "-i", path, "-map", "0:v", "-map", "0:a", "-f", "null", "-", check=False).stderr
+        return re.sub(r" @ 0x[0-9a-f]+", "", said).strip()
+
+    assert warnings(joined) == warnings(one)
+    assert _samples(joined).shape == _samples(one).shape
 
 
 def test_a_segment_encoded_otherwise_again_fails_its_job_at_once(tmp_path):

@@ -210,6 +210,11 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
                     for index, route in others.routes.items():
                         if index not in texts:  # cues keep the one job's times (SegmentCues)
                             route.shift = later_segment_shift(segment, index)
+                    for audio in others.audio:  # a copied track counts from its first sample, as segment 0's
+                        index = audio.ain.index
+                        audio.starts_track = False
+                        audio.track_start = streams.track_start(segment.first_dts[index], segment.first_ends[index],
+                                                                Fraction(audio.ain.time_base), audio.ain.codec_context)
                 for audio in others.audio:
                     if audio.mode != "copy":  # re-encoded: decoded from every packet read, its own frames kept
                         audio.owns = segment.holds_frame

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -91,6 +91,7 @@ class Segment:
     first_pts: int  # the first picture's pts, in the video stream's time base
     video_tb: Fraction
     first_dts: dict[int, int]  # each copied stream's first dts in the input (by stream index)
+    first_ends: dict[int, int] = field(default_factory=dict)  # and its first packet's end (dts + duration)
     opening: tuple[int, ...] = ()  # the input's first pictures' pts, ascending (DecodeDelay)
 
     @property
@@ -135,10 +136,10 @@ def open_segment(src: Source, container: av.container.InputContainer, vin: av.Vi
     very first packet), then seek a later segment to the keyframe before its start."""
     start, end = window
     with open_read(src) as scan:
-        first_pts, first_dts, opening = _firsts(scan, scan.streams[vin.index],
-                                                [scan.streams[s.index] for s in copied])
+        first_pts, first_dts, first_ends, opening = _firsts(scan, scan.streams[vin.index],
+                                                            [scan.streams[s.index] for s in copied])
     tb = Fraction(vin.time_base)
-    segment = Segment(start, end, first_pts, tb, first_dts, opening)
+    segment = Segment(start, end, first_pts, tb, first_dts, first_ends, opening)
     target = first_pts + math.floor((start - lead_in) / tb)
     if target > first_pts:
         container.seek(target, stream=vin, backward=True, any_frame=False)
@@ -160,7 +161,7 @@ def measure_window(source: Source, window: tuple[Fraction, Fraction | None]) -> 
         tb = Fraction(vin.time_base or Fraction(1, 90000))
         try:
             origin = _first_group_start(container, vin)
-            segment = Segment(start, end, origin, tb, {})
+            segment = Segment(start, end, origin, tb, {}, {})
             target = origin + math.floor((start - LEAD_IN_S) / tb)
             if target > origin:
                 container.seek(target, stream=vin, backward=True, any_frame=False)
@@ -223,7 +224,7 @@ class Interleaving:
         if index in self.waiting and packet.dts is not None and self.segment.end is not None \
                 and self.segment.seconds(packet.dts, packet.time_base) >= self.segment.end:
             self.waiting.discard(index)
-            self.routes[index].until(packet.dts - self.routes[index].shift)
+            self.routes[index].until(packet.dts, Fraction(packet.time_base))
 
     def more(self, packet: av.Packet) -> bool:
         """Whether demuxing goes on after the video's end (Segment.past: a segment with an end), this
@@ -397,11 +398,12 @@ def later_segment_shift(segment: Segment, index: int) -> int:
 
 
 def _firsts(container: av.container.InputContainer, vin: av.VideoStream,
-            copied: list[av.stream.Stream]) -> tuple[int, dict[int, int], tuple[int, ...]]:
-    """The first picture's pts, each copied stream's first dts, and the first pictures' pts
-    (Segment.opening)."""
+            copied: list[av.stream.Stream]) -> tuple[int, dict[int, int], dict[int, int], tuple[int, ...]]:
+    """The first picture's pts, each copied stream's first dts and its first packet's end, and the
+    first pictures' pts (Segment.opening)."""
     first_pts: int | None = None
     first_dts: dict[int, int] = {}
+    first_ends: dict[int, int] = {}
     opening: list[int] = []  # the first video packets' pts, in decoding order
     wanted = {s.index for s in copied}
 
@@ -419,8 +421,9 @@ def _firsts(container: av.container.InputContainer, vin: av.VideoStream,
                     first_pts = next((f.pts for f in packet.decode() if f.pts is not None), None)
             elif packet.dts is not None and packet.stream.index not in first_dts:
                 first_dts[packet.stream.index] = packet.dts
+                first_ends[packet.stream.index] = packet.dts + (packet.duration or 0)
             if first_pts is not None and set(first_dts) >= wanted and len(opening) >= OPENING_PACKETS:
-                return first_pts, first_dts, span()
+                return first_pts, first_dts, first_ends, span()
             when = packet.dts if packet.dts is not None else packet.pts
             if first_pts is not None and packet.stream is vin and when is not None \
                     and (when - first_pts) * Fraction(vin.time_base) > FIRST_PACKETS_WITHIN_S:
@@ -430,7 +433,7 @@ def _firsts(container: av.container.InputContainer, vin: av.VideoStream,
     if first_pts is None:
         raise BadInputError("the video has no frames")
     if set(first_dts) >= wanted:  # the input ended within its first pictures
-        return first_pts, first_dts, span()
+        return first_pts, first_dts, first_ends, span()
     raise ConfigError(f"a copied stream has no packet in the first {FIRST_PACKETS_WITHIN_S} s: such an input "
                       "cannot be processed in segments (run it without --segment-s)")
 

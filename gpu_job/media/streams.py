@@ -168,6 +168,8 @@ class AudioPath:
         self.hold = False
         self.held: av.Packet | None = None
         self.owns = None  # a segment's: whether a decoded frame is its own
+        self.starts_track = True  # its first packet is the track's first (not in a later segment)
+        self.track_start: int | None = None  # a later segment's: the track's first sample (track_start)
         self.next_sample: int | None = None  # where the next re-encoded frame goes (_on_sample_clock)
         # A split job copies only what is tested to join sample for sample (vastdrop.fmp4).
         copied = copy_accepted(ain, container) and (not lossless or _codec(ain) in SEGMENT_AUDIO_CODECS)
@@ -189,11 +191,13 @@ class AudioPath:
         if self.mode == "copy":
             if packet.dts is None:  # the demuxer's flush packet
                 return
-            packet = _moved(packet, self.stream, self.shift)
+            at = packet.dts
+            packet = self._in_samples(packet) if self.ain.codec_context.sample_rate else \
+                _moved(packet, self.stream, self.shift)
             if not self.hold:
                 self.output.mux(packet)
                 return
-            self.until(packet.dts)
+            self.until(at, Fraction(self.ain.time_base))
             self._release()
             self.held = packet
             return
@@ -217,9 +221,37 @@ class AudioPath:
         frame.pts, frame.time_base = self.next_sample, Fraction(1, rate)
         self.next_sample += frame.samples
 
-    def until(self, at: int) -> None:
-        """The next packet's decoding time is `at` (the route's ticks, moved as its packets are)."""
-        if self.held is not None and at > self.held.dts:
+    def _offset(self, time_base: Fraction) -> int:
+        """Samples subtracted from a copied packet's time on the input's clock (_in_samples)."""
+        rate = self.ain.codec_context.sample_rate
+        return self.track_start if self.track_start is not None else round(self.shift * time_base * rate)
+
+    def _in_samples(self, packet: av.Packet) -> av.Packet:
+        """A copied packet timed in samples, moved as every stream is (its time on the input's clock,
+        rounded to a sample, less the offset): the track's first packet starts at track_start's."""
+        tb, rate = Fraction(packet.time_base), self.ain.codec_context.sample_rate
+        dts = round(packet.dts * tb * rate)
+        end = round((packet.dts + packet.duration) * tb * rate) if packet.duration else None
+        if self.starts_track:
+            self.starts_track = False
+            dts = track_start(packet.dts, packet.dts + (packet.duration or 0), tb, self.ain.codec_context)
+        pts = None if packet.pts is None else dts + round((packet.pts - packet.dts) * tb * rate)
+        offset = self._offset(tb)
+        packet.time_base = Fraction(1, rate)
+        packet.dts, packet.pts = dts - offset, None if pts is None else pts - offset
+        packet.duration = end - dts if end is not None else 0
+        packet.stream = self.stream
+        return packet
+
+    def until(self, at: int, time_base: Fraction) -> None:
+        """The next packet's decoding time is `at` (ticks of `time_base`, on the input's clock)."""
+        if self.held is None:
+            return
+        if self.ain.codec_context.sample_rate:
+            at = round(at * time_base * self.ain.codec_context.sample_rate) - self._offset(time_base)
+        else:
+            at -= self.shift
+        if at > self.held.dts:
             self.held.duration = at - self.held.dts
 
     def _release(self) -> None:
@@ -233,6 +265,20 @@ class AudioPath:
             for resampled in self.resampler.resample(None):
                 self.output.mux(self.stream.encode(resampled))
             self.output.mux(self.stream.encode())
+
+
+def track_start(first_dts: int, first_end: int, time_base: Fraction, codec: av.AudioCodecContext) -> int:
+    """A copied audio track's first sample, in samples on the input's clock: its first packet's time,
+    or, where that packet is stamped on a coarser clock than its samples and lasts less than a whole
+    frame (Matroska's milliseconds: AAC's 1024 samples of priming as 21 ms, 1008 samples), its end
+    less one frame. The edit list that hides the priming then covers the whole packet: covering
+    1008 of its 1024 samples, FFmpeg's reader of a fragmented file gave a 16-sample frame at the first
+    picture's time and the next frame at that time too, which players warn of."""
+    rate, frame = codec.sample_rate, codec.frame_size
+    start = round(first_dts * time_base * rate)
+    if frame and first_end > first_dts:
+        start = min(start, round(first_end * time_base * rate) - frame)
+    return start
 
 
 class SubtitlePath:
