@@ -136,15 +136,15 @@ def _first_sound(path: Path) -> int:
         return next(container.decode(audio=0)).pts
 
 
-def _tone_split_in_three(tmp: Path, encoder: str, suffix: str):
-    """A 6 s clip whose sound is ffmpeg's 440 Hz tone in `encoder`, and _split_in_process's results
-    for it in three segments."""
+def _tone_split_in_three(tmp: Path, encoder: str, suffix: str, shaped: str = "anull"):
+    """A 6 s clip whose sound is ffmpeg's 440 Hz tone (`shaped` by a filter: channels, sample
+    format) in `encoder`, and _split_in_process's results for it in three segments."""
     from tests.support.ffmpeg import ffmpeg
 
     video = make_clip(tmp / "v.mp4", width=64, height=48, fps=24, seconds=6, audio=False)
     src = tmp / f"src{suffix}"
     ffmpeg("-i", video, "-f", "lavfi", "-i", "sine=frequency=440:duration=6:sample_rate=48000", "-map", "0:v",
-           "-map", "1:a", "-c:v", "copy", "-strict", "-2", "-c:a", encoder, src)
+           "-map", "1:a", "-c:v", "copy", "-af", shaped, "-strict", "-2", "-c:a", encoder, src)
     return src, _split_in_process(tmp, src, ["0", "2.3", "4.1", None], 6.0)
 
 
@@ -174,7 +174,7 @@ def test_audio_copied_into_mp4_joins_into_the_one_jobs_sound(tmp_path, encoder, 
 
 def _source_sound(path: Path) -> tuple[np.ndarray, list[int]]:
     """A file's first soundtrack decoded, as 32-bit float whatever its format, and each decoded
-    frame's pts in samples (its sample rate's ticks)."""
+    frame's pts in samples (its sample rate's ticks), where it has one."""
     from fractions import Fraction
 
     with av.open(str(path)) as container:
@@ -183,33 +183,67 @@ def _source_sound(path: Path) -> tuple[np.ndarray, list[int]]:
         to_float = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=rate)
         chunks, starts = [], []
         for frame in container.decode(stream):
-            starts.append(round(frame.pts * Fraction(frame.time_base) * rate))
+            if frame.pts is not None:  # a decoder's last frame may have none (WMA's)
+                starts.append(round(frame.pts * Fraction(frame.time_base) * rate))
             chunks += [f.to_ndarray() for f in to_float.resample(frame)]
         chunks += [f.to_ndarray() for f in to_float.resample(None)]
     return np.concatenate(chunks, axis=1), starts
 
 
-@pytest.mark.parametrize("encoder, suffix", [
-    ("pcm_mulaw", ".mov"), ("pcm_u8", ".mov"), ("truehd", ".mkv"), ("pcm_alaw", ".mkv"),
+THREE_CHANNELS = "pan=3.0|FL=c0|FR=0.5*c0|FC=0.25*c0"  # left, right and centre, each its own level
+DEEP = "volume=0.7:precision=float,aformat=sample_fmts=s32"  # 24 bits and more of sound, not 16 padded
+
+
+@pytest.mark.parametrize("encoder, suffix, shaped", [
+    ("pcm_mulaw", ".mov", "anull"), ("pcm_u8", ".mov", THREE_CHANNELS), ("truehd", ".mkv", "anull"),
+    ("truehd", ".mkv", DEEP), ("pcm_alaw", ".mkv", "anull"), ("wmav2", ".mkv", "anull"),
 ])
-def test_audio_that_mp4_cannot_store_joins_as_flac_sample_for_sample(tmp_path, encoder, suffix):
-    """Audio that MP4 cannot store as it is (mu-law, 8-bit PCM, TrueHD) becomes FLAC in a split job:
-    its frames stand alone, so each segment encodes its own share of the decoded sound and the joined
-    track is the source's sound, every sample once, in order. Matroska's millisecond clock places a
-    later segment's first sample to the nearest sample of its time (0.5 ms at most), and nothing is
-    lost or repeated there."""
-    src, (one, joined, _, reports) = _tone_split_in_three(tmp_path, encoder, suffix)
+def test_audio_that_mp4_cannot_store_joins_as_flac_sample_for_sample(tmp_path, encoder, suffix, shaped):
+    """Audio that MP4 cannot store as it is (mu-law, 8-bit PCM in three channels, 16- and 24-bit
+    TrueHD, A-law, WMA) becomes FLAC in a split job: its frames stand alone, so each segment encodes
+    its own share of the decoded sound and the joined track is the source's sound, every sample once,
+    in order, in its own channels and depth (WMA decodes to float: FLAC keeps it to 24 bits).
+    Matroska's millisecond clock places a later segment's first sample to the nearest sample of its
+    time (0.5 ms at most), and nothing is lost or repeated there. WMA's decoder makes nothing of the
+    first packet and holds its last frame back: a later segment counts from the first decoded frame,
+    and the last one places the frame the decoder gives last."""
+    src, (one, joined, _, reports) = _tone_split_in_three(tmp_path, encoder, suffix, shaped)
     assert [report.audio for report in reports] == ["flac"] * 3
     assert any("re-encoded to FLAC (lossless" in note for note in reports[0].notes)
+    assert not any("mixed into" in note for note in reports[0].notes)
     assert decode_warnings(joined) == "" and _timeline(joined)["video"] == _timeline(one)["video"]
     source, _ = _source_sound(src)
     sound, starts = _source_sound(joined)
-    assert sound.shape == source.shape and np.array_equal(sound, source), "the source's sound, sample for sample"
+    assert sound.shape == source.shape, "every sample once, in its own channels"
+    assert np.abs(sound - source).max() <= (2 ** -23 if encoder == "wmav2" else 0), "the source's sound"
     with av.open(str(joined)) as container:
         sizes = [frame.samples for frame in container.decode(audio=0)]
     jumps = [b - a - size for a, b, size in zip(starts, starts[1:], sizes, strict=False)]
     assert sum(jump != 0 for jump in jumps) <= (2 if suffix == ".mkv" else 0)  # at most one per join
     assert max(abs(jump) for jump in jumps) <= 24  # 0.5 ms at 48 kHz
+
+
+@pytest.mark.parametrize("codec, suffix", [("aac", ".mp4"), ("aac", ".mkv"), ("pcm_mulaw", ".mov")])
+def test_a_soundtrack_that_starts_after_the_first_join_keeps_its_place(tmp_path, codec, suffix):
+    """The sound starts 3 s after the picture, in segment 1's span. A track's first packet (a
+    re-encoded one's first frame) is segment 0's wherever it lies: it starts the track in segment 0's
+    header, which the join keeps. Without it, the joined sound started at the film's start, 3 s early."""
+    video = make_clip(tmp_path / "v.mp4", width=64, height=48, fps=24, seconds=7, audio=False)
+    src = make_offset_audio(video, tmp_path / f"late{suffix}", audio_lead_s=-3.0, seconds=4.0, codec=codec)
+    one, joined, _, reports = _split_in_process(tmp_path, src, ["0", "2.3", "4.1", None], 7.0)
+    assert decode_warnings(joined) == "" and _timeline(joined)["video"] == _timeline(one)["video"]
+
+    def sound_starts(path: Path) -> float:
+        with av.open(str(path)) as container:
+            return float(next(container.decode(audio=0)).time)
+
+    if codec == "aac":  # copied: the one job's packets at the one job's times
+        assert sound_starts(joined) == pytest.approx(sound_starts(one), abs=1e-6)
+        assert _timeline(joined)["audio"] == _timeline(one)["audio"]
+        assert np.array_equal(_samples(joined), _samples(one))
+    else:  # FLAC: the source's sound from the source's first sample (the one job's is AAC)
+        assert sound_starts(joined) == sound_starts(src) == 3.0
+        assert np.array_equal(_source_sound(joined)[0], _source_sound(src)[0])
 
 
 @pytest.mark.parametrize("make", ["phone", "matroska"])

@@ -13,6 +13,7 @@ on the decoded frames, as ffmpeg's CLI does, and the encoder gets them as they c
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -205,7 +206,8 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
                 check_carried(others.entries)
                 texts = others.text_routes
                 segment = open_segment(src, container, vin, plan.window,
-                                       [s for s in others.inputs if s.index not in texts], lead_in=_lead_in(plan, vin))
+                                       [s for s in others.inputs if s.index not in texts], lead_in=_lead_in(plan, vin),
+                                       decoded=frozenset(a.ain.index for a in others.audio if a.mode != "copy"))
                 if not segment.is_first:
                     for index, route in others.routes.items():
                         if index not in texts:  # cues keep the one job's times (SegmentCues)
@@ -217,7 +219,7 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
                                                                 Fraction(audio.ain.time_base), audio.ain.codec_context)
                 for audio in others.audio:
                     if audio.mode != "copy":  # re-encoded: decoded from every packet read, its own frames kept
-                        audio.owns = segment.holds_frame
+                        audio.owns = functools.partial(segment.holds_sound, audio.ain.index)
                 if texts:
                     cues = SegmentCues(segment, texts, container)
                     cues.look_back(src, vin)

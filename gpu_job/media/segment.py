@@ -111,8 +111,20 @@ class Segment:
         return self.holds(self.seconds(frame.pts, frame.time_base))
 
     def holds_packet(self, packet: av.Packet) -> bool:
+        """A copied stream's first packet is segment 0's wherever it lies (a soundtrack may start after
+        segment 0's end): it starts the track in segment 0's header, which the join keeps; without it
+        the track would start at the film's start."""
+        if packet.dts is not None and packet.dts == self.first_dts.get(packet.stream.index):
+            return self.is_first
         when = packet.pts if packet.pts is not None else packet.dts
         return when is not None and self.holds(self.seconds(when, packet.time_base))
+
+    def holds_sound(self, index: int, frame: av.AudioFrame) -> bool:
+        """A re-encoded stream's decoded frame: its first is segment 0's wherever it lies, as a copied
+        stream's first packet is (holds_packet)."""
+        if frame.pts == self.first_dts.get(index):
+            return self.is_first
+        return self.holds_frame(frame)
 
     def past(self, packet: av.Packet) -> bool:
         """Demuxing can stop: this video packet lies well beyond the end (the decoder is then drained
@@ -130,14 +142,15 @@ class Segment:
 
 def open_segment(src: Source, container: av.container.InputContainer, vin: av.VideoStream,
                  window: tuple[Fraction, Fraction | None], copied: list[av.stream.Stream],
-                 lead_in: Fraction = LEAD_IN_S) -> Segment:
+                 lead_in: Fraction = LEAD_IN_S, decoded: frozenset[int] = frozenset()) -> Segment:
     """Find the first picture (the timeline's zero) and the first packet of each copied stream (in a
     second look at the file, so the first segment starts reading where the whole job would: at the
-    very first packet), then seek a later segment to the keyframe before its start."""
+    very first packet), or its first decoded frame for those re-encoded (`decoded`: a decoder may
+    make nothing of a first packet), then seek a later segment to the keyframe before its start."""
     start, end = window
     with open_read(src) as scan:
         first_pts, first_dts, first_ends, opening = _firsts(scan, scan.streams[vin.index],
-                                                            [scan.streams[s.index] for s in copied])
+                                                            [scan.streams[s.index] for s in copied], decoded)
     tb = Fraction(vin.time_base)
     segment = Segment(start, end, first_pts, tb, first_dts, first_ends, opening)
     target = first_pts + math.floor((start - lead_in) / tb)
@@ -397,10 +410,10 @@ def later_segment_shift(segment: Segment, index: int) -> int:
     return segment.first_dts[index]
 
 
-def _firsts(container: av.container.InputContainer, vin: av.VideoStream,
-            copied: list[av.stream.Stream]) -> tuple[int, dict[int, int], dict[int, int], tuple[int, ...]]:
-    """The first picture's pts, each copied stream's first dts and its first packet's end, and the
-    first pictures' pts (Segment.opening)."""
+def _firsts(container: av.container.InputContainer, vin: av.VideoStream, copied: list[av.stream.Stream],
+            decoded: frozenset[int] = frozenset()) -> tuple[int, dict[int, int], dict[int, int], tuple[int, ...]]:
+    """The first picture's pts, each copied stream's first dts (the first decoded frame's pts for
+    those `decoded`) and its first packet's end, and the first pictures' pts (Segment.opening)."""
     first_pts: int | None = None
     first_dts: dict[int, int] = {}
     first_ends: dict[int, int] = {}
@@ -419,6 +432,10 @@ def _firsts(container: av.container.InputContainer, vin: av.VideoStream,
                     opening.append(packet.pts)
                 if first_pts is None:  # decoded only until the first picture shows
                     first_pts = next((f.pts for f in packet.decode() if f.pts is not None), None)
+            elif packet.stream.index in decoded and packet.stream.index not in first_dts:
+                frame = next((f for f in packet.decode() if f.pts is not None), None)
+                if frame is not None:
+                    first_dts[packet.stream.index] = first_ends[packet.stream.index] = frame.pts
             elif packet.dts is not None and packet.stream.index not in first_dts:
                 first_dts[packet.stream.index] = packet.dts
                 first_ends[packet.stream.index] = packet.dts + (packet.duration or 0)

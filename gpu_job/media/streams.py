@@ -35,6 +35,7 @@ TEXT_TICKS = Fraction(1, 1_000_000)
 # How far a re-encoded frame's own time may lie from the end of the one before and still follow it:
 # beyond, a real gap or overlap, kept. Matroska rounds times to the millisecond.
 SAMPLE_CLOCK_SLACK_S = Fraction(1, 1000)
+FLAC_MAX_CHANNELS = 8
 # Named channel layouts for re-encoded audio, by channel count (AAC refuses unnamed layouts).
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 # Tags that describe the source's encoding, not its content: the muxer writes its own.
@@ -171,6 +172,7 @@ class AudioPath:
         self.starts_track = True  # its first packet is the track's first (not in a later segment)
         self.track_start: int | None = None  # a later segment's: the track's first sample (track_start)
         self.next_sample: int | None = None  # where the next re-encoded frame goes (_on_sample_clock)
+        self.owned = False  # whether the last decoded frame was the segment's own
         # A split job copies only what is tested to join sample for sample (vastdrop.fmp4).
         copied = copy_accepted(ain, container) and (not lossless or _codec(ain) in SEGMENT_AUDIO_CODECS)
         self.mode = "copy" if copied else "flac" if lossless else "aac"
@@ -178,13 +180,19 @@ class AudioPath:
             self.stream = output.add_stream_from_template(ain)
         else:
             self.stream = output.add_stream(self.mode, rate=ain.codec_context.sample_rate or 48000)
-            # By channel count: a source layout may be unnamed ("2 channels"), which AAC refuses.
             channels = len(ain.codec_context.layout.channels) if ain.codec_context.layout else 2
-            self.stream.layout = _DEFAULT_LAYOUTS.get(channels, "stereo")
-            # FLAC keeps 16-bit sources in 16 bits, anything deeper (24-bit, float) in 32.
+            if self.mode == "flac" and 0 < channels <= FLAC_MAX_CHANNELS:
+                self.stream.layout = ain.codec_context.layout  # FLAC takes any layout: nothing remixed
+            else:  # by channel count: a source layout may be unnamed ("2 channels"), which AAC refuses
+                self.stream.layout = _DEFAULT_LAYOUTS.get(channels, "stereo")
+            source = ain.codec_context.layout
+            self.remixed = source.name if source and source.name != self.stream.layout.name else None
+            # FLAC keeps 16-bit sources in 16 bits, anything deeper in 32-bit integers, of which its
+            # encoder keeps 24 bits: a 24-bit source whole, float to 2^-23.
             deep = ain.codec_context.format is not None and ain.codec_context.format.bytes > 2
-            sample_format = "fltp" if self.mode == "aac" else "s32" if deep else "s16"
-            self.resampler = av.AudioResampler(format=sample_format, layout=self.stream.layout, rate=self.stream.rate)
+            self.stream.format = "fltp" if self.mode == "aac" else "s32" if deep else "s16"
+            self.resampler = av.AudioResampler(format=self.stream.format, layout=self.stream.layout,
+                                               rate=self.stream.rate)
         self.shift = start_shift(vin, ain.time_base)
 
     def packet(self, packet: av.Packet) -> None:
@@ -202,10 +210,11 @@ class AudioPath:
             self.held = packet
             return
         for frame in packet.decode():
-            if self.owns is not None and not self.owns(frame):
-                continue
-            if frame.pts is not None:
-                self._on_sample_clock(frame)
+            if self.owns is not None:  # a frame without a time (a decoder's last) goes where the one before went
+                self.owned = self.owned if frame.pts is None else self.owns(frame)
+                if not self.owned:
+                    continue
+            self._on_sample_clock(frame)
             for resampled in self.resampler.resample(frame):
                 self.output.mux(self.stream.encode(resampled))
 
@@ -215,7 +224,9 @@ class AudioPath:
         there (a real gap or overlap). A container's clock may round it (Matroska's milliseconds: 24
         samples at 48 kHz), and the encoder's packets would carry that rounding."""
         rate = self.stream.rate
-        at = round((frame.pts - self.shift) * Fraction(frame.time_base) * rate)
+        if frame.pts is None and self.next_sample is None:
+            return
+        at = self.next_sample if frame.pts is None else round((frame.pts - self.shift) * Fraction(frame.time_base) * rate)
         if self.next_sample is None or abs(at - self.next_sample) > SAMPLE_CLOCK_SLACK_S * rate:
             self.next_sample = at
         frame.pts, frame.time_base = self.next_sample, Fraction(1, rate)
@@ -425,6 +436,9 @@ class OtherStreams:
                 why = " (lossless: a split job's segments would join AAC with a seam)" if path.mode == "flac" else ""
                 self.notes.append(f"audio codec {codec} cannot be copied into {self.fmt.upper()}: "
                                   f"stream {stream.index} re-encoded to {path.mode.upper()}{why}")
+                if path.remixed:
+                    self.notes.append(f"audio stream {stream.index}: its channels ({path.remixed}) are mixed into "
+                                      f"{path.stream.layout.name} for {path.mode.upper()}")
             else:
                 self._add(stream, "kept", path)
             return
