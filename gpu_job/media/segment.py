@@ -236,8 +236,12 @@ class Interleaving:
         index = packet.stream.index
         if index in self.waiting and packet.dts is not None and self.segment.end is not None \
                 and self.segment.seconds(packet.dts, packet.time_base) >= self.segment.end:
+            route = self.routes[index]
+            if self.segment.is_first and route.mode != "copy" and route.next_sample is None:
+                return  # segment 0 waits for a late track's first frame (Segment.holds_sound), which
+                # a decoder may make only from the packets after the first
             self.waiting.discard(index)
-            self.routes[index].until(packet.dts, Fraction(packet.time_base))
+            route.until(packet.dts, Fraction(packet.time_base))
 
     def more(self, packet: av.Packet) -> bool:
         """Whether demuxing goes on after the video's end (Segment.past: a segment with an end), this

@@ -35,7 +35,9 @@ TEXT_TICKS = Fraction(1, 1_000_000)
 # How far a re-encoded frame's own time may lie from the end of the one before and still follow it:
 # beyond, a real gap or overlap, kept. Matroska rounds times to the millisecond.
 SAMPLE_CLOCK_SLACK_S = Fraction(1, 1000)
-FLAC_MAX_CHANNELS = 8
+# The layout FLAC's format assigns each channel count (FLAC in MP4 stores no other): a reader gives
+# 5.1(side) to any six channels, so a 5.1 (back) or 6.0 source is mixed into it, and said to be.
+_FLAC_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0(side)", 6: "5.1(side)", 7: "6.1", 8: "7.1"}
 # Named channel layouts for re-encoded audio, by channel count (AAC refuses unnamed layouts).
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 # Tags that describe the source's encoding, not its content: the muxer writes its own.
@@ -181,12 +183,16 @@ class AudioPath:
         else:
             self.stream = output.add_stream(self.mode, rate=ain.codec_context.sample_rate or 48000)
             channels = len(ain.codec_context.layout.channels) if ain.codec_context.layout else 2
-            if self.mode == "flac" and 0 < channels <= FLAC_MAX_CHANNELS:
-                self.stream.layout = ain.codec_context.layout  # FLAC takes any layout: nothing remixed
-            else:  # by channel count: a source layout may be unnamed ("2 channels"), which AAC refuses
-                self.stream.layout = _DEFAULT_LAYOUTS.get(channels, "stereo")
+            # By channel count: a source layout may be unnamed ("2 channels"), which AAC refuses, and
+            # FLAC in MP4 records only the count: a reader gives the layout FLAC's format assigns it.
+            layouts = _FLAC_LAYOUTS if self.mode == "flac" else _DEFAULT_LAYOUTS
+            self.stream.layout = layouts.get(channels, "stereo")
+            # Said where the source names its channels and they are not the output's (unnamed ones,
+            # "1 channels", keep their order).
             source = ain.codec_context.layout
-            self.remixed = source.name if source and source.name != self.stream.layout.name else None
+            named = source is not None and all(ch.name not in ("NONE", "UNKNOWN") for ch in source.channels)
+            same = named and [ch.name for ch in source.channels] == [ch.name for ch in self.stream.layout.channels]
+            self.remixed = source.name if named and not same else None
             # FLAC keeps 16-bit sources in 16 bits, anything deeper in 32-bit integers, of which its
             # encoder keeps 24 bits: a 24-bit source whole, float to 2^-23.
             deep = ain.codec_context.format is not None and ain.codec_context.format.bytes > 2
