@@ -437,7 +437,7 @@ def _firsts(container: av.container.InputContainer, vin: av.VideoStream, copied:
                 if first_pts is None:  # decoded only until the first picture shows
                     first_pts = next((f.pts for f in packet.decode() if f.pts is not None), None)
             elif packet.stream.index in decoded and packet.stream.index not in first_dts:
-                frame = next((f for f in packet.decode() if f.pts is not None), None)
+                frame = next((f for f in _decoded(packet) if f.pts is not None), None)
                 if frame is not None:
                     first_dts[packet.stream.index] = first_ends[packet.stream.index] = frame.pts
             elif packet.dts is not None and packet.stream.index not in first_dts:
@@ -457,6 +457,15 @@ def _firsts(container: av.container.InputContainer, vin: av.VideoStream, copied:
         return first_pts, first_dts, first_ends, span()
     raise ConfigError(f"a copied stream has no packet in the first {FIRST_PACKETS_WITHIN_S} s: such an input "
                       "cannot be processed in segments (run it without --segment-s)")
+
+
+def _decoded(packet: av.Packet) -> list:
+    """A re-encoded stream's frames from one packet: an unreadable packet gives none, as it costs the
+    job its own sound only (the video's errors are the ones that make an input bad)."""
+    try:
+        return packet.decode()
+    except av.error.FFmpegError:
+        return []
 
 
 def check_carried(entries) -> None:

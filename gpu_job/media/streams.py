@@ -175,6 +175,7 @@ class AudioPath:
         self.track_start: int | None = None  # a later segment's: the track's first sample (track_start)
         self.next_sample: int | None = None  # where the next re-encoded frame goes (_on_sample_clock)
         self.owned = False  # whether the last decoded frame was the segment's own
+        self.skipped = 0  # unreadable packets of re-encoded audio, left out
         # A split job copies only what is tested to join sample for sample (vastdrop.fmp4).
         copied = copy_accepted(ain, container) and (not lossless or _codec(ain) in SEGMENT_AUDIO_CODECS)
         self.mode = "copy" if copied else "flac" if lossless else "aac"
@@ -215,7 +216,13 @@ class AudioPath:
             self._release()
             self.held = packet
             return
-        for frame in packet.decode():
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:  # one unreadable packet costs its own sound, not the job
+            logger.info("audio stream %d: packet at %s unreadable: %s", self.ain.index, packet.pts, exc)
+            self.skipped += 1
+            return
+        for frame in frames:
             if self.owns is not None:  # a frame without a time (a decoder's last) goes where the one before went
                 self.owned = self.owned if frame.pts is None else self.owns(frame)
                 if not self.owned:
@@ -405,7 +412,9 @@ class OtherStreams:
         for index, route in self.routes.items():
             route.flush()
             if getattr(route, "skipped", 0):
-                self.notes.append(f"subtitle stream {index}: {route.skipped} unreadable cue(s) left out")
+                what = "audio stream {}: {} unreadable packet(s)" if isinstance(route, AudioPath) \
+                    else "subtitle stream {}: {} unreadable cue(s)"
+                self.notes.append(what.format(index, route.skipped) + " left out")
 
     def tag_video(self, vout: av.VideoStream) -> None:
         """The processed video keeps its language, title and flags."""
