@@ -218,10 +218,11 @@ def _first_group_start(container: av.container.InputContainer, vin: av.VideoStre
 
 
 class Interleaving:
-    """A segment's copied audio, in a file whose streams lie apart: packets of one time are not side
+    """A segment's audio and cues, in a file whose streams lie apart: packets of one time are not side
     by side in the file, and a muxer lets one stream run seconds ahead of another. After the video
-    has passed the segment's end (Segment.past), demuxing goes on without decoding until every
-    copied audio stream has reached the end too, or the video lies INTERLEAVE_S past it (`more`).
+    has passed the segment's end (Segment.past), demuxing goes on without decoding the video until
+    every audio stream has reached the end too (segment 0 also until a late track's first frame),
+    and the text tracks' reach is read (SegmentCues), or the video lies INTERLEAVE_S past it (`more`).
     Each stream's first packet past the end says when the segment's last one ends (AudioPath.until)."""
 
     def __init__(self, segment: Segment, audio: dict[int, object], cues: SegmentCues | None = None) -> None:
