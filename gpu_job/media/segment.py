@@ -306,8 +306,10 @@ class SegmentCues:
 
     def __init__(self, segment: Segment, routes: dict[int, object], container: av.container.InputContainer) -> None:
         self.segment, self.routes = segment, routes
-        # How far past a time the video is read for every cue that starts before it.
-        self.reach = LOOKAHEAD_S if container.format.name in TIME_ORDERED_DEMUXERS else INTERLEAVE_S
+        # How far past a time the video is read for every cue that starts before it: a demuxer that
+        # reads in the file's order may come to a cue late, one that reads in time order does not.
+        self.file_order = container.format.name not in TIME_ORDERED_DEMUXERS
+        self.reach = INTERLEAVE_S if self.file_order else LOOKAHEAD_S
         self.chains: dict[int, CueChain] = {}
         self.since: Fraction | None = None  # the first video time this reading pass read
         self.video_s: Fraction | None = None  # the last
@@ -383,7 +385,7 @@ class SegmentCues:
             notes += [f"subtitle stream {index}: the cue shown from {start / 1e6:.3f} s until {end / 1e6:.3f} s "
                       f"ends at {chain.stop / 1e6:.3f} s, where two segments meet: a cue that starts more than "
                       f"{CUE_LOOKBACK_S} s before a join is not shown after it" for start, end in chain.cut]
-        if self.behind > self.reach - LOOKAHEAD_S:
+        if self.file_order and self.behind > self.reach - LOOKAHEAD_S:  # in time order, no cue comes late
             notes.append(f"the input stores subtitles up to {float(self.behind):.1f} s behind the picture: a cue "
                          f"stored more than {self.reach - LOOKAHEAD_S} s behind a join may be missing")
         try:
