@@ -13,7 +13,6 @@ on the decoded frames, as ffmpeg's CLI does, and the encoder gets them as they c
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -42,9 +41,9 @@ from gpu_job.media.segment import (
     Segment,
     SegmentCues,
     check_carried,
-    later_segment_shift,
     muxer_options,
     open_segment,
+    route_shares,
     settle_flac,
 )
 from gpu_job.media.stages import Stages
@@ -205,21 +204,11 @@ def process(src: Source, dst: Path, plan: Plan, duration_s: float | Duration,
             if plan.window is not None:
                 check_carried(others.entries)
                 texts = others.text_routes
+                reencoded = {a.ain.index: a for a in others.audio if a.mode != "copy"}
                 segment = open_segment(src, container, vin, plan.window,
                                        [s for s in others.inputs if s.index not in texts], lead_in=_lead_in(plan, vin),
-                                       decoded=frozenset(a.ain.index for a in others.audio if a.mode != "copy"))
-                if not segment.is_first:
-                    for index, route in others.routes.items():
-                        if index not in texts:  # cues keep the one job's times (SegmentCues)
-                            route.shift = later_segment_shift(segment, index)
-                    for audio in others.audio:  # a copied track counts from its first sample, as segment 0's
-                        index = audio.ain.index
-                        audio.starts_track = False
-                        audio.track_start = streams.track_start(segment.first_dts[index], segment.first_ends[index],
-                                                                Fraction(audio.ain.time_base), audio.ain.codec_context)
-                for audio in others.audio:
-                    if audio.mode != "copy":  # re-encoded: decoded from every packet read, its own frames kept
-                        audio.owns = functools.partial(segment.holds_sound, audio.ain.index)
+                                       decoded=frozenset(reencoded))
+                route_shares(segment, others, texts, reencoded)
                 if texts:
                     cues = SegmentCues(segment, texts, container)
                     cues.look_back(src, vin)

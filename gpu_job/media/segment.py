@@ -14,6 +14,7 @@ its first output frame is decoded too: interpolation needs it), and stops a litt
 
 from __future__ import annotations
 
+import functools
 import math
 from array import array
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import av
 
+from gpu_job.media import streams
 from gpu_job.media.cuetrack import MICRO, CueChain, micro, write_tracks
 from gpu_job.media.probe import Source, Timeline, declared_s, open_input, open_read, timeline_from
 from vastdrop.errors import BadInputError, ConfigError
@@ -409,12 +411,26 @@ def settle_flac(dst: Path) -> None:
             file.write(init)
 
 
-def later_segment_shift(segment: Segment, index: int) -> int:
-    """The shift (ticks subtracted) for a copied stream's packets in a segment after the first. The
-    first segment's muxer starts each track's media time at the track's first packet (its edit list
-    hides what lies before the picture: AAC's priming); a later one (frag_discont) at its own first
-    packet's timestamp. Counting from the track's first packet in both makes their fragments agree."""
-    return segment.first_dts[index]
+def route_shares(segment: Segment, others: streams.OtherStreams, texts: dict[int, object],
+                 reencoded: dict[int, streams.AudioPath]) -> None:
+    """Set each route of the other streams to take the segment's share. The first segment's muxer
+    starts each track's media time at the track's first packet (its edit list hides what lies before
+    the picture: AAC's priming); a later one (frag_discont) at its own first packet's timestamp. So
+    a later segment's routes count from the track's first packet (first_dts), and its copied audio
+    from the track's first sample, as segment 0's does (streams.track_start); its text cues keep the
+    one job's times (SegmentCues). Re-encoded audio is decoded from every packet read and keeps the
+    frames that are the segment's own (Segment.holds_sound)."""
+    if not segment.is_first:
+        for index, route in others.routes.items():
+            if index not in texts:
+                route.shift = segment.first_dts[index]
+        for audio in others.audio:
+            index = audio.ain.index
+            audio.starts_track = False
+            audio.track_start = streams.track_start(segment.first_dts[index], segment.first_ends[index],
+                                                    Fraction(audio.ain.time_base), audio.ain.codec_context)
+    for index, audio in reencoded.items():
+        audio.owns = functools.partial(segment.holds_sound, index)
 
 
 def _firsts(container: av.container.InputContainer, vin: av.VideoStream, copied: list[av.stream.Stream],
