@@ -8,6 +8,7 @@ bytes."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 HEADER = struct.Struct(">I4s")
@@ -125,19 +126,25 @@ def sample_descriptions(init: bytes) -> list[bytes]:
     return found
 
 
-def _walk(data: bytes, start: int, end: int, found: list[bytes], depth: int) -> None:
+def children(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(kind, offset, size) of each box in data[start:end], each within those bounds."""
     offset = start
     while offset + HEADER.size <= end:
         size, kind = HEADER.unpack_from(data, offset)
         if size < HEADER.size or offset + size > end:
             raise NotASegment(f"box {kind!r} overruns its parent")
+        yield kind, offset, size
+        offset += size
+
+
+def _walk(data: bytes, start: int, end: int, found: list[bytes], depth: int) -> None:
+    for kind, offset, size in children(data, start, end):
         if kind in _CONTAINERS:
             if depth >= len(_CONTAINERS):  # moov/trak/mdia/minf/stbl nest no deeper in a real file
                 raise NotASegment("boxes nested deeper than an init segment's")
             _walk(data, offset + HEADER.size, offset + size, found, depth + 1)
         elif kind == b"stsd":
             found.append(data[offset:offset + size])
-        offset += size
 
 
 # FLAC's STREAMINFO (ISO BMFF's dfLa box, in the stsd): its block sizes and format, which are the

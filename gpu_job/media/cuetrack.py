@@ -21,7 +21,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
-from vastdrop.fmp4 import HEADER, NotASegment
+from vastdrop.fmp4 import HEADER, NotASegment, children
 
 EMPTY = b"\x00\x00"  # a mov_text sample without text: nothing shown
 MICRO = Fraction(1, 1_000_000)  # the tracks' ticks (streams.TEXT_TICKS)
@@ -163,14 +163,7 @@ def _read_moof(file: BinaryIO, size: int) -> bytes:
 
 def _children(box: bytes, start: int) -> list[tuple[bytes, bytes]]:
     """(kind, the whole child box) of each box inside `box` from `start`."""
-    out, offset = [], start
-    while offset + HEADER.size <= len(box):
-        size, kind = HEADER.unpack_from(box, offset)
-        if size < HEADER.size or offset + size > len(box):
-            raise NotASegment(f"box {kind!r} overruns its parent")
-        out.append((kind, box[offset:offset + size]))
-        offset += size
-    return out
+    return [(kind, box[offset:offset + size]) for kind, offset, size in children(box, start, len(box))]
 
 
 def _trafs(moof: bytes) -> list[bytes]:
